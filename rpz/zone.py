@@ -1,0 +1,252 @@
+"""A compiled policy zone: rules decoded, actions shared, names packed into lookup tables.
+
+Built from master-file text (``compile_text``) or from the record set a zone transfer yields
+(``compile_records``). Both collect records per owner, decode the trigger (rpz.triggers) and the
+action (rpz.actions), and refuse bad owners one by one into ``rejections``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from . import names
+from .actions import RR, Action, classify
+from .errors import RecordError, ZoneReadError
+from .index import NameTable, PrefixTable, build_name_table
+from .triggers import Prefix, Trigger, TriggerKind, parse_owner
+from .zonetext import ParsedRR, Rejection, ZoneReader
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """A decoded rule, for reports and explanations (not used on the lookup path)."""
+
+    trigger: Trigger
+    action: Action
+    order_ref: str | None
+    owner: str
+
+
+@dataclass(slots=True)
+class ZoneStats:
+    rules: int = 0
+    records: int = 0
+    by_trigger: dict[str, int] = field(default_factory=dict)
+    by_action: dict[str, int] = field(default_factory=dict)
+
+    def count(self, trigger: Trigger, action: Action) -> None:
+        self.rules += 1
+        t = trigger.kind.label + (" wildcard" if trigger.wildcard else "")
+        self.by_trigger[t] = self.by_trigger.get(t, 0) + 1
+        a = action.kind.label
+        self.by_action[a] = self.by_action.get(a, 0) + 1
+
+
+class CompiledZone:
+    """One policy zone, ready for lookups. Immutable once built."""
+
+    def __init__(self, *, origin: bytes, soa: RR, source: str, actions: list[Action],
+                 rule_action: list[int] | memoryview, rule_ref: list[int] | memoryview,
+                 refs: list[str], qname: NameTable, nsdname: NameTable,
+                 client_ip: PrefixTable, ip: PrefixTable, nsip: PrefixTable,
+                 rejections: list[Rejection], stats: ZoneStats) -> None:
+        self.origin = origin
+        self.soa = soa
+        self.serial = int.from_bytes(soa.rdata[-20:-16], "big")
+        self.source = source
+        self.actions = actions
+        self.rule_action = rule_action
+        self.rule_ref = rule_ref
+        self.refs = refs
+        self.qname = qname
+        self.nsdname = nsdname
+        self.client_ip = client_ip
+        self.ip = ip
+        self.nsip = nsip
+        self.rejections = rejections
+        self.stats = stats
+        self.has_client_ip = len(client_ip) > 0
+        self.has_response_triggers = len(ip) > 0 or nsdname.size > 0 or len(nsip) > 0
+
+    @property
+    def name(self) -> str:
+        return names.to_text(self.origin)
+
+    def action_of(self, rule: int) -> Action:
+        return self.actions[self.rule_action[rule]]
+
+    def ref_of(self, rule: int) -> str | None:
+        r = self.rule_ref[rule]
+        return self.refs[r] if r else None
+
+    def __repr__(self) -> str:
+        return f"<CompiledZone {self.name} serial {self.serial}: {self.stats.rules} rules>"
+
+
+class ZoneBuilder:
+    """Collects records per owner and compiles them."""
+
+    def __init__(self, apex: bytes, source: str) -> None:
+        self.apex = apex
+        self.source = source
+        self.groups: dict[bytes, list[tuple[RR, int | None]]] = {}
+        self.rejections: list[Rejection] = []
+        self._actions: dict[Action, int] = {}
+        self._action_list: list[Action] = []
+        self._refs: dict[str, int] = {}
+        self._ref_list: list[str] = [""]
+        self._rules: dict[tuple[int, int], int] = {}
+        self.rule_action: list[int] = [0]
+        self.rule_ref: list[int] = [0]
+        self.qname: dict[bytes, list[int]] = {}
+        self.nsdname: dict[bytes, list[int]] = {}
+        self.prefixes: dict[TriggerKind, dict[Prefix, int]] = {
+            TriggerKind.CLIENT_IP: {}, TriggerKind.IP: {}, TriggerKind.NSIP: {}}
+        self.stats = ZoneStats()
+
+    def reject(self, line: int | None, owner: bytes | str, reason: str) -> None:
+        text = owner if isinstance(owner, str) else names.to_text(owner)
+        self.rejections.append(Rejection(self.source, line, text, reason))
+
+    def add(self, owner: bytes, rr: RR, line: int | None) -> None:
+        self.groups.setdefault(owner, []).append((rr, line))
+        self.stats.records += 1
+
+    def rule_id(self, action: Action, ref: str | None) -> int:
+        aid = self._actions.get(action)
+        if aid is None:
+            aid = self._actions[action] = len(self._action_list)
+            self._action_list.append(action)
+        rid = 0
+        if ref:
+            rid = self._refs.get(ref, 0)
+            if not rid:
+                rid = self._refs[ref] = len(self._ref_list)
+                self._ref_list.append(ref)
+        key = (aid, rid)
+        rule = self._rules.get(key)
+        if rule is None:
+            rule = self._rules[key] = len(self.rule_action)
+            self.rule_action.append(aid)
+            self.rule_ref.append(rid)
+        return rule
+
+    def place(self, trigger: Trigger, rule: int) -> None:
+        """Put a rule under its trigger in the right table."""
+        if trigger.kind in (TriggerKind.QNAME, TriggerKind.NSDNAME):
+            table = self.qname if trigger.kind is TriggerKind.QNAME else self.nsdname
+            if trigger.wildcard:
+                table.setdefault(trigger.name, [0, 0])[1] = rule
+                table.setdefault(b"\x01*" + trigger.name, [0, 0])[0] = rule
+            else:
+                table.setdefault(trigger.name, [0, 0])[0] = rule
+        else:
+            assert trigger.prefix is not None
+            self.prefixes[trigger.kind][trigger.prefix] = rule
+
+    def _compile_group(self, owner: bytes, items: list[tuple[RR, int | None]]) -> None:
+        first_line = items[0][1]
+        if owner == self.apex:
+            for rr, line in items:
+                if rr.rdtype != 2:  # NS at the apex is the zone's own; anything else is misplaced
+                    self.reject(line, owner, "data at the zone apex is not a policy rule")
+            return
+        rel = names.relativize(owner, self.apex)
+        if rel is None:
+            for _, line in items:
+                self.reject(line, owner, f"outside the zone {names.to_text(self.apex)}")
+            return
+        try:
+            trigger = parse_owner(rel)
+            rrs = sorted({rr for rr, _ in items})
+            action, ref = classify(rrs, owner)
+        except RecordError as exc:
+            for _, line in items:
+                self.reject(line, owner, exc.reason)
+            return
+        if first_line is None and any(line is not None for _, line in items):
+            first_line = next(line for _, line in items if line is not None)
+        self.place(trigger, self.rule_id(action, ref))
+        self.stats.count(trigger, action)
+
+    def build(self, soa: RR, progress: Progress | None = None) -> CompiledZone:
+        total = len(self.groups)
+        for n, (owner, items) in enumerate(self.groups.items()):
+            self._compile_group(owner, items)
+            if progress is not None and n % 65536 == 0:
+                progress(n, total)
+        if progress is not None:
+            progress(total, total)
+        return self.finish(soa)
+
+    def finish(self, soa: RR) -> CompiledZone:
+        self.rejections.sort(key=lambda r: (r.line is None, r.line or 0))
+        return CompiledZone(
+            origin=self.apex, soa=soa, source=self.source, actions=self._action_list,
+            rule_action=self.rule_action, rule_ref=self.rule_ref, refs=self._ref_list,
+            qname=build_name_table(self.qname), nsdname=build_name_table(self.nsdname),
+            client_ip=PrefixTable(list(self.prefixes[TriggerKind.CLIENT_IP].items())),
+            ip=PrefixTable(list(self.prefixes[TriggerKind.IP].items())),
+            nsip=PrefixTable(list(self.prefixes[TriggerKind.NSIP].items())),
+            rejections=self.rejections, stats=self.stats)
+
+
+def compile_text(data: bytes, source: str = "<zone>", origin: str | bytes | None = None,
+                 progress: Progress | None = None, fast: bool = False) -> CompiledZone:
+    """Compile master-file text. ZoneReadError when the zone as a whole is unusable."""
+    apex = _origin_wire(origin)
+    if fast:
+        from .fastzone import compile_text_fast
+        return compile_text_fast(data, source, apex, progress)
+    lines = data.split(b"\n")
+    reader = ZoneReader(data, source, apex)
+    builder: ZoneBuilder | None = None
+    pending: list[ParsedRR] = []
+    for prr in reader.read_lines(lines):
+        if builder is None:
+            if reader.apex is None:
+                pending.append(prr)
+                continue
+            builder = ZoneBuilder(reader.apex, source)
+        for p in pending:
+            builder.add(p.owner, p.rr, p.line)
+        pending.clear()
+        builder.add(prr.owner, prr.rr, prr.line)
+    if reader.soa is None or reader.apex is None:
+        raise ZoneReadError(source, "no SOA record at the zone apex: not a zone")
+    if builder is None:
+        builder = ZoneBuilder(reader.apex, source)
+    builder.rejections.extend(reader.rejections)
+    return builder.build(reader.soa.rr, progress)
+
+
+def compile_records(origin: str | bytes, records: Iterable[tuple[bytes, int, int, bytes]],
+                    source: str = "<records>", progress: Progress | None = None) -> CompiledZone:
+    """Compile (owner wire, rdtype, ttl, rdata wire) tuples, as a zone transfer yields them."""
+    apex = _origin_wire(origin)
+    assert apex is not None
+    builder = ZoneBuilder(apex, source)
+    soa: RR | None = None
+    for raw_owner, rdtype, ttl, rdata in records:
+        owner = raw_owner.lower()
+        if rdtype == 6:
+            if owner != apex:
+                builder.reject(None, owner, "SOA record outside the zone apex")
+            elif soa is None:
+                soa = RR(6, ttl, rdata)
+            continue
+        builder.add(owner, RR(rdtype, ttl, rdata), None)
+    if soa is None:
+        raise ZoneReadError(source, "no SOA record at the zone apex: not a zone")
+    return builder.build(soa, progress)
+
+
+def _origin_wire(origin: str | bytes | None) -> bytes | None:
+    if origin is None:
+        return None
+    if isinstance(origin, bytes):
+        return origin.lower()
+    return names.from_text(origin if origin.endswith(".") else origin + ".").lower()
