@@ -1,0 +1,180 @@
+"""Versions on disk, written so that a crash at any instant leaves old or new, complete.
+
+    <state_dir>/feeds/<feed>/
+        active.rpz                       hard link to the active version (docs/contracts.md)
+        versions/<version>.rpz           compiled zone text the resolver loads
+        versions/<version>.source        the verified source: bundle JSON, or the primary's full zone
+        versions/<version>.meta.json     serial, digest, entry ids (for diffs), times
+        tuf/                             python-tuf's trusted metadata (bundle feeds)
+
+Every file is written temp -> fsync -> rename -> fsync(dir) (STYLE.md habit 5). ``active.rpz`` is
+switched by linking the version into a temp name and renaming it over ``active.rpz``: one atomic
+rename, no copy. Versions are kept for ``keep_days`` (>= 180) so "which order blocked X at time T"
+stays answerable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import StateError
+
+ACTIVE = "active.rpz"
+ACTIVE_SNAP = "active.snap"
+_VERSION = re.compile(r"^(\d{10})-(\d+)-([0-9a-f]{12})$")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    """temp in the same directory, fsync, rename over ``path``, fsync the directory."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(d)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    name: str
+    serial: int
+    zone_serial: int
+    digest: str
+    created_at: float
+    ids: tuple[str, ...]
+    extra: dict[str, Any]
+
+
+class FeedStore:
+    """The files of one feed."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.versions = os.path.join(root, "versions")
+        try:
+            os.makedirs(self.versions, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{root}: cannot create the feed directory: {exc.strerror}") from exc
+
+    @property
+    def active_path(self) -> str:
+        return os.path.join(self.root, ACTIVE)
+
+    @staticmethod
+    def version_name(created_at: float, zone_serial: int, digest: str) -> str:
+        return f"{int(created_at):010d}-{zone_serial}-{digest[:12]}"
+
+    def path(self, version: str, suffix: str) -> str:
+        return os.path.join(self.versions, f"{version}.{suffix}")
+
+    def write_version(self, name: str, rpz_text: bytes, source: bytes | None, meta: dict[str, Any]) -> None:
+        """The version's files, each atomically; the .rpz last, so a complete .rpz means a complete version."""
+        if source is not None:
+            atomic_write(self.path(name, "source"), source)
+        atomic_write(self.path(name, "meta.json"), json.dumps(meta, sort_keys=True).encode())
+        atomic_write(self.path(name, "rpz"), rpz_text)
+
+    def has(self, name: str) -> bool:
+        return os.path.exists(self.path(name, "rpz")) and os.path.exists(self.path(name, "meta.json"))
+
+    def read(self, name: str, suffix: str) -> bytes:
+        try:
+            with open(self.path(name, suffix), "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise StateError(f"{self.path(name, suffix)}: cannot read version {name}: {exc.strerror}") from exc
+
+    def info(self, name: str) -> VersionInfo:
+        meta = json.loads(self.read(name, "meta.json"))
+        return VersionInfo(name, int(meta["serial"]), int(meta["zone_serial"]), meta["digest"],
+                           float(meta["created_at"]), tuple(meta.get("ids", ())),
+                           {k: v for k, v in meta.items()
+                            if k not in ("serial", "zone_serial", "digest", "created_at", "ids")})
+
+    def activate(self, name: str) -> None:
+        """Point active.rpz at version ``name`` with one rename; fsync the directory."""
+        src = self.path(name, "rpz")
+        tmp = os.path.join(self.root, f".{ACTIVE}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with open(src, "rb") as f:
+                data = f.read()
+            atomic_write(tmp, data)
+        os.replace(tmp, self.active_path)
+        fsync_dir(self.root)
+        with contextlib.suppress(FileNotFoundError):
+            # a compiled snapshot from an older activation must not shadow the new zone text
+            os.unlink(os.path.join(self.root, ACTIVE_SNAP))
+
+    def active_version(self) -> str | None:
+        """The version active.rpz is a link of (by inode), or None."""
+        try:
+            st = os.stat(self.active_path)
+        except FileNotFoundError:
+            return None
+        for name in self.names():
+            try:
+                vs = os.stat(self.path(name, "rpz"))
+            except FileNotFoundError:
+                continue
+            if (vs.st_ino, vs.st_dev) == (st.st_ino, st.st_dev):
+                return name
+        return None
+
+    def names(self) -> list[str]:
+        out = []
+        for fn in os.listdir(self.versions):
+            if fn.endswith(".rpz") and _VERSION.match(fn[:-4]):
+                out.append(fn[:-4])
+        return sorted(out)
+
+    def prune(self, now: float, keep_days: int, keep: Iterable[str]) -> list[str]:
+        """Delete versions older than ``keep_days`` except those in ``keep``; leftover temp files too."""
+        keep_set = set(keep)
+        cutoff = now - keep_days * 86400
+        gone = []
+        for name in self.names():
+            m = _VERSION.match(name)
+            if name in keep_set or m is None or int(m.group(1)) >= cutoff:
+                continue
+            for suffix in ("rpz", "source", "meta.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(name, suffix))
+            gone.append(name)
+        for d in (self.root, self.versions):
+            for fn in os.listdir(d):
+                if fn.startswith(".") and fn.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(d, fn))
+        if gone:
+            fsync_dir(self.versions)
+        return gone
+
+
+def now_wall() -> float:
+    return time.time()

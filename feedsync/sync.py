@@ -1,0 +1,463 @@
+"""One sync cycle of one feed: fetch -> verify -> screen -> decide -> activate -> audit -> receipt.
+
+The adapters (xfr, tufsource, store, control) do the I/O; the decisions are engine's. Any failure
+keeps the last-known-good version serving; entries past their own expiry are removed even then
+(``_time_maintenance`` runs before the fetch, whatever the fetch does).
+
+Crash safety: a version's files are complete before ``active.rpz`` is switched (one rename); the
+feed state, the audit record and the receipt commit in one SQLite transaction after the resolver
+confirmed. A crash in between leaves ``active.rpz`` ahead of the database; ``recover`` (run at the
+start of every cycle) puts the last-known-good back and audits what it found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+import dns.name
+import dns.rdatatype
+import dns.zone
+
+import rpz
+from rpz.errors import ZoneReadError
+
+from . import engine, receipts, xfr
+from . import serial as serials
+from .bundle import format_time
+from .config import Config, FeedConfig
+from .control import Reloader
+from .engine import Prepared, Verdict
+from .errors import ControlError, FailureCode, FeedRefused, FetchFailed, RefusalCode
+from .log import log
+from .statedb import FeedState, StateDB
+from .store import FeedStore
+from .tufsource import BundleSource
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    feed: str
+    outcome: str                  # applied | no_change | held | refused | failed | reverted
+    serial: int | None = None
+    code: str | None = None
+    detail: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return {"applied": 0, "no_change": 0, "held": 1, "refused": 1}.get(self.outcome, 3)
+
+
+@lru_cache(maxsize=1)
+def public_suffix_check() -> Callable[[str], bool]:
+    """The publicsuffixlist package with the list it ships (never downloaded at run time)."""
+    from publicsuffixlist import PublicSuffixList
+    psl = PublicSuffixList()
+    return lambda name: bool(psl.is_public(name))
+
+
+@contextlib.contextmanager
+def feed_lock(path: str) -> Iterator[None]:
+    """One cycle at a time per feed across processes (timer-run `feed sync` and the daemon)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+class FeedSync:
+    def __init__(self, cfg: Config, feed: FeedConfig, db: StateDB, reloader: Reloader | None = None, *,
+                 clock: Clock = time.time, is_public_suffix: Callable[[str], bool] | None = None) -> None:
+        self.cfg = cfg
+        self.feed = feed
+        self.db = db
+        self.reloader = reloader
+        self.clock = clock
+        self.psl = is_public_suffix if is_public_suffix is not None else public_suffix_check()
+        self.dir = cfg.feed_dir(feed.name)
+        self.store = FeedStore(self.dir)
+        self._zone: dns.zone.Zone | None = None   # xfr: the primary's zone at the last-known-good serial
+        self._pending_zone: dns.zone.Zone | None = None
+        self._bundles = BundleSource(feed, self.dir) if feed.type == "bundle" else None
+
+    # --- the cycle -------------------------------------------------------------------------------
+
+    def cycle(self) -> CycleResult:
+        with feed_lock(os.path.join(self.dir, ".lock")):
+            return self._cycle()
+
+    def _cycle(self) -> CycleResult:
+        now = self.clock()
+        st = self.db.state(self.feed.name)
+        self._recover(st, now)
+        st.last_attempt_at = now
+        if st.first_attempt_at is None:
+            st.first_attempt_at = now
+        self._time_maintenance(st, now)
+        try:
+            prepared = self._fetch(st, now)
+        except FeedRefused as r:
+            return self._refused(st, r, now)
+        except FetchFailed as f:
+            return self._failed(st, f, now)
+        if prepared is None:
+            st.last_success_at = now
+            self._alarms(st, now)
+            self.db.save_state(st)
+            log("feed_unchanged", feed=self.feed.name, serial=st.serial)
+            self._push_receipts()
+            return CycleResult(self.feed.name, "no_change", st.serial)
+        prev_ids = self._ids(st.version)
+        approved = self.db.approval(self.feed.name, prepared.serial, prepared.digest) is not None
+        d = engine.decide(st.serial, st.digest, prev_ids, prepared, feed=self.feed, approved=approved)
+        if d.verdict is Verdict.REFUSE:
+            assert d.code is not None
+            return self._refused(st, FeedRefused(d.code, self.feed.name, prepared.serial, d.check, d.detail), now)
+        st.last_success_at = now
+        if d.verdict is Verdict.NO_CHANGE:
+            self._alarms(st, now)
+            self.db.save_state(st)
+            return CycleResult(self.feed.name, "no_change", st.serial)
+        if d.verdict is Verdict.HOLD:
+            return self._held(st, prepared, d, now)
+        return self._apply(st, prepared, d, now, approved=approved)
+
+    # --- fetching --------------------------------------------------------------------------------
+
+    def _fetch(self, st: FeedState, now: float) -> Prepared | None:
+        if self.feed.type == "bundle":
+            return self._fetch_bundle(st, now)
+        return self._fetch_xfr(st, now)
+
+    def _fetch_bundle(self, st: FeedState, now: float) -> Prepared | None:
+        assert self._bundles is not None
+        fb = self._bundles.fetch()
+        digest = engine.digest_of(fb.data)
+        if digest == st.digest:
+            return None
+        zone_serial = serials.add(st.zone_serial, 1) if st.zone_serial is not None else 1
+        p = engine.prepare_bundle(fb.data, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
+                                  declared_sequence=fb.sequence, signer_keys=fb.signer_keys)
+        return self._prove_loads(replace(p, extra={**p.extra, "targets_version": fb.targets_version}))
+
+    def _fetch_xfr(self, st: FeedState, now: float) -> Prepared | None:
+        soa, errors = None, []
+        for primary in self.feed.primaries:
+            try:
+                soa = xfr.query_soa(self.feed, primary, min(self.feed.transfer_timeout, 10))
+                break
+            except FetchFailed as exc:
+                errors.append(exc)
+        if soa is None:
+            raise errors[-1]
+        st.soa_refresh, st.soa_retry, st.soa_expire = soa.refresh, soa.retry, soa.expire
+        order = xfr.newer(soa.serial, st.serial)
+        if order is serials.Order.EQUAL:
+            return None
+        if order is not serials.Order.NEWER:
+            raise FeedRefused(RefusalCode.ROLLBACK, self.feed.name, soa.serial, "serial",
+                              f"primary {soa.primary} serves serial {soa.serial}, older than the applied "
+                              f"{st.serial} (RFC 1982)")
+        base = self._base_zone(st)
+        self._zone = None  # an IXFR changes the base in place: only an applied version becomes the base again
+        try:
+            zone, nbytes, mode = xfr.transfer(self.feed, soa.primary, base, st.serial if base else None,
+                                              max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout)
+        except FeedRefused as r:
+            if r.code is not RefusalCode.INCONSISTENT or base is None:
+                raise
+            self._refused(st, r, now, alarms=False)  # audited, then a full transfer (research C.1 item 7)
+            zone, nbytes, mode = xfr.transfer(self.feed, soa.primary, None, None, max_bytes=self.feed.max_bytes,
+                                              timeout=self.feed.transfer_timeout)
+        serial = xfr.zone_serial(zone)
+        if st.serial is not None and not serials.is_newer(serial, st.serial):
+            if serial == st.serial:
+                self._zone = zone
+                return None
+            raise FeedRefused(RefusalCode.ROLLBACK, self.feed.name, serial, "serial",
+                              f"the transferred zone has serial {serial}, older than the applied {st.serial}")
+        if xfr.count_names(zone) > self.feed.max_entries:
+            raise FeedRefused(RefusalCode.TOO_LARGE, self.feed.name, serial, "max_entries",
+                              f"{xfr.count_names(zone)} names, the cap is {self.feed.max_entries}")
+        zonemd = xfr.check_zonemd(zone, self.feed)
+        p = self._prepare_zone(zone, serial, {"transfer": mode, "bytes": nbytes, "zonemd": zonemd,
+                                              "primary": str(soa.primary)})
+        self._pending_zone = zone
+        return self._prove_loads(p)
+
+    def _prepare_zone(self, zone: dns.zone.Zone, serial: int, extra: dict[str, Any]) -> Prepared:
+        origin = zone.origin
+        assert origin is not None
+        skip: set[dns.name.Name] = set()
+        rejected: list[dict[str, Any]] = []
+        ids: set[str] = set()
+        passthru = dns.name.from_text("rpz-passthru.")
+        for name, node in zone.nodes.items():
+            if name == origin:
+                continue
+            rel = name.relativize(origin).to_text().lower()
+            cname = node.get_rdataset(zone.rdclass, dns.rdatatype.CNAME)
+            is_pass = cname is not None and any(r.target in (passthru, name) for r in cname)
+            v = engine.screen_owner(rel, is_pass, self.feed, self.psl)
+            if v.reason is not None:
+                skip.add(name)
+                rejected.append({"entry_id": rel, "index": -1, "reason": v.reason.value, "detail": v.detail})
+            else:
+                ids.add(rel)
+        source = xfr.zone_to_text(zone)
+        text = xfr.zone_to_text(zone, frozenset(skip)) if skip else source
+        rejected.sort(key=lambda r: r["entry_id"])
+        return Prepared(serial, engine.digest_of(source), source, text, serial, frozenset(ids), len(ids),
+                        tuple(rejected), None, (self.feed.tsig_name,), extra)
+
+    def _prove_loads(self, p: Prepared) -> Prepared:
+        """Compile with rpz exactly the bytes the resolver will load (DESIGN.md section 3)."""
+        try:
+            z = rpz.compile_text(p.rpz_text, f"{self.feed.name}:{p.serial}", self.feed.zone)
+        except ZoneReadError as exc:
+            raise FeedRefused(RefusalCode.INTEGRITY, self.feed.name, p.serial, "compile",
+                              f"the version does not load as a policy zone: {exc}") from exc
+        extra = {**p.extra, "rules": z.stats.rules}
+        if not z.rejections:
+            return replace(p, extra=extra)
+        more = tuple({"entry_id": r.owner, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD", "detail": r.reason}
+                     for r in z.rejections)
+        return replace(p, rejected=p.rejected + more, extra=extra)
+
+    def _base_zone(self, st: FeedState) -> dns.zone.Zone | None:
+        """The IXFR base: in memory, or the seed (the last-known-good's source) from disk."""
+        if st.version is None or st.serial is None:
+            return None
+        if self._zone is not None and xfr.zone_serial(self._zone) == st.serial:
+            return self._zone
+        try:
+            zone = xfr.zone_from_text(self.store.read(st.version, "source"), self.feed)
+        except Exception as exc:
+            log("seed_unreadable", "warning", feed=self.feed.name, version=st.version, error=str(exc))
+            return None
+        return zone if xfr.zone_serial(zone) == st.serial else None
+
+    def load_seed(self) -> None:
+        """Warm the in-memory IXFR base from disk (the daemon does this at start)."""
+        if self.feed.type == "xfr":
+            self._zone = self._base_zone(self.db.state(self.feed.name))
+
+    def _ids(self, version: str | None) -> frozenset[str] | None:
+        if version is None or not self.store.has(version):
+            return None
+        return frozenset(self.store.info(version).ids)
+
+    # --- outcomes --------------------------------------------------------------------------------
+
+    def _apply(self, st: FeedState, p: Prepared, d: engine.Decision, now: float, *, approved: bool,
+               kind: str = "applied") -> CycleResult:
+        name = self.store.version_name(now, p.zone_serial, p.digest.split(":")[-1])
+        meta = {"serial": p.serial, "zone_serial": p.zone_serial, "digest": p.digest, "created_at": now,
+                "ids": sorted(p.ids), "in_force": p.in_force, "rejected": list(p.rejected),
+                "signer_keys": list(p.signer_keys), "next_change_at": p.next_change_at,
+                "extra": dict(p.extra)}
+        self.store.write_version(name, p.rpz_text, p.source, meta)
+        self.store.activate(name)
+        status, error = self._reload(p.zone_serial)
+        if status == "error":
+            return self._revert(st, p, name, error, now)
+        prev_serial, prev_version = st.serial, st.version
+        st.serial, st.zone_serial, st.digest, st.version = p.serial, p.zone_serial, p.digest, name
+        st.applied_at, st.entries, st.in_force = now, p.entries, p.in_force
+        st.rejected = json.dumps(list(p.rejected))
+        st.next_change_at = p.next_change_at
+        st.last_success_at = now
+        if kind == "applied":
+            st.last_failure_code = None if st.last_failure_code == FailureCode.HELD.value else st.last_failure_code
+        self._alarms(st, now, save=False)
+        node_key = receipts.load_or_create_node_key(self.cfg.node.state_dir)
+        counts = {"entries": p.entries, "in_force": p.in_force, "added": d.added, "removed": d.removed,
+                  "rejected": len(p.rejected)}
+        body = receipts.make_receipt(self.cfg.node.id, self.feed.name, p.serial, p.zone_serial, digest=p.digest,
+                                     applied_at=format_time(now), counts=counts)
+        with self.db.tx():
+            self.db.save_state(st)
+            self.db.append_audit(self.feed.name, p.serial, kind, now, {
+                "digest": p.digest, "zone_serial": p.zone_serial, "version": name,
+                "previous": {"serial": prev_serial, "version": prev_version},
+                "signer_keys": list(p.signer_keys), "fetched_at": now, "applied_at": now,
+                "counts": counts, "rejected": list(p.rejected[:1000]), "rejected_total": len(p.rejected),
+                "approved": approved, "resolver": status, "extra": dict(p.extra)})
+            self.db.add_receipt(self.feed.name, p.serial, now, body, signature=node_key.sign(body),
+                                key_id=node_key.key_id)
+            if approved:
+                self.db.mark_hold_applied(self.feed.name, p.serial, p.digest)
+        if self.feed.type == "xfr" and self._pending_zone is not None:
+            self._zone, self._pending_zone = self._pending_zone, None
+        log("feed_" + kind, feed=self.feed.name, serial=p.serial, zone_serial=p.zone_serial, digest=p.digest,
+            entries=p.entries, in_force=p.in_force, added=d.added, removed=d.removed, rejected=len(p.rejected),
+            resolver=status)
+        self.store.prune(now, self.feed.keep_days, [name])
+        self._push_receipts()
+        return CycleResult(self.feed.name, "applied", p.serial)
+
+    def _reload(self, zone_serial: int) -> tuple[str, str]:
+        """("ok" | "absent" | "error", detail). "absent": no resolver to tell; it loads at start."""
+        if self.reloader is None or not self.reloader.available():
+            return "absent", ""
+        try:
+            reply = self.reloader.reload()
+        except ControlError as exc:
+            return "error", str(exc)
+        if not reply.ok:
+            return "error", f"the resolver did not load it: {reply.error or 'ok=false'}"
+        got = reply.serial_of(self.feed.zone)
+        if got != zone_serial:
+            return "error", (f"the resolver reports serial {got} for {self.feed.zone}, expected {zone_serial} "
+                             f"(is a [[policy.zone]] with feed = \"{self.feed.name}\" configured?)")
+        return "ok", ""
+
+    def _revert(self, st: FeedState, p: Prepared, name: str, error: str, now: float) -> CycleResult:
+        if st.version is not None and self.store.has(st.version):
+            self.store.activate(st.version)
+            again, detail = self._reload(st.zone_serial or 0)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.store.active_path)
+            again, detail = "absent", ""
+        st.last_failure_at = now
+        st.last_failure_code = FailureCode.RESOLVER_LOAD_FAILED.value
+        st.last_failure_detail = error
+        with self.db.tx():
+            self.db.save_state(st)
+            self.db.append_audit(self.feed.name, p.serial, "reverted", now, {
+                "code": FailureCode.RESOLVER_LOAD_FAILED.value, "digest": p.digest, "version": name,
+                "detail": error, "restored": st.version, "restored_reload": again, "restored_detail": detail})
+        log("feed_reverted", "error", feed=self.feed.name, serial=p.serial, code=FailureCode.RESOLVER_LOAD_FAILED.value,
+            detail=error, restored=st.version)
+        return CycleResult(self.feed.name, "reverted", p.serial, FailureCode.RESOLVER_LOAD_FAILED.value, error)
+
+    def _held(self, st: FeedState, p: Prepared, d: engine.Decision, now: float) -> CycleResult:
+        with self.db.tx():
+            new = self.db.hold(self.feed.name, p.serial, p.digest, at=now, added=d.added, removed=d.removed,
+                               share=d.share)
+            if new:
+                self.db.append_audit(self.feed.name, p.serial, "held", now, {
+                    "code": FailureCode.HELD.value, "digest": p.digest, "added": d.added, "removed": d.removed,
+                    "share": round(d.share, 4), "threshold": self.feed.blast_radius, "detail": d.detail,
+                    "lkg_serial": st.serial})
+            st.last_failure_code = FailureCode.HELD.value
+            st.last_failure_detail = d.detail
+            st.last_failure_at = now
+            self._alarms(st, now, save=False)
+            self.db.save_state(st)
+        if new:
+            log("feed_held", "warning", feed=self.feed.name, serial=p.serial, code=FailureCode.HELD.value,
+                detail=d.detail)
+        return CycleResult(self.feed.name, "held", p.serial, FailureCode.HELD.value, d.detail)
+
+    def _refused(self, st: FeedState, r: FeedRefused, now: float, alarms: bool = True) -> CycleResult:
+        self._zone = None if self.feed.type == "xfr" else self._zone
+        st.last_failure_at = now
+        st.last_failure_code = r.code.value
+        st.last_failure_detail = str(r)
+        last = self.db.audit(self.feed.name, limit=1)
+        repeat = bool(last) and last[0].kind == "refused" and last[0].serial == r.serial and \
+            last[0].record.get("code") == r.code.value and last[0].record.get("check") == r.check
+        with self.db.tx():
+            if alarms:
+                self._alarms(st, now, save=False)
+            self.db.save_state(st)
+            if not repeat:
+                self.db.append_audit(self.feed.name, r.serial, "refused", now, {
+                    "code": r.code.value, "check": r.check, "detail": r.detail, "fetched_at": now,
+                    "lkg_serial": st.serial, "lkg_version": st.version})
+        log("feed_refused", "error", feed=self.feed.name, serial=r.serial, code=r.code.value, check=r.check,
+            detail=r.detail, serving_serial=st.serial)
+        return CycleResult(self.feed.name, "refused", r.serial, r.code.value, str(r))
+
+    def _failed(self, st: FeedState, f: FetchFailed, now: float) -> CycleResult:
+        st.last_failure_at = now
+        st.last_failure_code = FailureCode.UNREACHABLE.value
+        st.last_failure_detail = str(f)
+        self._alarms(st, now, save=False)
+        self.db.save_state(st)
+        log("feed_unreachable", "warning", feed=self.feed.name, code=FailureCode.UNREACHABLE.value,
+            detail=f.detail, where=f.where, serving_serial=st.serial)
+        return CycleResult(self.feed.name, "failed", st.serial, FailureCode.UNREACHABLE.value, str(f))
+
+    # --- alarms, expiry, recovery -----------------------------------------------------------------
+
+    def _alarms(self, st: FeedState, now: float, save: bool = True) -> None:
+        """FEED_STALE when no refresh succeeded within ``freshness``; for xfr feeds FEED_EXPIRED when
+        not even within the SOA expire. The last-known-good keeps serving either way (entries still
+        leave at their own expiry): dropping court-ordered blocks because a primary is down would
+        unblock them (a deliberate difference from RFC 1035's secondary, docs/feeds.md)."""
+        since = st.last_success_at or st.first_attempt_at or now
+        quiet = now - since
+        alarm = None
+        if self.feed.type == "xfr" and st.soa_expire and st.last_success_at and quiet > st.soa_expire:
+            alarm = RefusalCode.EXPIRED.value
+        elif quiet > self.feed.freshness:
+            alarm = RefusalCode.STALE.value
+        if alarm != st.alarm:
+            if alarm is not None:
+                self.db.append_audit(self.feed.name, st.serial, "alarm", now, {
+                    "code": alarm, "check": "freshness" if alarm == RefusalCode.STALE.value else "soa_expire",
+                    "detail": f"no successful refresh for {int(quiet)} s", "lkg_serial": st.serial,
+                    "lkg_version": st.version})
+                log("feed_alarm", "error", feed=self.feed.name, code=alarm, quiet_s=int(quiet),
+                    serving_serial=st.serial)
+            else:
+                log("feed_alarm_cleared", feed=self.feed.name, code=st.alarm)
+            st.alarm = alarm
+        if save:
+            self.db.save_state(st)
+
+    def _time_maintenance(self, st: FeedState, now: float) -> None:
+        """Bundle feeds: when an entry of the last-known-good starts or ends, recompile it locally."""
+        if self.feed.type != "bundle" or st.version is None or st.next_change_at is None or now < st.next_change_at:
+            return
+        source = self.store.read(st.version, "source")
+        info = self.store.info(st.version)
+        zone_serial = serials.add(st.zone_serial or 0, 1)
+        p = self._prove_loads(engine.prepare_bundle(
+            source, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
+            signer_keys=tuple(info.extra.get("signer_keys", ()))))
+        before = int(info.extra.get("in_force", st.in_force))
+        d = engine.Decision(Verdict.APPLY, added=max(0, p.in_force - before), removed=max(0, before - p.in_force))
+        self._apply(st, p, d, now, approved=False, kind="expiry")
+
+    def _recover(self, st: FeedState, now: float) -> None:
+        active = self.store.active_version()
+        if active == st.version or (st.version is None and active is None):
+            return
+        if st.version is not None and self.store.has(st.version):
+            self.store.activate(st.version)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.store.active_path)
+        status, detail = self._reload(st.zone_serial or 0) if st.version else ("absent", "")
+        self.db.append_audit(self.feed.name, st.serial, "recovered", now, {
+            "found_active": active, "restored": st.version, "resolver": status, "detail": detail})
+        log("feed_recovered", "warning", feed=self.feed.name, found_active=active, restored=st.version)
+
+    def _push_receipts(self) -> None:
+        if not self.feed.receipt_url:
+            return
+        key = receipts.load_or_create_node_key(self.cfg.node.state_dir)
+        for r in self.db.receipts(self.feed.name, unpushed=True)[:50]:
+            err = receipts.push(self.feed.receipt_url, r["body"].encode(), r["signature"], r["key_id"],
+                                public_pem=key.public_pem())
+            self.db.mark_pushed(r["id"], self.clock() if err is None else None, err)
+            if err is not None:
+                log("receipt_push_failed", "warning", feed=self.feed.name, url=self.feed.receipt_url, error=err)
+                break

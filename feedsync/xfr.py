@@ -1,0 +1,254 @@
+"""RPZ over zone transfer: SOA check, AXFR/IXFR with TSIG, ZONEMD, size and time caps (dnspython).
+
+dnspython owns the DNS side: ``dns.xfr.Inbound`` applies AXFR/IXFR (RFC 5936, RFC 1995) to a
+``dns.zone.Zone``, ``dns.tsig`` signs and verifies every message (RFC 8945: the first and the last
+message of a transfer must carry a TSIG, which Inbound checks), ``Zone.verify_digest`` checks
+ZONEMD (RFC 8976). This module only reads the TCP stream itself so it can count bytes and enforce
+the transfer deadline (``dns.query.inbound_xfr`` has neither), and translates dnspython's errors
+into refusal codes where they enter:
+
+    | dnspython raises                                   | refusal                |
+    |----------------------------------------------------|------------------------|
+    | tsig.BadSignature/BadKey/BadTime/Peer*, UnknownTSIGKey, BadTSIG, "missing TSIG", NOTAUTH | FEED_TSIG |
+    | xfr.SerialWentBackwards; SOA serial older (RFC 1982) | FEED_ROLLBACK        |
+    | "IXFR base serial mismatch", "unexpected end of IXFR sequence", "empty IXFR sequence" | FEED_INCONSISTENT |
+    | zone.DigestVerificationFailure; NoDigest when require_zonemd | FEED_INTEGRITY |
+    | bytes > max_bytes, names > max_entries, deadline passed | FEED_TOO_LARGE      |
+    | other FormError (malformed messages)               | FEED_INTEGRITY         |
+    | connection refused/reset, timeout before any data, REFUSED/SERVFAIL | FEED_UNREACHABLE (not a refusal) |
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+import dns.xfr
+import dns.zone
+
+from . import serial as serials
+from .config import FeedConfig, Primary
+from .errors import FeedRefused, FetchFailed, RefusalCode
+
+TSIG_ERRORS: tuple[type[BaseException], ...] = (
+    dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadTime, dns.tsig.BadAlgorithm, dns.tsig.PeerError,
+    dns.message.UnknownTSIGKey, dns.message.BadTSIG)
+INCONSISTENT_MESSAGES = ("IXFR base serial mismatch", "unexpected end of IXFR sequence", "empty IXFR sequence")
+FUDGE = 300  # RFC 8945 section 10: 300 seconds is RECOMMENDED
+
+
+@dataclass(frozen=True, slots=True)
+class SoaInfo:
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    primary: Primary
+
+
+class TooLarge(Exception):
+    pass
+
+
+def keyring(feed: FeedConfig) -> dict[dns.name.Name, dns.tsig.Key]:
+    name = dns.name.from_text(feed.tsig_name)
+    return {name: dns.tsig.Key(name, feed.tsig_secret, dns.name.from_text(feed.tsig_algorithm))}
+
+
+def _tsig(msg: dns.message.Message, feed: FeedConfig) -> None:
+    ring = keyring(feed)
+    (name, key), = ring.items()
+    msg.use_tsig(ring, name, fudge=FUDGE, algorithm=key.algorithm)
+
+
+def refused_from(exc: BaseException, feed: FeedConfig, serial: int | None, primary: Primary) -> FeedRefused | None:
+    """The refusal a dnspython error means, or None when it is not about the data (network)."""
+    where = f"primary {primary}"
+    if isinstance(exc, TSIG_ERRORS):
+        return FeedRefused(RefusalCode.TSIG, feed.name, serial, "tsig",
+                           f"{where}: {type(exc).__name__}: {exc or 'TSIG verification failed'}")
+    if isinstance(exc, dns.xfr.SerialWentBackwards):
+        return FeedRefused(RefusalCode.ROLLBACK, feed.name, serial, "serial",
+                           f"{where}: the IXFR answer's serial is older than {serial}")
+    if isinstance(exc, dns.xfr.TransferError) and exc.rcode == dns.rcode.NOTAUTH:
+        return FeedRefused(RefusalCode.TSIG, feed.name, serial, "tsig", f"{where}: NOTAUTH (the primary "
+                                                                         "rejected our TSIG key)")
+    if isinstance(exc, dns.exception.FormError):
+        text = str(exc)
+        if "missing TSIG" in text:
+            return FeedRefused(RefusalCode.TSIG, feed.name, serial, "tsig", f"{where}: a message of the "
+                                                                             "transfer was not signed")
+        if any(m in text for m in INCONSISTENT_MESSAGES):
+            return FeedRefused(RefusalCode.INCONSISTENT, feed.name, serial, "ixfr", f"{where}: {text}")
+        return FeedRefused(RefusalCode.INTEGRITY, feed.name, serial, "message", f"{where}: malformed: {text}")
+    if isinstance(exc, TooLarge):
+        return FeedRefused(RefusalCode.TOO_LARGE, feed.name, serial, str(exc.args[0]), str(exc.args[1]))
+    return None
+
+
+def query_soa(feed: FeedConfig, primary: Primary, timeout: float) -> SoaInfo:
+    """SOA of the feed's zone from one primary, TSIG-signed both ways."""
+    q = dns.message.make_query(feed.zone + ".", dns.rdatatype.SOA)
+    _tsig(q, feed)
+    try:
+        r = _tcp_query(q, primary, timeout)
+    except (OSError, dns.exception.Timeout) as exc:
+        raise FetchFailed(feed.name, f"primary {primary}", f"SOA query: {exc}") from exc
+    except Exception as exc:
+        refused = refused_from(exc, feed, None, primary)
+        if refused is None:
+            raise
+        raise refused from exc
+    if not r.had_tsig:
+        rc = dns.rcode.to_text(r.rcode())
+        raise FeedRefused(RefusalCode.TSIG, feed.name, None, "tsig",
+                          f"primary {primary}: the SOA answer is not signed (rcode {rc})")
+    if r.rcode() == dns.rcode.NOTAUTH:
+        raise FeedRefused(RefusalCode.TSIG, feed.name, None, "tsig", f"primary {primary}: NOTAUTH")
+    if r.rcode() != dns.rcode.NOERROR:
+        raise FetchFailed(feed.name, f"primary {primary}", f"SOA query answered {dns.rcode.to_text(r.rcode())}")
+    for rrset in r.answer:
+        if rrset.rdtype == dns.rdatatype.SOA and rrset.name == dns.name.from_text(feed.zone + "."):
+            soa = rrset[0]
+            return SoaInfo(soa.serial, soa.refresh, soa.retry, soa.expire, primary)
+    raise FetchFailed(feed.name, f"primary {primary}", f"no SOA for {feed.zone} in the answer (not authoritative?)")
+
+
+def _tcp_query(q: dns.message.Message, primary: Primary, timeout: float) -> dns.message.Message:
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((primary.host, primary.port), timeout=timeout) as s:
+        wire = q.to_wire()
+        s.sendall(struct.pack("!H", len(wire)) + wire)
+        (n,) = struct.unpack("!H", _read(s, 2, deadline))
+        data = _read(s, n, deadline)
+    return dns.message.from_wire(data, keyring=q.keyring, request_mac=q.mac)
+
+
+def _read(s: socket.socket, n: int, deadline: float) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise dns.exception.Timeout
+        s.settimeout(left)
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("connection closed by the primary")
+        buf += chunk
+    return bytes(buf)
+
+
+def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, base_serial: int | None, *,
+             max_bytes: int, timeout: float) -> tuple[dns.zone.Zone, int, str]:
+    """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (zone, bytes, "axfr"|"ixfr").
+
+    The base zone is changed in place by an IXFR only when the whole transfer verified (dnspython
+    commits the transaction after the last, signed message).
+    """
+    origin = dns.name.from_text(feed.zone + ".")
+    incremental = base is not None and base_serial is not None
+    zone = base if incremental else dns.zone.Zone(origin, relativize=False)
+    assert zone is not None
+    rdtype = dns.rdatatype.IXFR if incremental else dns.rdatatype.AXFR
+    q, serial = dns.xfr.make_query(zone, serial=base_serial if incremental else None)
+    _tsig(q, feed)
+    deadline = time.monotonic() + timeout
+    total = 0
+    started = False
+    try:
+        with socket.create_connection((primary.host, primary.port), timeout=min(timeout, 10)) as s:
+            wire = q.to_wire()
+            s.sendall(struct.pack("!H", len(wire)) + wire)
+            with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
+                done = False
+                tsig_ctx = None
+                while not done:
+                    if time.monotonic() > deadline and started:
+                        raise TooLarge("transfer_timeout", f"the transfer took longer than {timeout:g} s")
+                    (n,) = struct.unpack("!H", _read(s, 2, deadline))
+                    started = True
+                    total += n + 2
+                    if total > max_bytes:
+                        raise TooLarge("max_bytes", f"more than {max_bytes} bytes transferred")
+                    r = dns.message.from_wire(_read(s, n, deadline), keyring=q.keyring, request_mac=q.mac,
+                                              xfr=True, origin=zone.from_wire_origin(), tsig_ctx=tsig_ctx,
+                                              multi=True, one_rr_per_rrset=incremental)
+                    done = inbound.process_message(r)
+                    tsig_ctx = r.tsig_ctx
+    except (dns.exception.Timeout, TimeoutError) as exc:
+        if started:
+            raise FeedRefused(RefusalCode.TOO_LARGE, feed.name, base_serial, "transfer_timeout",
+                              f"primary {primary}: no complete transfer within {timeout:g} s") from exc
+        raise FetchFailed(feed.name, f"primary {primary}", "transfer timed out before any data") from exc
+    except (OSError, EOFError) as exc:
+        raise FetchFailed(feed.name, f"primary {primary}", f"transfer: {exc}") from exc
+    except dns.xfr.TransferError as exc:
+        refused = refused_from(exc, feed, base_serial, primary)
+        if refused is not None:
+            raise refused from exc
+        raise FetchFailed(feed.name, f"primary {primary}",
+                          f"transfer answered {dns.rcode.to_text(exc.rcode)} (is this node allowed to transfer?)"
+                          ) from exc
+    except Exception as exc:
+        refused = refused_from(exc, feed, base_serial, primary)
+        if refused is None:
+            raise
+        raise refused from exc
+    return zone, total, "ixfr" if incremental else "axfr"
+
+
+def zone_serial(zone: dns.zone.Zone) -> int:
+    return int(zone.get_soa().serial)
+
+
+def check_zonemd(zone: dns.zone.Zone, feed: FeedConfig) -> str:
+    """'verified' | 'absent'; FeedRefused FEED_INTEGRITY on a bad or (when required) missing ZONEMD."""
+    s = zone_serial(zone)
+    try:
+        zone.verify_digest()
+    except dns.zone.NoDigest as exc:
+        if feed.require_zonemd:
+            raise FeedRefused(RefusalCode.INTEGRITY, feed.name, s, "zonemd",
+                              "the zone carries no ZONEMD record and require_zonemd = true") from exc
+        return "absent"
+    except (dns.zone.DigestVerificationFailure, dns.zone.UnsupportedDigestScheme,
+            dns.zone.UnsupportedDigestHashAlgorithm) as exc:
+        raise FeedRefused(RefusalCode.INTEGRITY, feed.name, s, "zonemd",
+                          f"ZONEMD does not match the zone ({type(exc).__name__}); serial {s}") from exc
+    return "verified"
+
+
+def count_names(zone: dns.zone.Zone) -> int:
+    return len(zone.nodes)
+
+
+def zone_to_text(zone: dns.zone.Zone, skip: frozenset[dns.name.Name] = frozenset()) -> bytes:
+    """Master-file text, apex first, then names in DNSSEC order; ``skip`` owners left out."""
+    origin = zone.origin
+    assert origin is not None
+    out = [f"$ORIGIN {origin.to_text()}\n"]
+    apex = zone.nodes.get(origin)
+    if apex is not None:
+        out.append(apex.to_text(origin, origin=origin, relativize=True) + "\n")
+    for name in sorted(n for n in zone.nodes if n != origin):
+        if name in skip:
+            continue
+        out.append(zone.nodes[name].to_text(name, origin=origin, relativize=True) + "\n")
+    return "".join(out).encode("utf-8")
+
+
+def zone_from_text(text: bytes, feed: FeedConfig) -> dns.zone.Zone:
+    return dns.zone.from_text(text.decode("utf-8"), origin=feed.zone + ".", relativize=False, check_origin=True)
+
+
+def newer(new: int, old: int | None) -> serials.Order:
+    return serials.Order.NEWER if old is None else serials.compare(new, old)
