@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import dns.name
 import dns.rdatatype
@@ -39,9 +39,15 @@ from .errors import ControlError, FailureCode, FeedRefused, FetchFailed, Refusal
 from .log import log
 from .statedb import FeedState, StateDB
 from .store import FeedStore
-from .tufsource import BundleSource
+from .tufsource import BundleSource, FetchedBundle
 
 Clock = Callable[[], float]
+
+
+class BundleFetcher(Protocol):
+    """The seam for bundle feeds: returns the verified bundle or raises FeedRefused / FetchFailed."""
+
+    def fetch(self) -> FetchedBundle: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +86,8 @@ def feed_lock(path: str) -> Iterator[None]:
 
 class FeedSync:
     def __init__(self, cfg: Config, feed: FeedConfig, db: StateDB, reloader: Reloader | None = None, *,
-                 clock: Clock = time.time, is_public_suffix: Callable[[str], bool] | None = None) -> None:
+                 clock: Clock = time.time, is_public_suffix: Callable[[str], bool] | None = None,
+                 bundle_source: BundleFetcher | None = None) -> None:
         self.cfg = cfg
         self.feed = feed
         self.db = db
@@ -91,7 +98,8 @@ class FeedSync:
         self.store = FeedStore(self.dir)
         self._zone: dns.zone.Zone | None = None   # xfr: the primary's zone at the last-known-good serial
         self._pending_zone: dns.zone.Zone | None = None
-        self._bundles = BundleSource(feed, self.dir) if feed.type == "bundle" else None
+        self._bundles: BundleFetcher | None = bundle_source or (
+            BundleSource(feed, self.dir) if feed.type == "bundle" else None)
 
     # --- the cycle -------------------------------------------------------------------------------
 

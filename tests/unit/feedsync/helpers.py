@@ -21,3 +21,107 @@ def entry(n: int | str, target: str | None = None, **over: Any) -> dict[str, Any
     }
     e.update(over)
     return e
+
+
+# --- a tiny fake of the resolver's control socket (docs/contracts.md) ------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import rpz  # noqa: E402
+
+
+class FakeResolver:
+    """Answers ``{"cmd": "reload"}`` like the resolver: it loads every feed's active.rpz with rpz and
+    reports the serials it loaded. ``mode``: "ok", "fail" (ok=false), "stale" (reports the serials
+    it had before), "garbage" (not JSON). ``on_reload`` runs before answering."""
+
+    def __init__(self, path: str, zones: dict[str, str]) -> None:
+        self.path = path
+        self.zones = zones            # zone name -> active.rpz path
+        self.mode = "ok"
+        self.loaded: dict[str, int] = {}
+        self.reloads = 0
+        self.on_reload: Callable[[], None] | None = None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while b"\n" not in buf:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                try:
+                    req = json.loads(buf.split(b"\n")[0])
+                except ValueError:
+                    continue
+                conn.sendall(self._answer(req))
+
+    def _answer(self, req: dict) -> bytes:
+        if req.get("cmd") != "reload":
+            return json.dumps({"ok": False, "error": "unknown command"}).encode() + b"\n"
+        self.reloads += 1
+        if self.on_reload is not None:
+            self.on_reload()
+        if self.mode == "garbage":
+            return b"this is not json\n"
+        if self.mode == "fail":
+            return json.dumps({"ok": False, "error": "policy failed to load: synthetic failure"}).encode() + b"\n"
+        if self.mode == "stale":
+            return json.dumps({"ok": True, "zones": self.loaded}).encode() + b"\n"
+        loaded = {}
+        for zone, path in self.zones.items():
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    loaded[zone] = rpz.compile_text(f.read(), path, zone).serial
+        self.loaded = loaded
+        return json.dumps({"ok": True, "zones": loaded}).encode() + b"\n"
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def write_config(path: str, state_dir: str, runtime_dir: str, feeds: list[dict]) -> str:
+    """A config.toml with [node] and the given [[feed]] tables (values as TOML literals)."""
+    lines = ["[node]", 'id = "edge-test-1"', f'state_dir = "{state_dir}"', f'runtime_dir = "{runtime_dir}"', ""]
+    for f in feeds:
+        lines.append("[[feed]]")
+        for k, v in f.items():
+            lines.append(f"{k} = {_toml(v)}")
+        lines.append("")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+    return path
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    raise TypeError(v)
