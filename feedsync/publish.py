@@ -141,8 +141,6 @@ class Repository:
         md = Metadata(root)
         self._sign(md, signers["root"])
         self._write(md, ["1.root.json", "root.json"])
-        targets = Metadata(Targets(version=0, expires=_expiry(now, days["targets"])))
-        self._write(targets, ["targets.json"])
 
     def publish(self, bundle: bytes, sequence: int, signers: Mapping[str, Sequence[CryptoSigner]],
                 *, now: datetime, target_name: str = "takedowns.json",
@@ -150,8 +148,9 @@ class Repository:
         """Add the bundle as the target; new targets, snapshot and timestamp versions. Returns the
         targets version."""
         days = {**DEFAULT_EXPIRY_DAYS, **(expiry_days or {})}
-        old_targets = self._load("targets.json")
-        tgt = Targets(version=old_targets.signed.version + 1, expires=_expiry(now, days["targets"]))
+        prev = self._load("targets.json").signed.version if os.path.exists(
+            os.path.join(self.meta, "targets.json")) else 0
+        tgt = Targets(version=prev + 1, expires=_expiry(now, days["targets"]))
         tf = TargetFile.from_data(target_name, bundle, ["sha256"])
         tf.unrecognized_fields["custom"] = {"sequence": sequence, "format": bfmt.FORMAT}
         tgt.targets[target_name] = tf
@@ -212,10 +211,9 @@ class Repository:
         return root.version
 
     def current_sequence(self) -> int:
-        try:
-            tgt = self._load("targets.json").signed
-        except PublishError:
+        if not os.path.exists(os.path.join(self.meta, "targets.json")):
             return 0
+        tgt = self._load("targets.json").signed
         best = 0
         for tf in tgt.targets.values():
             seq = tf.custom.get("sequence") if isinstance(tf.custom, dict) else None
