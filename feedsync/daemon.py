@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dns.exception
 import dns.message
@@ -87,8 +87,7 @@ class NotifyProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         out = handle_notify(data, str(addr[0]), self.feeds)
@@ -97,6 +96,28 @@ class NotifyProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(out.reply, addr)
         if out.feed is not None:
             self.wake(out.feed)
+
+
+async def notify_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, feeds: Sequence[FeedConfig],
+                     wake: Callable[[str], None]) -> None:
+    """NOTIFY over TCP (RFC 1996 allows it; Knot DNS sends it this way): 2-byte length, message."""
+    peer = writer.get_extra_info("peername")
+    try:
+        for _ in range(16):
+            head = await asyncio.wait_for(reader.readexactly(2), 10)
+            data = await asyncio.wait_for(reader.readexactly(int.from_bytes(head, "big")), 10)
+            out = handle_notify(data, str(peer[0]), feeds)
+            log("notify", "info" if out.feed else "warning", source=str(peer[0]), transport="tcp", feed=out.feed,
+                reason=out.reason)
+            if out.reply is not None:
+                writer.write(len(out.reply).to_bytes(2, "big") + out.reply)
+                await writer.drain()
+            if out.feed is not None:
+                wake(out.feed)
+    except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
 
 
 class Worker:
@@ -142,6 +163,7 @@ async def serve(cfg: Config, db_path: str, stop: asyncio.Event, ready: Callable[
     workers = {f.name: Worker(cfg, f, db_path) for f in cfg.feeds}
     loop = asyncio.get_running_loop()
     transports = []
+    servers: list[asyncio.Server] = []
     by_listen: dict[str, list[FeedConfig]] = {}
     for f in cfg.feeds:
         if f.type == "xfr" and f.notify_listen:
@@ -152,7 +174,14 @@ async def serve(cfg: Config, db_path: str, stop: asyncio.Event, ready: Callable[
             lambda feeds=feeds: NotifyProtocol(feeds, lambda name: workers[name].event.set()),  # type: ignore[misc]
             local_addr=(host, port))
         transports.append(tr)
-        log("notify_listening", listen=listen, feeds=[f.name for f in feeds])
+
+        def wake(name: str) -> None:
+            workers[name].event.set()
+
+        srv = await asyncio.start_server(
+            lambda r, w, feeds=feeds: notify_tcp(r, w, feeds, wake), host, port)  # type: ignore[misc]
+        servers.append(srv)
+        log("notify_listening", listen=listen, feeds=[f.name for f in feeds], transports=["udp", "tcp"])
     if ready is not None:
         ready()
     try:
@@ -160,6 +189,8 @@ async def serve(cfg: Config, db_path: str, stop: asyncio.Event, ready: Callable[
     finally:
         for tr in transports:
             tr.close()
+        for srv in servers:
+            srv.close()
 
 
 def run(cfg: Config, db_path: str, metrics_listen: str | None = None,

@@ -226,7 +226,7 @@ class FeedSync:
             else:
                 ids.add(rel)
         source = xfr.zone_to_text(zone)
-        text = xfr.zone_to_text(zone, frozenset(skip)) if skip else source
+        text = xfr.zone_to_text(zone, frozenset(skip), policy=True)
         rejected.sort(key=lambda r: r["entry_id"])
         return Prepared(serial, engine.digest_of(source), source, text, serial, frozenset(ids), len(ids),
                         tuple(rejected), None, (self.feed.tsig_name,), extra)

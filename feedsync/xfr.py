@@ -11,7 +11,8 @@ into refusal codes where they enter:
     |----------------------------------------------------|------------------------|
     | tsig.BadSignature/BadKey/BadTime/Peer*, UnknownTSIGKey, BadTSIG, "missing TSIG", NOTAUTH | FEED_TSIG |
     | xfr.SerialWentBackwards; SOA serial older (RFC 1982) | FEED_ROLLBACK        |
-    | "IXFR base serial mismatch", "unexpected end of IXFR sequence", "empty IXFR sequence" | FEED_INCONSISTENT |
+    | "IXFR base serial mismatch", "unexpected end of IXFR sequence", "empty IXFR sequence",
+    | transaction.DeleteNotExact (the delta does not fit our base)          | FEED_INCONSISTENT      |
     | zone.DigestVerificationFailure; NoDigest when require_zonemd | FEED_INTEGRITY |
     | bytes > max_bytes, names > max_entries, deadline passed | FEED_TOO_LARGE      |
     | other FormError (malformed messages)               | FEED_INTEGRITY         |
@@ -31,6 +32,7 @@ import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.transaction
 import dns.tsig
 import dns.xfr
 import dns.zone
@@ -90,6 +92,9 @@ def refused_from(exc: BaseException, feed: FeedConfig, serial: int | None, prima
         if any(m in text for m in INCONSISTENT_MESSAGES):
             return FeedRefused(RefusalCode.INCONSISTENT, feed.name, serial, "ixfr", f"{where}: {text}")
         return FeedRefused(RefusalCode.INTEGRITY, feed.name, serial, "message", f"{where}: malformed: {text}")
+    if isinstance(exc, dns.transaction.DeleteNotExact):
+        return FeedRefused(RefusalCode.INCONSISTENT, feed.name, serial, "ixfr",
+                           f"{where}: the IXFR deletes records our base of serial {serial} does not have")
     if isinstance(exc, TooLarge):
         return FeedRefused(RefusalCode.TOO_LARGE, feed.name, serial, str(exc.args[0]), str(exc.args[1]))
     return None
@@ -231,14 +236,19 @@ def count_names(zone: dns.zone.Zone) -> int:
     return len(zone.nodes)
 
 
-def zone_to_text(zone: dns.zone.Zone, skip: frozenset[dns.name.Name] = frozenset()) -> bytes:
-    """Master-file text, apex first, then names in DNSSEC order; ``skip`` owners left out."""
+def zone_to_text(zone: dns.zone.Zone, skip: frozenset[dns.name.Name] = frozenset(), policy: bool = False) -> bytes:
+    """Master-file text, apex first, then names in DNSSEC order; ``skip`` owners left out.
+    ``policy``: the apex keeps only SOA and NS (ZONEMD and the like describe the primary's zone,
+    not a policy; the source text keeps them)."""
     origin = zone.origin
     assert origin is not None
     out = [f"$ORIGIN {origin.to_text()}\n"]
     apex = zone.nodes.get(origin)
     if apex is not None:
-        out.append(apex.to_text(origin, origin=origin, relativize=True) + "\n")
+        for rds in apex.rdatasets:
+            if policy and rds.rdtype not in (dns.rdatatype.SOA, dns.rdatatype.NS):
+                continue
+            out.append(rds.to_text(origin, origin=origin, relativize=True) + "\n")
     for name in sorted(n for n in zone.nodes if n != origin):
         if name in skip:
             continue

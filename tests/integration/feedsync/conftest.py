@@ -16,7 +16,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         rel = super().translate_path(path)[len(os.getcwd()):].lstrip("/")
         return os.path.join(self.server.root, rel)  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         self.server.requests.append(self.path)  # type: ignore[attr-defined]
 
 

@@ -25,6 +25,7 @@ def entry(n: int | str, target: str | None = None, **over: Any) -> dict[str, Any
 
 # --- a tiny fake of the resolver's control socket (docs/contracts.md) ------------------------------
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
@@ -94,10 +95,8 @@ class FakeResolver:
 
     def close(self) -> None:
         self.sock.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 def write_config(path: str, state_dir: str, runtime_dir: str, feeds: list[dict]) -> str:
@@ -108,6 +107,7 @@ def write_config(path: str, state_dir: str, runtime_dir: str, feeds: list[dict])
         for k, v in f.items():
             lines.append(f"{k} = {_toml(v)}")
         lines.append("")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
     return path

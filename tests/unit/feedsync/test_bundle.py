@@ -126,7 +126,7 @@ def test_orders_csv_and_json() -> None:
     assert [r["target"] for r in from_csv] == ["site1.bad.test", "site2.bad.test"]
     assert b.read_orders(json.dumps(rows).encode(), "o.json") == rows
     assert b.read_orders(json.dumps({"entries": rows}).encode(), "o.json") == rows
-    with pytest.raises(BundleFormatError, match="orders.csv:1: unknown column"):
+    with pytest.raises(BundleFormatError, match=r"orders\.csv:1: unknown column"):
         b.read_orders(b"entry_id,colour\nE-1,red\n", "orders.csv")
 
 
