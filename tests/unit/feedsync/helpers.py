@@ -71,7 +71,8 @@ class FakeResolver:
                     req = json.loads(buf.split(b"\n")[0])
                 except ValueError:
                     continue
-                conn.sendall(self._answer(req))
+                with contextlib.suppress(OSError):   # the client may have been killed meanwhile
+                    conn.sendall(self._answer(req))
 
     def _answer(self, req: dict) -> bytes:
         if req.get("cmd") != "reload":
