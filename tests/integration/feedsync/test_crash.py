@@ -108,7 +108,7 @@ def test_kill_9_while_the_resolver_loads_then_restart(setup, tmp_path, http_repo
 
 def test_kill_9_at_random_moments(setup, tmp_path, http_repo: HttpRepo, keys: str) -> None:  # type: ignore[no-untyped-def]
     cfg, path, _ = setup
-    rng = random.Random(4)  # noqa: S311 (test schedule, not crypto)
+    rng = random.Random(4)
     known: dict[int, int] = {1: 10}
     db = StateDB(os.path.join(cfg.node.state_dir, "feeds", "feedsync.db"))
     for n in range(11, 15):
