@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from .errors import BundleFormatError
@@ -64,6 +65,9 @@ class Reason(StrEnum):
     DUPLICATE = "ENTRY_DUPLICATE"                # entry_id seen before in the same version
     CONFLICT = "ENTRY_CONFLICT"                  # same rule owner as another entry, different action
 
+
+_MATCHES = {m.value: m for m in Match}
+_ACTIONS = {a.value: a for a in EntryAction}
 
 # Fields every entry must carry (issue 4, "A bundle entry carries"). stop_page only for stop_page.
 REQUIRED_TEXT = ("entry_id", "order_ref", "issuing_authority", "legal_basis", "category", "target",
@@ -148,6 +152,7 @@ class Guards:
 
 # --- times -------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=65536)
 def parse_time(text: str) -> int:
     """ISO 8601 with a zone (``2026-11-22T10:00:00Z`` or ``+08:00``) -> UTC epoch seconds."""
     try:
@@ -222,13 +227,11 @@ def parse_entry(raw: Any, index: int) -> Entry | EntryRejection:
     if not _REF.match(text["order_ref"]) or '"' in text["order_ref"] or "\\" in text["order_ref"]:
         return reject(Reason.BAD_VALUE, "order_ref must be 1-128 printable ASCII characters without quotes "
                                         "or backslashes")
-    try:
-        match = Match(text["match"].lower())
-    except ValueError:
+    match = _MATCHES.get(text["match"].lower())
+    if match is None:
         return reject(Reason.BAD_VALUE, f"match {text['match']!r} is not exact or subdomains")
-    try:
-        action = EntryAction(text["action"].lower())
-    except ValueError:
+    action = _ACTIONS.get(text["action"].lower())
+    if action is None:
         return reject(Reason.BAD_VALUE, f"action {text['action']!r} is not one of "
                                         f"{', '.join(a.value for a in EntryAction)}")
     stop_page = str(raw.get("stop_page") or "").strip()
@@ -409,9 +412,13 @@ class Rule:
     added: bool = False  # put there by fill_wildcard_gaps, not by an entry
 
 
+RecordTuple = tuple[bytes, int, int, bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     text: bytes
+    records: list[RecordTuple]         # the same zone as (owner wire, type, ttl, rdata wire)
     rules: int
     in_force: tuple[str, ...]          # entry ids enforced by this text
     conflicts: tuple[EntryRejection, ...]
@@ -493,10 +500,30 @@ def compile_zone(zone: str, serial: int, accepted: Iterable[tuple[int, Entry]], 
     out.write(f"; compiled by hotline-edge feedsync from a {FORMAT} document\n$ORIGIN {origin}\n$TTL {ttl}\n"
               f"@ SOA ns.{origin} noc.{origin} {serial % 2**32} 3600 600 864000 {ttl}\n@ NS localhost.\n")
     w = out.write
+    origin_wire = _wire(origin)
+    records: list[RecordTuple] = [
+        (origin_wire, 6, ttl, _wire("ns." + origin) + _wire("noc." + origin)
+         + b"".join(v.to_bytes(4, "big") for v in (serial % 2**32, 3600, 600, 864000, ttl))),
+        (origin_wire, 2, ttl, _wire("localhost."))]
+    cname_wire: dict[str, bytes] = {}
     for owner in sorted(rules, key=_owner_key):
         r = rules[owner]
         w(f"{owner} CNAME {r.cname}\n{owner} TXT \"order={r.order_ref}\"\n")
-    return Compiled(out.getvalue().encode("ascii"), len(rules), tuple(used), tuple(conflicts), gaps)
+        ow = _wire(owner + "." + origin)
+        target = cname_wire.get(r.cname)
+        if target is None:
+            target = cname_wire[r.cname] = _wire(r.cname)
+        txt = ("order=" + r.order_ref).encode("ascii")
+        records.append((ow, 5, ttl, target))
+        records.append((ow, 16, ttl, bytes((len(txt),)) + txt))
+    return Compiled(out.getvalue().encode("ascii"), records, len(rules), tuple(used), tuple(conflicts), gaps)
+
+
+def _wire(name: str) -> bytes:
+    """Wire form of an absolute, already validated lower-case name (``.`` is the root)."""
+    if name == ".":
+        return b"\x00"
+    return b"".join(bytes((len(lab),)) + lab.encode("ascii") for lab in name.rstrip(".").split(".")) + b"\x00"
 
 
 def _owner_key(owner: str) -> tuple[str, ...]:

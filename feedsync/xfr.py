@@ -256,6 +256,23 @@ def zone_to_text(zone: dns.zone.Zone, skip: frozenset[dns.name.Name] = frozenset
     return "".join(out).encode("utf-8")
 
 
+def policy_records(zone: dns.zone.Zone, skip: frozenset[dns.name.Name]) -> list[tuple[bytes, int, int, bytes]]:
+    """The policy as (owner wire, type, ttl, rdata wire) for rpz.compile_records: what
+    ``zone_to_text(zone, skip, policy=True)`` says, without a text round trip."""
+    origin = zone.origin
+    out = []
+    for name, node in zone.nodes.items():
+        if name in skip:
+            continue
+        owner = bytes(name.to_wire() or b"")
+        for rds in node.rdatasets:
+            if name == origin and rds.rdtype not in (dns.rdatatype.SOA, dns.rdatatype.NS):
+                continue
+            for rd in rds:
+                out.append((owner, int(rds.rdtype), int(rds.ttl), bytes(rd.to_wire() or b"")))
+    return out
+
+
 def zone_from_text(text: bytes, feed: FeedConfig) -> dns.zone.Zone:
     return dns.zone.from_text(text.decode("utf-8"), origin=feed.zone + ".", relativize=False, check_origin=True)
 

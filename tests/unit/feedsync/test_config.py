@@ -84,7 +84,7 @@ tsig_secret = "{SECRET}"
 def test_each_bad_value_is_located(line: str, key: str, what: str) -> None:
     base = ["[[feed]]", 'name = "twnic"', 'type = "xfr"', 'zone = "rpz.twnic.test"', 'primaries = ["192.0.2.53"]',
             'tsig_name = "k"', f'tsig_secret = "{SECRET}"']
-    keyname = line.split(" =")[0]
+    keyname = line.split(" =", maxsplit=1)[0]
     lines = [x for x in base if not x.startswith(keyname + " ")] + [line]
     errs = errors("\n".join(lines) + "\n")
     assert len(errs) == 1, errs
