@@ -137,6 +137,21 @@ def register(sub: Any) -> None:
     pub.add_argument("--timestamp-only", action="store_true", help="only re-sign the timestamp")
     pub.set_defaults(func=cmd_publish)
 
+    ro = fsub.add_parser("rotate", help="replace the keys of a role in the repository (hotline side)",
+                         description="Write a new root version that trusts the keys in --new-keys for ROLE, "
+                                     "signed by the current root keys (and the new ones for a root rotation), "
+                                     "then re-sign targets, snapshot and timestamp. Nodes follow the rotation "
+                                     "by themselves (TUF root chain).\n\n"
+                                     "  hotline-edge feed rotate --repo repo/ --keys keys/ --role targets "
+                                     "--new-keys new-keys/ --threshold 2",
+                         formatter_class=raw)
+    ro.add_argument("--repo", required=True, metavar="DIR")
+    ro.add_argument("--keys", required=True, metavar="DIR", help="the current keys (<role>*.key)")
+    ro.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp"])
+    ro.add_argument("--new-keys", required=True, metavar="DIR", help="folder with the new <role>*.key files")
+    ro.add_argument("--threshold", type=int, default=1, help="signatures required for the role afterwards")
+    ro.set_defaults(func=cmd_rotate)
+
     k = fsub.add_parser("keygen", help="make Ed25519 signing keys (hotline side)",
                         description="Make Ed25519 key pairs NAME.key (mode 0600) and NAME.pub in --out.\n\n"
                                     "  hotline-edge feed keygen --out keys/ root targets-1 snapshot timestamp",
@@ -361,6 +376,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     print(f"{args.repo}: published {args.feed} sequence {seq} ({n} entries) as targets version {version}")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .errors import PublishError
+    from .publish import Repository, signers_from_dir
+    try:
+        old = signers_from_dir(args.keys)
+        new = signers_from_dir(args.new_keys)[args.role]
+        if not new:
+            print(f"{args.new_keys}: no {args.role}*.key file", file=sys.stderr)
+            return 2
+        repo = Repository(args.repo)
+        now = datetime.now(UTC)
+        version = repo.rotate(args.role, new, args.threshold, old_root_signers=old["root"],
+                              new_root_signers=new if args.role == "root" else None, now=now)
+        signers = {**old, args.role: new}
+        targets = repo.resign(signers, now)
+    except PublishError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.repo}: root version {version} trusts {len(new)} new {args.role} key(s) "
+          f"(threshold {args.threshold}); targets re-signed as version {targets}")
     return 0
 
 

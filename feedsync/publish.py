@@ -210,6 +210,20 @@ class Repository:
         self._write(md, [f"{root.version}.root.json", "root.json"])
         return root.version
 
+    def resign(self, signers: Mapping[str, Sequence[CryptoSigner]], now: datetime,
+               expiry_days: Mapping[str, float] | None = None) -> int:
+        """Re-sign the current targets (same bundle) as a new version, then snapshot and timestamp:
+        what follows a key rotation, so that clients see the new keys at work."""
+        days = {**DEFAULT_EXPIRY_DAYS, **(expiry_days or {})}
+        md = self._load("targets.json")
+        tgt: Targets = md.signed
+        tgt.version += 1
+        tgt.expires = _expiry(now, days["targets"])
+        self._sign(md, signers["targets"])
+        self._write(md, [f"{tgt.version}.targets.json", "targets.json"])
+        self._bump_snapshot(tgt.version, signers, now, days)
+        return tgt.version
+
     def current_sequence(self) -> int:
         if not os.path.exists(os.path.join(self.meta, "targets.json")):
             return 0

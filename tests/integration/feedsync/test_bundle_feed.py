@@ -282,3 +282,22 @@ def test_stale_when_the_server_is_gone(node: Node) -> None:
     assert (rec.kind, rec.record["code"]) == ("alarm", "FEED_STALE")
     s = cli("feed", "status", "--config", os.path.join(node.tmp, "config.toml"))
     assert s.returncode == 1 and "ALARM: FEED_STALE" in s.stdout and "FEED_UNREACHABLE" in s.stdout
+
+
+def test_rotate_cli_targets_key(node: Node, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    new_dir = str(tmp_path / "new-keys")
+    assert cli("feed", "keygen", "--out", new_dir, "targets-2027").returncode == 0
+    r = cli("feed", "rotate", "--repo", node.http.repo, "--keys", node.keys, "--role", "targets",
+            "--new-keys", new_dir)
+    assert r.returncode == 0, r.stderr
+    assert "root version 2" in r.stdout
+    res = node.cycle()       # same bundle, re-signed by the new key: verified, nothing to apply
+    assert res.outcome == "no_change", res
+    # the old targets key no longer counts
+    signers = signers_from_dir(node.keys)
+    data = b.dump_bundle("hotline", 2, int(NOW.timestamp()), [fresh(i) for i in range(1, 12)])
+    Repository(node.http.repo).publish(data, 2, signers, now=NOW)
+    assert node.cycle().code == "FEED_UNTRUSTED_SIGNATURE"
+    signers["targets"] = signers_from_dir(new_dir)["targets"]
+    Repository(node.http.repo).publish(data, 2, signers, now=NOW)
+    assert node.cycle().outcome == "applied" and node.blocks("site11.bad.test")
