@@ -21,8 +21,10 @@ into refusal codes where they enter:
 
 from __future__ import annotations
 
+import queue
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -152,6 +154,46 @@ def _read(s: socket.socket, n: int, deadline: float) -> bytes:
     return bytes(buf)
 
 
+class _Reader:
+    """Drains the transfer's TCP stream in a thread, so that a primary never waits on our parsing
+    (Knot and BIND drop a client that does not read within their TCP I/O timeout), while the caps
+    still hold: at most ``max_bytes`` are read, and nothing after ``deadline``."""
+
+    def __init__(self, s: socket.socket, deadline: float, max_bytes: int) -> None:
+        self.s = s
+        self.deadline = deadline
+        self.max_bytes = max_bytes
+        self.total = 0
+        self.q: queue.Queue[bytes | BaseException] = queue.Queue()
+        self._stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True, name="xfr-reader")
+        self.t.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                (n,) = struct.unpack("!H", _read(self.s, 2, self.deadline))
+                self.total += n + 2
+                if self.total > self.max_bytes:
+                    raise TooLarge("max_bytes", f"more than {self.max_bytes} bytes transferred")
+                self.q.put(_read(self.s, n, self.deadline))
+        except BaseException as exc:  # handed to the parsing side, which raises it
+            self.q.put(exc)
+
+    def next(self) -> bytes:
+        left = max(0.0, self.deadline - time.monotonic())
+        try:
+            item = self.q.get(timeout=left)
+        except queue.Empty:
+            raise dns.exception.Timeout from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, base_serial: int | None, *,
              max_bytes: int, timeout: float) -> tuple[dns.zone.Zone, int, str]:
     """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (zone, bytes, "axfr"|"ixfr").
@@ -173,22 +215,22 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
         with socket.create_connection((primary.host, primary.port), timeout=min(timeout, 10)) as s:
             wire = q.to_wire()
             s.sendall(struct.pack("!H", len(wire)) + wire)
+            reader = _Reader(s, deadline, max_bytes)
             with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
                 done = False
                 tsig_ctx = None
                 while not done:
-                    if time.monotonic() > deadline and started:
-                        raise TooLarge("transfer_timeout", f"the transfer took longer than {timeout:g} s")
-                    (n,) = struct.unpack("!H", _read(s, 2, deadline))
+                    data = reader.next()
                     started = True
-                    total += n + 2
-                    if total > max_bytes:
-                        raise TooLarge("max_bytes", f"more than {max_bytes} bytes transferred")
-                    r = dns.message.from_wire(_read(s, n, deadline), keyring=q.keyring, request_mac=q.mac,
+                    r = dns.message.from_wire(data, keyring=q.keyring, request_mac=q.mac,
                                               xfr=True, origin=zone.from_wire_origin(), tsig_ctx=tsig_ctx,
                                               multi=True, one_rr_per_rrset=incremental)
                     done = inbound.process_message(r)
                     tsig_ctx = r.tsig_ctx
+                    if not done and time.monotonic() > deadline:
+                        raise TooLarge("transfer_timeout", f"the transfer took longer than {timeout:g} s")
+            total = reader.total
+            reader.stop()
     except (dns.exception.Timeout, TimeoutError) as exc:
         if started:
             raise FeedRefused(RefusalCode.TOO_LARGE, feed.name, base_serial, "transfer_timeout",
