@@ -40,6 +40,7 @@ from .log import log
 from .statedb import FeedState, StateDB
 from .store import FeedStore
 from .tufsource import BundleSource, FetchedBundle
+from .xfrindex import XfrIndex
 
 Clock = Callable[[], float]
 
@@ -96,8 +97,10 @@ class FeedSync:
         self.psl = is_public_suffix if is_public_suffix is not None else public_suffix_check()
         self.dir = cfg.feed_dir(feed.name)
         self.store = FeedStore(self.dir)
-        self._zone: dns.zone.Zone | None = None   # xfr: the primary's zone at the last-known-good serial
-        self._pending_zone: dns.zone.Zone | None = None
+        # xfr: the primary's zone at the last-known-good serial, and its per-owner index
+        self._base: tuple[dns.zone.Zone, XfrIndex] | None = None
+        self._pending: tuple[dns.zone.Zone, XfrIndex] | None = None
+        self._ids_cache: tuple[str, frozenset[str]] | None = None
         self._bundles: BundleFetcher | None = bundle_source or (
             BundleSource(feed, self.dir) if feed.type == "bundle" else None)
 
@@ -180,57 +183,49 @@ class FeedSync:
                               f"primary {soa.primary} serves serial {soa.serial}, older than the applied "
                               f"{st.serial} (RFC 1982)")
         base = self._base_zone(st)
-        self._zone = None  # an IXFR changes the base in place: only an applied version becomes the base again
+        self._base = None  # an IXFR changes the base in place: only an applied version becomes the base again
         try:
-            zone, nbytes, mode = xfr.transfer(self.feed, soa.primary, base, st.serial if base else None,
-                                              max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout)
+            zone, nbytes, mode, touched = xfr.transfer(
+                self.feed, soa.primary, base[0] if base else None, st.serial if base else None,
+                max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout)
         except FeedRefused as r:
             if r.code is not RefusalCode.INCONSISTENT or base is None:
                 raise
             self._refused(st, r, now, alarms=False)  # audited, then a full transfer (research C.1 item 7)
-            zone, nbytes, mode = xfr.transfer(self.feed, soa.primary, None, None, max_bytes=self.feed.max_bytes,
-                                              timeout=self.feed.transfer_timeout)
+            base = None
+            zone, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
+                                                       max_bytes=self.feed.max_bytes,
+                                                       timeout=self.feed.transfer_timeout)
+        if mode == "ixfr" and base is not None:
+            index = base[1]
+            index.update(zone, touched)
+        else:
+            index = XfrIndex(self.feed, self.psl)
+            index.rebuild(zone)
         serial = xfr.zone_serial(zone)
         if st.serial is not None and not serials.is_newer(serial, st.serial):
             if serial == st.serial:
-                self._zone = zone
+                self._base = (zone, index)
                 return None
             raise FeedRefused(RefusalCode.ROLLBACK, self.feed.name, serial, "serial",
                               f"the transferred zone has serial {serial}, older than the applied {st.serial}")
         if xfr.count_names(zone) > self.feed.max_entries:
             raise FeedRefused(RefusalCode.TOO_LARGE, self.feed.name, serial, "max_entries",
                               f"{xfr.count_names(zone)} names, the cap is {self.feed.max_entries}")
-        zonemd = xfr.check_zonemd(zone, self.feed)
-        p = self._prepare_zone(zone, serial, {"transfer": mode, "bytes": nbytes, "zonemd": zonemd,
-                                              "primary": str(soa.primary)})
-        self._pending_zone = zone
+        zonemd, zonemd_digest = xfr.check_zonemd(zone, self.feed)
+        extra = {"transfer": mode, "bytes": nbytes, "zonemd": zonemd, "primary": str(soa.primary),
+                 "changed_names": len(touched) if mode == "ixfr" else None}
+        p = self._prepare_zone(index, serial, extra, zonemd_digest)
+        self._pending = (zone, index)
         return self._prove_loads(p)
 
-    def _prepare_zone(self, zone: dns.zone.Zone, serial: int, extra: dict[str, Any]) -> Prepared:
-        origin = zone.origin
-        assert origin is not None
-        skip: set[dns.name.Name] = set()
-        rejected: list[dict[str, Any]] = []
-        ids: set[str] = set()
-        passthru = dns.name.from_text("rpz-passthru.")
-        for name, node in zone.nodes.items():
-            if name == origin:
-                continue
-            rel = name.relativize(origin).to_text().lower()
-            cname = node.get_rdataset(zone.rdclass, dns.rdatatype.CNAME)
-            is_pass = cname is not None and any(r.target in (passthru, name) for r in cname)
-            v = engine.screen_owner(rel, is_pass, self.feed, self.psl)
-            if v.reason is not None:
-                skip.add(name)
-                rejected.append({"entry_id": rel, "index": -1, "reason": v.reason.value, "detail": v.detail})
-            else:
-                ids.add(rel)
-        source = xfr.zone_to_text(zone)
-        text = xfr.zone_to_text(zone, frozenset(skip), policy=True)
-        rejected.sort(key=lambda r: r["entry_id"])
-        return Prepared(serial, engine.digest_of(source), source, text, serial, frozenset(ids), len(ids),
-                        tuple(rejected), xfr.policy_records(zone, frozenset(skip)), None, (self.feed.tsig_name,),
-                        extra)
+    def _prepare_zone(self, index: XfrIndex, serial: int, extra: dict[str, Any], zonemd: str | None) -> Prepared:
+        """The digest is the primary's ZONEMD when one verified (comparable across nodes and with the
+        primary), else SHA-256 of the stored source text."""
+        source = index.source_text()
+        ids = frozenset(index.accepted)
+        return Prepared(serial, zonemd or engine.digest_of(source), source, index.policy_text(), serial, ids,
+                        len(ids), tuple(index.rejected()), index.records(), None, (self.feed.tsig_name,), extra)
 
     def _prove_loads(self, p: Prepared) -> Prepared:
         """Compile with rpz exactly the bytes the resolver will load (DESIGN.md section 3)."""
@@ -250,28 +245,36 @@ class FeedSync:
                      for r in z.rejections)
         return replace(p, rejected=p.rejected + more, extra=extra, records=None)
 
-    def _base_zone(self, st: FeedState) -> dns.zone.Zone | None:
+    def _base_zone(self, st: FeedState) -> tuple[dns.zone.Zone, XfrIndex] | None:
         """The IXFR base: in memory, or the seed (the last-known-good's source) from disk."""
         if st.version is None or st.serial is None:
             return None
-        if self._zone is not None and xfr.zone_serial(self._zone) == st.serial:
-            return self._zone
+        if self._base is not None and xfr.zone_serial(self._base[0]) == st.serial:
+            return self._base
         try:
             zone = xfr.zone_from_text(self.store.read(st.version, "source"), self.feed)
         except Exception as exc:
             log("seed_unreadable", "warning", feed=self.feed.name, version=st.version, error=str(exc))
             return None
-        return zone if xfr.zone_serial(zone) == st.serial else None
+        if xfr.zone_serial(zone) != st.serial:
+            return None
+        index = XfrIndex(self.feed, self.psl)
+        index.rebuild(zone)
+        return zone, index
 
     def load_seed(self) -> None:
         """Warm the in-memory IXFR base from disk (the daemon does this at start)."""
         if self.feed.type == "xfr":
-            self._zone = self._base_zone(self.db.state(self.feed.name))
+            self._base = self._base_zone(self.db.state(self.feed.name))
 
     def _ids(self, version: str | None) -> frozenset[str] | None:
         if version is None or not self.store.has(version):
             return None
-        return frozenset(self.store.info(version).ids)
+        if self._ids_cache is not None and self._ids_cache[0] == version:
+            return self._ids_cache[1]
+        ids = frozenset(self.store.info(version).ids)
+        self._ids_cache = (version, ids)
+        return ids
 
     # --- outcomes --------------------------------------------------------------------------------
 
@@ -279,7 +282,7 @@ class FeedSync:
                kind: str = "applied") -> CycleResult:
         name = self.store.version_name(now, p.zone_serial, p.digest.split(":")[-1])
         meta = {"serial": p.serial, "zone_serial": p.zone_serial, "digest": p.digest, "created_at": now,
-                "ids": sorted(p.ids), "in_force": p.in_force, "rejected": list(p.rejected),
+                "ids": list(p.ids), "in_force": p.in_force, "rejected": list(p.rejected),
                 "signer_keys": list(p.signer_keys), "next_change_at": p.next_change_at,
                 "extra": dict(p.extra)}
         self.store.write_version(name, p.rpz_text, p.source, meta)
@@ -313,8 +316,9 @@ class FeedSync:
                                 key_id=node_key.key_id)
             if approved:
                 self.db.mark_hold_applied(self.feed.name, p.serial, p.digest)
-        if self.feed.type == "xfr" and self._pending_zone is not None:
-            self._zone, self._pending_zone = self._pending_zone, None
+        self._ids_cache = (name, p.ids)
+        if self.feed.type == "xfr" and self._pending is not None:
+            self._base, self._pending = self._pending, None
         log("feed_" + kind, feed=self.feed.name, serial=p.serial, zone_serial=p.zone_serial, digest=p.digest,
             entries=p.entries, in_force=p.in_force, added=d.added, removed=d.removed, rejected=len(p.rejected),
             resolver=status)
@@ -378,7 +382,8 @@ class FeedSync:
         return CycleResult(self.feed.name, "held", p.serial, FailureCode.HELD.value, d.detail)
 
     def _refused(self, st: FeedState, r: FeedRefused, now: float, alarms: bool = True) -> CycleResult:
-        self._zone = None if self.feed.type == "xfr" else self._zone
+        if self.feed.type == "xfr":
+            self._base = None
         st.last_failure_at = now
         st.last_failure_code = r.code.value
         st.last_failure_detail = str(r)

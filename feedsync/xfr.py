@@ -195,8 +195,10 @@ class _Reader:
 
 
 def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, base_serial: int | None, *,
-             max_bytes: int, timeout: float) -> tuple[dns.zone.Zone, int, str]:
-    """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (zone, bytes, "axfr"|"ixfr").
+             max_bytes: int, timeout: float) -> tuple[dns.zone.Zone, int, str, set[dns.name.Name]]:
+    """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (zone, bytes, "axfr"|"ixfr",
+    the owner names the transfer touched). A primary may answer an IXFR AXFR-style: then the mode
+    is "axfr" and the zone is a new one.
 
     The base zone is changed in place by an IXFR only when the whole transfer verified (dnspython
     commits the transaction after the last, signed message).
@@ -216,6 +218,7 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
             wire = q.to_wire()
             s.sendall(struct.pack("!H", len(wire)) + wire)
             reader = _Reader(s, deadline, max_bytes)
+            touched: set[dns.name.Name] = set()
             with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
                 done = False
                 tsig_ctx = None
@@ -225,12 +228,14 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
                     r = dns.message.from_wire(data, keyring=q.keyring, request_mac=q.mac,
                                               xfr=True, origin=zone.from_wire_origin(), tsig_ctx=tsig_ctx,
                                               multi=True, one_rr_per_rrset=incremental)
+                    touched.update(rrset.name for rrset in r.answer)
                     done = inbound.process_message(r)
                     tsig_ctx = r.tsig_ctx
                     if not done and time.monotonic() > deadline:
                         raise TooLarge("transfer_timeout", f"the transfer took longer than {timeout:g} s")
             total = reader.total
             reader.stop()
+            incremental = incremental and inbound.incremental
     except (dns.exception.Timeout, TimeoutError) as exc:
         if started:
             raise FeedRefused(RefusalCode.TOO_LARGE, feed.name, base_serial, "transfer_timeout",
@@ -250,15 +255,17 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
         if refused is None:
             raise
         raise refused from exc
-    return zone, total, "ixfr" if incremental else "axfr"
+    return zone, total, "ixfr" if incremental else "axfr", touched
 
 
 def zone_serial(zone: dns.zone.Zone) -> int:
     return int(zone.get_soa().serial)
 
 
-def check_zonemd(zone: dns.zone.Zone, feed: FeedConfig) -> str:
-    """'verified' | 'absent'; FeedRefused FEED_INTEGRITY on a bad or (when required) missing ZONEMD."""
+def check_zonemd(zone: dns.zone.Zone, feed: FeedConfig) -> tuple[str, str | None]:
+    """('verified', "zonemd-sha384:<hex>") | ('absent', None); FeedRefused FEED_INTEGRITY on a bad or
+    (when required) missing ZONEMD. RFC 8976 section 1.3: ZONEMD over a large, often changing zone
+    costs a full pass over the zone per version."""
     s = zone_serial(zone)
     try:
         zone.verify_digest()
@@ -266,53 +273,18 @@ def check_zonemd(zone: dns.zone.Zone, feed: FeedConfig) -> str:
         if feed.require_zonemd:
             raise FeedRefused(RefusalCode.INTEGRITY, feed.name, s, "zonemd",
                               "the zone carries no ZONEMD record and require_zonemd = true") from exc
-        return "absent"
+        return "absent", None
     except (dns.zone.DigestVerificationFailure, dns.zone.UnsupportedDigestScheme,
             dns.zone.UnsupportedDigestHashAlgorithm) as exc:
         raise FeedRefused(RefusalCode.INTEGRITY, feed.name, s, "zonemd",
                           f"ZONEMD does not match the zone ({type(exc).__name__}); serial {s}") from exc
-    return "verified"
+    rds = zone.get_rdataset(zone.origin, dns.rdatatype.ZONEMD)  # type: ignore[arg-type]
+    hexes = sorted(f"zonemd-{'sha384' if rd.hash_algorithm == 1 else 'sha512'}:{rd.digest.hex()}" for rd in rds or ())
+    return "verified", hexes[0] if hexes else None
 
 
 def count_names(zone: dns.zone.Zone) -> int:
     return len(zone.nodes)
-
-
-def zone_to_text(zone: dns.zone.Zone, skip: frozenset[dns.name.Name] = frozenset(), policy: bool = False) -> bytes:
-    """Master-file text, apex first, then names in DNSSEC order; ``skip`` owners left out.
-    ``policy``: the apex keeps only SOA and NS (ZONEMD and the like describe the primary's zone,
-    not a policy; the source text keeps them)."""
-    origin = zone.origin
-    assert origin is not None
-    out = [f"$ORIGIN {origin.to_text()}\n"]
-    apex = zone.nodes.get(origin)
-    if apex is not None:
-        for rds in apex.rdatasets:
-            if policy and rds.rdtype not in (dns.rdatatype.SOA, dns.rdatatype.NS):
-                continue
-            out.append(rds.to_text(origin, origin=origin, relativize=True) + "\n")
-    for name in sorted(n for n in zone.nodes if n != origin):
-        if name in skip:
-            continue
-        out.append(zone.nodes[name].to_text(name, origin=origin, relativize=True) + "\n")
-    return "".join(out).encode("utf-8")
-
-
-def policy_records(zone: dns.zone.Zone, skip: frozenset[dns.name.Name]) -> list[tuple[bytes, int, int, bytes]]:
-    """The policy as (owner wire, type, ttl, rdata wire) for rpz.compile_records: what
-    ``zone_to_text(zone, skip, policy=True)`` says, without a text round trip."""
-    origin = zone.origin
-    out = []
-    for name, node in zone.nodes.items():
-        if name in skip:
-            continue
-        owner = bytes(name.to_wire() or b"")
-        for rds in node.rdatasets:
-            if name == origin and rds.rdtype not in (dns.rdatatype.SOA, dns.rdatatype.NS):
-                continue
-            for rd in rds:
-                out.append((owner, int(rds.rdtype), int(rds.ttl), bytes(rd.to_wire() or b"")))
-    return out
 
 
 def zone_from_text(text: bytes, feed: FeedConfig) -> dns.zone.Zone:

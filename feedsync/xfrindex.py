@@ -1,0 +1,150 @@
+"""The transferred RPZ zone, kept per owner in the forms feedsync needs, updated incrementally.
+
+A zone transfer lands in a ``dns.zone.Zone`` (dnspython owns the protocol). Turning a million-name
+zone into text, records and screening verdicts on every IXFR would cost seconds, so this index keeps,
+per owner: its master-file lines, its records as (owner wire, type, ttl, rdata wire) for
+``rpz.compile_records``, and the screening verdict. An AXFR rebuilds it; an IXFR recomputes only the
+owners the transfer touched. Text is produced from wire form with ``rpz.names`` (dnspython's text
+conversion is the slow part of a large zone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import dns.name
+import dns.node
+import dns.rdatatype
+import dns.zone
+
+from rpz import names
+
+from . import engine
+from .config import FeedConfig
+
+Record = tuple[bytes, int, int, bytes]
+CNAME, SOA, NS = 5, 6, 2
+PASSTHRU_WIRE = b"\x0crpz-passthru\x00"
+_TYPE_TEXT: dict[int, str] = {}
+
+
+def _type_text(t: int) -> str:
+    s = _TYPE_TEXT.get(t)
+    if s is None:
+        s = _TYPE_TEXT[t] = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
+    return s
+
+
+@dataclass(slots=True)
+class Owner:
+    rel: str
+    text: str
+    records: list[Record]
+    rejection: dict[str, Any] | None
+
+
+class XfrIndex:
+    def __init__(self, feed: FeedConfig, is_public_suffix: Callable[[str], bool] | None) -> None:
+        self.feed = feed
+        self.psl = is_public_suffix
+        self.origin = dns.name.from_text(feed.zone + ".")
+        self.origin_wire = bytes(self.origin.to_wire() or b"")
+        self.owners: dict[dns.name.Name, Owner] = {}
+        self.accepted: set[str] = set()
+        self.apex_policy = ""
+        self.apex_source = ""
+        self.apex_records: list[Record] = []
+        self.serial: int | None = None
+
+    # --- building ----------------------------------------------------------------------------------
+
+    def rebuild(self, zone: dns.zone.Zone) -> None:
+        self.owners.clear()
+        self.accepted.clear()
+        self.update(zone, zone.nodes.keys())
+
+    def update(self, zone: dns.zone.Zone, touched: Iterable[dns.name.Name]) -> None:
+        for name in list(touched):
+            if name == self.origin:
+                self._apex(zone)
+                continue
+            old = self.owners.pop(name, None)
+            if old is not None and old.rejection is None:
+                self.accepted.discard(old.rel)
+            node = zone.nodes.get(name)
+            if node is None or not len(node.rdatasets):
+                continue
+            own = self._owner(name, node)
+            self.owners[name] = own
+            if own.rejection is None:
+                self.accepted.add(own.rel)
+        self.serial = int(zone.get_soa().serial)
+
+    def _apex(self, zone: dns.zone.Zone) -> None:
+        node = zone.nodes[self.origin]
+        pol, src, recs = [], [], []
+        for rds in node.rdatasets:
+            for rd in rds:
+                line = f"@ {rds.ttl} IN {_type_text(rds.rdtype)} {rd.to_text()}\n"
+                src.append(line)
+                if rds.rdtype in (SOA, NS):
+                    pol.append(line)
+                    recs.append((self.origin_wire, int(rds.rdtype), int(rds.ttl), bytes(rd.to_wire() or b"")))
+        soa_first = sorted(range(len(pol)), key=lambda i: " SOA " not in pol[i])
+        self.apex_policy = "".join(pol[i] for i in soa_first)
+        self.apex_source = "".join(sorted(src, key=lambda s: " SOA " not in s))
+        self.apex_records = recs
+
+    def _owner(self, name: dns.name.Name, node: dns.node.Node) -> Owner:
+        wire = bytes(name.to_wire() or b"")
+        rel = names.to_text(wire[: len(wire) - len(self.origin_wire)] + b"\x00", omit_final_dot=True).lower()
+        lines, recs = [], []
+        passthru = False
+        for rds in node.rdatasets:
+            t = int(rds.rdtype)
+            tt = _type_text(t)
+            for rd in rds:
+                rdw = bytes(rd.to_wire() or b"")
+                if t == CNAME:
+                    rdt = names.to_text(rdw)
+                    passthru = passthru or rdw.lower() in (PASSTHRU_WIRE, wire.lower())
+                else:
+                    rdt = rd.to_text()
+                lines.append(f"{rel} {rds.ttl} IN {tt} {rdt}\n")
+                recs.append((wire, t, int(rds.ttl), rdw))
+        v = engine.screen_owner(rel, passthru, self.feed, self.psl)
+        rej = None if v.reason is None else {"entry_id": rel, "index": -1, "reason": v.reason.value,
+                                             "detail": v.detail}
+        return Owner(rel, "".join(lines), recs, rej)
+
+    # --- outputs -----------------------------------------------------------------------------------
+
+    def header(self) -> str:
+        return f"$ORIGIN {self.origin.to_text()}\n"
+
+    def source_text(self) -> bytes:
+        """The primary's whole zone (the seed for IXFR after a restart, and what the digest covers)."""
+        return (self.header() + self.apex_source + "".join(o.text for o in self.owners.values())).encode()
+
+    def policy_text(self) -> bytes:
+        """What the resolver loads: apex SOA/NS and the accepted owners."""
+        return (self.header() + self.apex_policy
+                + "".join(o.text for o in self.owners.values() if o.rejection is None)).encode()
+
+    def records(self) -> list[Record]:
+        out = list(self.apex_records)
+        for o in self.owners.values():
+            if o.rejection is None:
+                out.extend(o.records)
+        return out
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return sorted((o.rejection for o in self.owners.values() if o.rejection is not None),
+                      key=lambda r: r["entry_id"])
+
+    @staticmethod
+    def digest(source: bytes) -> str:
+        return "sha256:" + hashlib.sha256(source).hexdigest()
