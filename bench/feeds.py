@@ -29,13 +29,13 @@ from datetime import UTC, datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from feedsync import bundle as b  # noqa: E402
-from feedsync import config as fconfig  # noqa: E402
-from feedsync.control import ControlClient  # noqa: E402
-from feedsync.publish import Repository, keygen, signers_from_dir  # noqa: E402
-from feedsync.statedb import StateDB  # noqa: E402
-from feedsync.sync import FeedSync  # noqa: E402
-from tests.integration.feedsync.knot import Knot, free_port_both  # noqa: E402
+from feedsync import bundle as b
+from feedsync import config as fconfig
+from feedsync.control import ControlClient
+from feedsync.publish import Repository, keygen, signers_from_dir
+from feedsync.statedb import StateDB
+from feedsync.sync import FeedSync
+from tests.integration.feedsync.knot import Knot
 
 
 def rss_mb() -> float:
@@ -108,8 +108,8 @@ def entries(n: int, now: float, salt: int = 0) -> list[dict]:
 
 
 def bench_bundle(n: int, runs: int, work: str) -> dict:
-    import http.server
     import functools
+    import http.server
     now = datetime.now(UTC).replace(microsecond=0)
     repo, keys = os.path.join(work, "repo"), os.path.join(work, "keys")
     for role in ("root", "targets", "snapshot", "timestamp"):
@@ -117,8 +117,11 @@ def bench_bundle(n: int, runs: int, work: str) -> dict:
     signers = signers_from_dir(keys)
     r = Repository(repo)
     r.init(signers, {}, now)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=repo)
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=repo)
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     state, run = os.path.join(work, "state"), os.path.join(work, "run")
@@ -161,7 +164,6 @@ blast_radius = 1.0
 def bench_ixfr(n: int, changes: int, runs: int, work: str) -> dict:
     zone = "feed.rpz.test"
     rules = [f"s{i}.d{i % 5000}.bad.test CNAME ." for i in range(n)]
-    notify_port = free_port_both()
     knot = Knot(os.path.join(work, "knot"), zone, rules, 10, notify_port=None, zonemd=False,
                 secret=base64.b64encode(os.urandom(32)).decode()).start()
     state, run = os.path.join(work, "xstate"), os.path.join(work, "xrun")
@@ -179,6 +181,14 @@ blast_radius = 1.0
 transfer_timeout = 600
 """)
     Confirmer(cfg.control_socket, zone, os.path.join(cfg.feed_dir("twnic"), "active.rpz"))
+    try:
+        return _ixfr_runs(cfg, knot, rules, zone, state, changes, runs, n)
+    finally:
+        knot.stop()
+
+
+def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], zone: str, state: str, changes: int, runs: int,
+               n: int) -> dict:
     db = StateDB(os.path.join(state, "feeds", "feedsync.db"))
     sync = FeedSync(cfg, cfg.feed("twnic"), db, ControlClient(cfg.control_socket))
     t0 = time.perf_counter()
@@ -206,7 +216,6 @@ transfer_timeout = 600
         mems.append((steady, hwm_mb()))
         assert res.outcome == "applied" and db.audit("twnic", limit=1)[0].record["extra"]["transfer"] == "ixfr", res
         print(f"  IXFR run {k + 1}: {times[-1]:.2f} s, rss {steady:.0f} -> peak {hwm_mb():.0f} MB", file=sys.stderr)
-    knot.stop()
     return {"rules": n, "changes": changes, "axfr_s": axfr_s, "median_s": statistics.median(times), "runs": times,
             "steady_mb": statistics.median(s for s, _ in mems), "peak_mb": statistics.median(p for _, p in mems)}
 

@@ -198,10 +198,10 @@ class FeedSync:
                                                        timeout=self.feed.transfer_timeout)
         if mode == "ixfr" and base is not None:
             index = base[1]
-            index.update(zone, touched)
+            changed = index.update(zone, touched)
         else:
             index = XfrIndex(self.feed, self.psl)
-            index.rebuild(zone)
+            changed = index.rebuild(zone)
         serial = xfr.zone_serial(zone)
         if st.serial is not None and not serials.is_newer(serial, st.serial):
             if serial == st.serial:
@@ -213,11 +213,16 @@ class FeedSync:
             raise FeedRefused(RefusalCode.TOO_LARGE, self.feed.name, serial, "max_entries",
                               f"{xfr.count_names(zone)} names, the cap is {self.feed.max_entries}")
         zonemd, zonemd_digest = xfr.check_zonemd(zone, self.feed)
+        try:
+            proven = index.prove(changed, f"{self.feed.name}:{serial}")
+        except ZoneReadError as exc:
+            raise FeedRefused(RefusalCode.INTEGRITY, self.feed.name, serial, "compile",
+                              f"the version does not load as a policy zone: {exc}") from exc
         extra = {"transfer": mode, "bytes": nbytes, "zonemd": zonemd, "primary": str(soa.primary),
-                 "changed_names": len(touched) if mode == "ixfr" else None}
-        p = self._prepare_zone(index, serial, extra, zonemd_digest)
+                 "changed_names": len(touched) if mode == "ixfr" else None, "proven_rules": proven,
+                 "rules": len(index.accepted)}
         self._pending = (zone, index)
-        return self._prove_loads(p)
+        return self._prepare_zone(index, serial, extra, zonemd_digest)
 
     def _prepare_zone(self, index: XfrIndex, serial: int, extra: dict[str, Any], zonemd: str | None) -> Prepared:
         """The digest is the primary's ZONEMD when one verified (comparable across nodes and with the
@@ -225,7 +230,7 @@ class FeedSync:
         source = index.source_text()
         ids = frozenset(index.accepted)
         return Prepared(serial, zonemd or engine.digest_of(source), source, index.policy_text(), serial, ids,
-                        len(ids), tuple(index.rejected()), index.records(), None, (self.feed.tsig_name,), extra)
+                        len(ids), tuple(index.rejected()), None, None, (self.feed.tsig_name,), extra)
 
     def _prove_loads(self, p: Prepared) -> Prepared:
         """Compile with rpz exactly the bytes the resolver will load (DESIGN.md section 3)."""

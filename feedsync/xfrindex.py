@@ -20,6 +20,7 @@ import dns.node
 import dns.rdatatype
 import dns.zone
 
+import rpz
 from rpz import names
 
 from . import engine
@@ -61,12 +62,14 @@ class XfrIndex:
 
     # --- building ----------------------------------------------------------------------------------
 
-    def rebuild(self, zone: dns.zone.Zone) -> None:
+    def rebuild(self, zone: dns.zone.Zone) -> set[dns.name.Name]:
         self.owners.clear()
         self.accepted.clear()
-        self.update(zone, zone.nodes.keys())
+        return self.update(zone, zone.nodes.keys())
 
-    def update(self, zone: dns.zone.Zone, touched: Iterable[dns.name.Name]) -> None:
+    def update(self, zone: dns.zone.Zone, touched: Iterable[dns.name.Name]) -> set[dns.name.Name]:
+        """Recompute the touched owners; returns those that now exist (to be proven with rpz)."""
+        present: set[dns.name.Name] = set()
         for name in list(touched):
             if name == self.origin:
                 self._apex(zone)
@@ -79,9 +82,29 @@ class XfrIndex:
                 continue
             own = self._owner(name, node)
             self.owners[name] = own
+            present.add(name)
             if own.rejection is None:
                 self.accepted.add(own.rel)
         self.serial = int(zone.get_soa().serial)
+        return present
+
+    def prove(self, names: Iterable[dns.name.Name], source: str) -> int:
+        """Compile the apex and the given owners with the rpz core (rules of different owners are
+        independent there, so proving the owners an IXFR touched proves the new version loads).
+        An owner rpz cannot use is left out with ENTRY_UNUSABLE_RECORD. Returns the rules compiled."""
+        recs = list(self.apex_records)
+        for n in names:
+            o = self.owners.get(n)
+            if o is not None and o.rejection is None:
+                recs.extend(o.records)
+        z = rpz.compile_records(self.origin_wire, recs, source)
+        for r in z.rejections:
+            name = dns.name.from_text(r.owner)
+            o = self.owners.get(name)
+            if o is not None and o.rejection is None:
+                o.rejection = {"entry_id": o.rel, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD", "detail": r.reason}
+                self.accepted.discard(o.rel)
+        return int(z.stats.rules)
 
     def _apex(self, zone: dns.zone.Zone) -> None:
         node = zone.nodes[self.origin]

@@ -199,14 +199,17 @@ def test_too_large_transfer_refused(xnode: XNode) -> None:
 
 def test_owners_screened_one_by_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
     knot = Knot(str(tmp_path / "knot"), ZONE, [*RULES, "www.isp.test CNAME .", "*.com CNAME .",
-                                                "isp.test CNAME rpz-passthru."], 10).start()
+                                                "isp.test CNAME rpz-passthru.", "dn.test DNAME x.test."],
+                10).start()
     n = build(tmp_path, knot)
     try:
         assert n.sync.cycle().outcome == "applied"
         rejected = {r["entry_id"]: r["reason"] for r in n.db.state("twnic").rejected_list}
-        assert rejected == {"www.isp.test": "ENTRY_PROTECTED", "*.com": "ENTRY_PUBLIC_SUFFIX"}
+        assert rejected == {"www.isp.test": "ENTRY_PROTECTED", "*.com": "ENTRY_PUBLIC_SUFFIX",
+                            "dn.test": "ENTRY_UNUSABLE_RECORD"}     # rpz: DNAME cannot express a policy
         assert not n.blocks("www.isp.test") and not n.blocks("example.com") and n.blocks("bad.test")
         assert n.blocks("isp.test")        # a passthru is not refused by the protected list
+        assert b"DNAME" not in pathlib.Path(n.active).read_bytes()
     finally:
         knot.stop()
         n.resolver.close()
