@@ -193,6 +193,9 @@ def normalize_target(raw: str) -> tuple[str | None, Reason | None, str]:
             return None, Reason.MALFORMED_NAME, f"{raw!r}: label {label!r} is not a valid host label"
     if len(labels) < 2:
         return None, Reason.PUBLIC_SUFFIX, f"{name!r} is a top-level domain"
+    if any(lab.startswith("rpz-") for lab in labels):
+        return None, Reason.MALFORMED_NAME, (f"{name!r}: labels starting with rpz- are reserved for RPZ triggers "
+                                             "and actions")
     return name, None, ""
 
 
@@ -418,8 +421,8 @@ RecordTuple = tuple[bytes, int, int, bytes]
 @dataclass(frozen=True, slots=True)
 class Compiled:
     text: bytes
-    records: list[RecordTuple]         # the same zone as (owner wire, type, ttl, rdata wire)
-    rules: int
+    rules: dict[str, Rule]             # owner (relative) -> rule: what the text says
+    rule_count: int
     in_force: tuple[str, ...]          # entry ids enforced by this text
     conflicts: tuple[EntryRejection, ...]
     gap_names: int                     # owners added by fill_wildcard_gaps
@@ -500,23 +503,33 @@ def compile_zone(zone: str, serial: int, accepted: Iterable[tuple[int, Entry]], 
     out.write(f"; compiled by hotline-edge feedsync from a {FORMAT} document\n$ORIGIN {origin}\n$TTL {ttl}\n"
               f"@ SOA ns.{origin} noc.{origin} {serial % 2**32} 3600 600 864000 {ttl}\n@ NS localhost.\n")
     w = out.write
+    for owner in sorted(rules, key=_owner_key):
+        r = rules[owner]
+        w(f"{owner} CNAME {r.cname}\n{owner} TXT \"order={r.order_ref}\"\n")
+    return Compiled(out.getvalue().encode("ascii"), rules, len(rules), tuple(used), tuple(conflicts), gaps)
+
+
+def zone_records(zone: str, serial: int, rules: Mapping[str, Rule], owners: Iterable[str], ttl: int = 60
+                 ) -> list[RecordTuple]:
+    """The apex and the given owners of ``compile_zone``'s text as (owner wire, type, ttl, rdata wire),
+    for rpz.compile_records (the same zone, without a text round trip)."""
+    origin = zone.rstrip(".").lower() + "."
     origin_wire = _wire(origin)
     records: list[RecordTuple] = [
         (origin_wire, 6, ttl, _wire("ns." + origin) + _wire("noc." + origin)
          + b"".join(v.to_bytes(4, "big") for v in (serial % 2**32, 3600, 600, 864000, ttl))),
         (origin_wire, 2, ttl, _wire("localhost."))]
     cname_wire: dict[str, bytes] = {}
-    for owner in sorted(rules, key=_owner_key):
+    for owner in owners:
         r = rules[owner]
-        w(f"{owner} CNAME {r.cname}\n{owner} TXT \"order={r.order_ref}\"\n")
-        ow = _wire(owner + "." + origin)
         target = cname_wire.get(r.cname)
         if target is None:
             target = cname_wire[r.cname] = _wire(r.cname)
+        ow = _wire(owner + "." + origin)
         txt = ("order=" + r.order_ref).encode("ascii")
         records.append((ow, 5, ttl, target))
         records.append((ow, 16, ttl, bytes((len(txt),)) + txt))
-    return Compiled(out.getvalue().encode("ascii"), records, len(rules), tuple(used), tuple(conflicts), gaps)
+    return records
 
 
 def _wire(name: str) -> bytes:

@@ -51,7 +51,8 @@ class Prepared:
     ids: frozenset[str]                 # accepted entry ids / rule owners, for diffs
     in_force: int
     rejected: tuple[dict[str, Any], ...]
-    records: list[tuple[bytes, int, int, bytes]] | None = None   # the policy as records, for rpz
+    records: list[tuple[bytes, int, int, bytes]] | None = None   # what still has to be proven with rpz
+    rules: Mapping[str, bfmt.Rule] | None = None                  # bundle feeds: owner -> rule
     next_change_at: float | None = None
     signer_keys: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -153,9 +154,9 @@ def prepare_bundle(data: bytes, feed: FeedConfig, now: float, *, zone_serial: in
     conflict_ids = {r.entry_id for r in compiled.conflicts}
     accepted = [e for _, e in screened.accepted if e.entry_id not in conflict_ids]
     return Prepared(b.sequence, digest_of(data), data, compiled.text, zone_serial,
-                    frozenset(e.entry_id for e in accepted), len(compiled.in_force), rejected, compiled.records,
-                    next_change(accepted, now), tuple(signer_keys),
-                    {"rules": compiled.rules, "gap_names": compiled.gap_names, "generated_at": b.generated_at})
+                    frozenset(e.entry_id for e in accepted), len(compiled.in_force), rejected, None,
+                    compiled.rules, next_change(accepted, now), tuple(signer_keys),
+                    {"rules": compiled.rule_count, "gap_names": compiled.gap_names, "generated_at": b.generated_at})
 
 
 # --- RPZ (zone transfer) feeds -------------------------------------------------------------------

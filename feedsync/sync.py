@@ -17,7 +17,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ import dns.zone
 import rpz
 from rpz.errors import ZoneReadError
 
+from . import bundle as bfmt
 from . import engine, receipts, xfr
 from . import serial as serials
 from .bundle import format_time
@@ -101,6 +102,7 @@ class FeedSync:
         self._base: tuple[dns.zone.Zone, XfrIndex] | None = None
         self._pending: tuple[dns.zone.Zone, XfrIndex] | None = None
         self._ids_cache: tuple[str, frozenset[str]] | None = None
+        self._bundle_rules: tuple[str, Mapping[str, bfmt.Rule]] | None = None
         self._bundles: BundleFetcher | None = bundle_source or (
             BundleSource(feed, self.dir) if feed.type == "bundle" else None)
 
@@ -162,7 +164,20 @@ class FeedSync:
         zone_serial = serials.add(st.zone_serial, 1) if st.zone_serial is not None else 1
         p = engine.prepare_bundle(fb.data, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
                                   declared_sequence=fb.sequence, signer_keys=fb.signer_keys)
-        return self._prove_loads(replace(p, extra={**p.extra, "targets_version": fb.targets_version}))
+        return self._prove_bundle(st, replace(p, extra={**p.extra, "targets_version": fb.targets_version}))
+
+    def _prove_bundle(self, st: FeedState, p: Prepared) -> Prepared:
+        """Prove with rpz the rules that differ from the last-known-good's (all of them when that is
+        not in memory): rpz compiles each owner on its own, so unchanged rules were proven before."""
+        assert p.rules is not None
+        prev = self._bundle_rules
+        if prev is not None and prev[0] == st.version:
+            owners = [o for o, r in p.rules.items() if prev[1].get(o) != r]
+        else:
+            owners = list(p.rules)
+        records = bfmt.zone_records(self.feed.zone, p.zone_serial, p.rules, owners, self.feed.ttl)
+        out = self._prove_loads(replace(p, records=records))
+        return replace(out, extra={**out.extra, "rules": len(p.rules), "proven_rules": len(owners)})
 
     def _fetch_xfr(self, st: FeedState, now: float) -> Prepared | None:
         soa, errors = None, []
@@ -230,7 +245,7 @@ class FeedSync:
         source = index.source_text()
         ids = frozenset(index.accepted)
         return Prepared(serial, zonemd or engine.digest_of(source), source, index.policy_text(), serial, ids,
-                        len(ids), tuple(index.rejected()), None, None, (self.feed.tsig_name,), extra)
+                        len(ids), tuple(index.rejected()), signer_keys=(self.feed.tsig_name,), extra=extra)
 
     def _prove_loads(self, p: Prepared) -> Prepared:
         """Compile with rpz exactly the bytes the resolver will load (DESIGN.md section 3)."""
@@ -322,6 +337,8 @@ class FeedSync:
             if approved:
                 self.db.mark_hold_applied(self.feed.name, p.serial, p.digest)
         self._ids_cache = (name, p.ids)
+        if p.rules is not None:
+            self._bundle_rules = (name, p.rules)
         if self.feed.type == "xfr" and self._pending is not None:
             self._base, self._pending = self._pending, None
         log("feed_" + kind, feed=self.feed.name, serial=p.serial, zone_serial=p.zone_serial, digest=p.digest,
@@ -452,7 +469,7 @@ class FeedSync:
         source = self.store.read(st.version, "source")
         info = self.store.info(st.version)
         zone_serial = serials.add(st.zone_serial or 0, 1)
-        p = self._prove_loads(engine.prepare_bundle(
+        p = self._prove_bundle(st, engine.prepare_bundle(
             source, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
             signer_keys=tuple(info.extra.get("signer_keys", ()))))
         before = int(info.extra.get("in_force", st.in_force))

@@ -57,6 +57,8 @@ def test_good_entry_parses_normalised() -> None:
     ({"target": "bad..test"}, b.Reason.MALFORMED_NAME),
     ({"target": "-bad.test"}, b.Reason.MALFORMED_NAME),
     ({"target": "x" * 64 + ".test"}, b.Reason.MALFORMED_NAME),
+    ({"target": "32.1.0.0.127.rpz-ip"}, b.Reason.MALFORMED_NAME),     # would become an rpz-ip trigger
+    ({"target": "evil.rpz-passthru"}, b.Reason.MALFORMED_NAME),
     ({"target": "test"}, b.Reason.PUBLIC_SUFFIX),
     ({"target": "co.test"}, b.Reason.PUBLIC_SUFFIX),
     ({"target": "isp.test"}, b.Reason.PROTECTED),

@@ -133,6 +133,8 @@ def test_update_then_rollback_refused_and_lkg_keeps_serving(rig: Rig) -> None:
     rig.clock[0] += 60
     assert rig.cycle().outcome == "applied"
     assert rig.blocks("site11.bad.test")
+    extra = rig.db.audit("hotline", limit=1)[0].record["extra"]
+    assert (extra["rules"], extra["proven_rules"]) == (11, 1)   # only the changed rule compiled again
     rig.src.set(ten(), seq=1)            # an old, validly signed bundle replayed
     rig.clock[0] += 60
     res = rig.cycle()
