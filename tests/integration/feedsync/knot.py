@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
@@ -104,7 +105,11 @@ zone:
         self.log = open(os.path.join(self.root, "knot.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([KNOTD, "-c", os.path.join(self.root, "knot.conf")], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        self.wait_serial(None)
+        try:
+            self.wait_serial(None, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def reload(self) -> None:
@@ -116,7 +121,7 @@ zone:
         q.use_tsig(dns.tsigkeyring.from_text({"edge-key": self.secret}), "edge-key", algorithm="hmac-sha256")
         try:
             r = dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=1)
-        except OSError:
+        except (OSError, dns.exception.Timeout, EOFError):
             return None
         for rr in r.answer:
             if rr.rdtype == dns.rdatatype.SOA:
