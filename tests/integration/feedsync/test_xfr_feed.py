@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -248,11 +249,20 @@ def test_notify_triggers_ixfr_through_the_daemon_within_2s(tmp_path) -> None:  #
                         [feed_conf(knot, notify_listen=f"127.0.0.1:{notify_port}")])
     cfg = fconfig.load(path)
     resolver = FakeResolver(cfg.control_socket, {ZONE: os.path.join(cfg.feed_dir("twnic"), "active.rpz")})
-    proc = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "feed", "daemon", "--config", path],
+    metrics_port = free_port_both()
+    proc = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "feed", "daemon", "--config", path,
+                             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = knot.soa_serial()
         _wait(lambda: resolver.loaded.get(ZONE) == first, 20, "the daemon's first AXFR")
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+                return str(resp.read().decode())
+
+        # the resolver reloads before feedsync commits the new state: wait for the commit
+        _wait(lambda: f'hotline_edge_feed_serial{{feed="twnic"}} {float(first)}' in scrape(), 5, "metrics")
+        assert 'hotline_edge_feed_refusals_total{code="FEED_TSIG",feed="twnic"} 0.0' in scrape()
         knot.write_zone([*RULES, "notified.test CNAME ."], 80)
         t0 = time.monotonic()
         knot.reload()
