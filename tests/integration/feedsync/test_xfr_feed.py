@@ -279,6 +279,7 @@ def test_notify_triggers_ixfr_through_the_daemon_within_2s(tmp_path) -> None:  #
             z = rpz.compile_text(f.read(), "a", ZONE)
         assert z.qname.match(rpz.names.from_text("notified.test.")) is not None
         db = StateDB(os.path.join(state, "feeds", "feedsync.db"))
+        _wait(lambda: db.state("twnic").serial == new, 5, "the commit after the reload")
         assert db.audit("twnic", kind="applied")[0].record["extra"]["transfer"] == "ixfr"
         db.close()
     finally:
