@@ -5,6 +5,7 @@
         versions/<version>.rpz           compiled zone text the resolver loads
         versions/<version>.source        the verified source: bundle JSON, or the primary's full zone
         versions/<version>.meta.json     serial, digest, entry ids (for diffs), times
+        versions/<version>.rpz.gz ...    superseded versions, compressed (read transparently)
         tuf/                             python-tuf's trusted metadata (bundle feeds)
 
 Every file is written temp -> fsync -> rename -> fsync(dir) (STYLE.md habit 5). ``active.rpz`` is
@@ -16,6 +17,7 @@ stays answerable.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -97,12 +99,18 @@ class FeedStore:
         atomic_write(self.path(name, "rpz"), rpz_text)
 
     def has(self, name: str) -> bool:
-        return os.path.exists(self.path(name, "rpz")) and os.path.exists(self.path(name, "meta.json"))
+        return (os.path.exists(self.path(name, "rpz")) or os.path.exists(self.path(name, "rpz.gz"))) and \
+            os.path.exists(self.path(name, "meta.json"))
 
     def read(self, name: str, suffix: str) -> bytes:
+        """A version file; superseded versions are stored gzip-compressed (``.gz``)."""
         try:
-            with open(self.path(name, suffix), "rb") as f:
-                return f.read()
+            try:
+                with open(self.path(name, suffix), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                with open(self.path(name, suffix + ".gz"), "rb") as f:
+                    return gzip.decompress(f.read())
         except OSError as exc:
             raise StateError(f"{self.path(name, suffix)}: cannot read version {name}: {exc.strerror}") from exc
 
@@ -116,6 +124,8 @@ class FeedStore:
     def activate(self, name: str) -> None:
         """Point active.rpz at version ``name`` with one rename; fsync the directory."""
         src = self.path(name, "rpz")
+        if not os.path.exists(src):   # a superseded version, stored compressed
+            atomic_write(src, self.read(name, "rpz"))
         tmp = os.path.join(self.root, f".{ACTIVE}.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -146,23 +156,37 @@ class FeedStore:
                 return name
         return None
 
+    def _compress(self, name: str) -> None:
+        for suffix in ("source", "rpz"):
+            plain = self.path(name, suffix)
+            if not os.path.exists(plain):
+                continue
+            with open(plain, "rb") as f:
+                atomic_write(plain + ".gz", gzip.compress(f.read(), compresslevel=1))
+            os.unlink(plain)
+
     def names(self) -> list[str]:
         out = []
         for fn in os.listdir(self.versions):
-            if fn.endswith(".rpz") and _VERSION.match(fn[:-4]):
-                out.append(fn[:-4])
-        return sorted(out)
+            base = fn[:-4] if fn.endswith(".rpz") else fn[:-7] if fn.endswith(".rpz.gz") else None
+            if base is not None and _VERSION.match(base):
+                out.append(base)
+        return sorted(set(out))
 
     def prune(self, now: float, keep_days: int, keep: Iterable[str]) -> list[str]:
-        """Delete versions older than ``keep_days`` except those in ``keep``; leftover temp files too."""
+        """Delete versions older than ``keep_days`` except those in ``keep``; compress the other
+        superseded ones (gzip, about a tenth of the size); remove leftover temp files."""
         keep_set = set(keep)
         cutoff = now - keep_days * 86400
         gone = []
         for name in self.names():
             m = _VERSION.match(name)
-            if name in keep_set or m is None or int(m.group(1)) >= cutoff:
+            if name in keep_set or m is None:
                 continue
-            for suffix in ("rpz", "source", "meta.json"):
+            if int(m.group(1)) >= cutoff:
+                self._compress(name)
+                continue
+            for suffix in ("rpz", "source", "rpz.gz", "source.gz", "meta.json"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path(name, suffix))
             gone.append(name)

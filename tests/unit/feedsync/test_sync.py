@@ -312,3 +312,20 @@ def test_node_key_is_private(rig: Rig) -> None:
     key = load_or_create_node_key(rig.cfg.node.state_dir)
     assert os.stat(os.path.join(rig.cfg.node.state_dir, "node.key")).st_mode & 0o777 == 0o600
     assert len(base64.b64decode(key.sign(b"x"))) == 64
+
+
+def test_superseded_versions_are_compressed_and_still_readable(rig: Rig) -> None:
+    rig.src.set(ten(), seq=1)
+    rig.cycle()
+    first = rig.db.state("hotline").version
+    rig.src.set(ten(2), seq=2)
+    rig.cycle()
+    store = rig.sync.store
+    assert first in store.names() and not os.path.exists(store.path(first, "rpz"))
+    assert os.path.exists(store.path(first, "rpz.gz")) and os.path.exists(store.path(first, "source.gz"))
+    assert rpz.compile_text(store.read(first, "rpz"), "old", ZONE).serial == 1
+    assert b.parse_bundle(store.read(first, "source")).sequence == 1
+    lkg = rig.db.state("hotline").version
+    assert os.path.exists(store.path(lkg, "rpz"))          # the last-known-good stays plain
+    store.activate(first)                                   # an old version can still be put back
+    assert rig.served().serial == 1
