@@ -53,6 +53,7 @@ class Prepared:
     rejected: tuple[dict[str, Any], ...]
     records: list[tuple[bytes, int, int, bytes]] | None = None   # what still has to be proven with rpz
     rules: Mapping[str, bfmt.Rule] | None = None                  # bundle feeds: owner -> rule
+    delta: tuple[int, int, int] | None = None     # (added, removed, previous count) when known incrementally
     next_change_at: float | None = None
     signer_keys: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -97,14 +98,16 @@ def decide(prev_serial: int | None, prev_digest: str | None, prev_ids: frozenset
     if prepared.entries > feed.max_entries:
         return Decision(Verdict.REFUSE, RefusalCode.TOO_LARGE, "max_entries",
                         f"{prepared.entries} entries, the cap is {feed.max_entries}")
-    if prev_ids is None:
+    if prepared.delta is not None:
+        added, removed, prev_n = prepared.delta
+    elif prev_ids is None:
         return Decision(Verdict.APPLY, added=prepared.entries)
-    added, removed = diff(prev_ids, prepared.ids)
-    base = max(len(prev_ids), 1)
-    share = max(added, removed) / base
-    if len(prev_ids) >= feed.blast_min_entries and share > feed.blast_radius and not approved:
+    else:
+        (added, removed), prev_n = diff(prev_ids, prepared.ids), len(prev_ids)
+    share = max(added, removed) / max(prev_n, 1)
+    if prev_n >= feed.blast_min_entries and share > feed.blast_radius and not approved:
         return Decision(Verdict.HOLD, None, "blast_radius",
-                        f"adds {added} and removes {removed} of {len(prev_ids)} entries ({share:.0%} > "
+                        f"adds {added} and removes {removed} of {prev_n} entries ({share:.0%} > "
                         f"{feed.blast_radius:.0%}): held until `hotline-edge feed approve {feed.name}`",
                         added, removed, share)
     return Decision(Verdict.APPLY, added=added, removed=removed, share=share)
@@ -154,9 +157,10 @@ def prepare_bundle(data: bytes, feed: FeedConfig, now: float, *, zone_serial: in
     conflict_ids = {r.entry_id for r in compiled.conflicts}
     accepted = [e for _, e in screened.accepted if e.entry_id not in conflict_ids]
     return Prepared(b.sequence, digest_of(data), data, compiled.text, zone_serial,
-                    frozenset(e.entry_id for e in accepted), len(compiled.in_force), rejected, None,
-                    compiled.rules, next_change(accepted, now), tuple(signer_keys),
-                    {"rules": compiled.rule_count, "gap_names": compiled.gap_names, "generated_at": b.generated_at})
+                    frozenset(e.entry_id for e in accepted), len(compiled.in_force), rejected,
+                    rules=compiled.rules, next_change_at=next_change(accepted, now), signer_keys=tuple(signer_keys),
+                    extra={"rules": compiled.rule_count, "gap_names": compiled.gap_names,
+                           "generated_at": b.generated_at})
 
 
 # --- RPZ (zone transfer) feeds -------------------------------------------------------------------

@@ -117,7 +117,7 @@ class FeedStore:
     def info(self, name: str) -> VersionInfo:
         meta = json.loads(self.read(name, "meta.json"))
         return VersionInfo(name, int(meta["serial"]), int(meta["zone_serial"]), meta["digest"],
-                           float(meta["created_at"]), tuple(meta.get("ids", ())),
+                           float(meta["created_at"]), tuple(meta.get("ids") or ()),
                            {k: v for k, v in meta.items()
                             if k not in ("serial", "zone_serial", "digest", "created_at", "ids")})
 

@@ -133,7 +133,7 @@ class FeedSync:
             log("feed_unchanged", feed=self.feed.name, serial=st.serial)
             self._push_receipts()
             return CycleResult(self.feed.name, "no_change", st.serial)
-        prev_ids = self._ids(st.version)
+        prev_ids = None if prepared.delta is not None else self._ids(st.version)
         approved = self.db.approval(self.feed.name, prepared.serial, prepared.digest) is not None
         d = engine.decide(st.serial, st.digest, prev_ids, prepared, feed=self.feed, approved=approved)
         if d.verdict is Verdict.REFUSE:
@@ -211,6 +211,7 @@ class FeedSync:
             zone, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
                                                        max_bytes=self.feed.max_bytes,
                                                        timeout=self.feed.transfer_timeout)
+        delta = None
         if mode == "ixfr" and base is not None:
             index = base[1]
             changed = index.update(zone, touched)
@@ -236,8 +237,10 @@ class FeedSync:
         extra = {"transfer": mode, "bytes": nbytes, "zonemd": zonemd, "primary": str(soa.primary),
                  "changed_names": len(touched) if mode == "ixfr" else None, "proven_rules": proven,
                  "rules": len(index.accepted)}
+        if mode == "ixfr" and base is not None:
+            delta = (len(index.added), len(index.removed), index.previous_count)
         self._pending = (zone, index)
-        return self._prepare_zone(index, serial, extra, zonemd_digest)
+        return replace(self._prepare_zone(index, serial, extra, zonemd_digest), delta=delta)
 
     def _prepare_zone(self, index: XfrIndex, serial: int, extra: dict[str, Any], zonemd: str | None) -> Prepared:
         """The digest is the primary's ZONEMD when one verified (comparable across nodes and with the
@@ -292,6 +295,13 @@ class FeedSync:
             return None
         if self._ids_cache is not None and self._ids_cache[0] == version:
             return self._ids_cache[1]
+        if self.feed.type == "xfr":   # xfr versions keep no id list: the owners come from the seed
+            base = self._base_zone(self.db.state(self.feed.name))
+            if base is None:
+                return None
+            ids = frozenset(base[1].accepted)
+            self._ids_cache = (version, ids)
+            return ids
         ids = frozenset(self.store.info(version).ids)
         self._ids_cache = (version, ids)
         return ids
@@ -302,7 +312,8 @@ class FeedSync:
                kind: str = "applied") -> CycleResult:
         name = self.store.version_name(now, p.zone_serial, p.digest.split(":")[-1])
         meta = {"serial": p.serial, "zone_serial": p.zone_serial, "digest": p.digest, "created_at": now,
-                "ids": list(p.ids), "in_force": p.in_force, "rejected": list(p.rejected),
+                "ids": list(p.ids) if self.feed.type == "bundle" else None, "in_force": p.in_force,
+                "rejected": list(p.rejected),
                 "signer_keys": list(p.signer_keys), "next_change_at": p.next_change_at,
                 "extra": dict(p.extra)}
         self.store.write_version(name, p.rpz_text, p.source, meta)

@@ -59,6 +59,9 @@ class XfrIndex:
         self.apex_source = ""
         self.apex_records: list[Record] = []
         self.serial: int | None = None
+        self.previous_count = 0
+        self.added: set[str] = set()
+        self.removed: set[str] = set()
 
     # --- building ----------------------------------------------------------------------------------
 
@@ -68,8 +71,12 @@ class XfrIndex:
         return self.update(zone, zone.nodes.keys())
 
     def update(self, zone: dns.zone.Zone, touched: Iterable[dns.name.Name]) -> set[dns.name.Name]:
-        """Recompute the touched owners; returns those that now exist (to be proven with rpz)."""
+        """Recompute the touched owners; returns those that now exist (to be proven with rpz).
+        ``added`` / ``removed`` then hold the accepted owners this update added and removed."""
         present: set[dns.name.Name] = set()
+        self.previous_count = len(self.accepted)
+        gone: set[str] = set()
+        new: set[str] = set()
         for name in list(touched):
             if name == self.origin:
                 self._apex(zone)
@@ -77,6 +84,7 @@ class XfrIndex:
             old = self.owners.pop(name, None)
             if old is not None and old.rejection is None:
                 self.accepted.discard(old.rel)
+                gone.add(old.rel)
             node = zone.nodes.get(name)
             if node is None or not len(node.rdatasets):
                 continue
@@ -85,6 +93,8 @@ class XfrIndex:
             present.add(name)
             if own.rejection is None:
                 self.accepted.add(own.rel)
+                new.add(own.rel)
+        self.added, self.removed = new - gone, gone - new
         self.serial = int(zone.get_soa().serial)
         return present
 
@@ -104,6 +114,10 @@ class XfrIndex:
             if o is not None and o.rejection is None:
                 o.rejection = {"entry_id": o.rel, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD", "detail": r.reason}
                 self.accepted.discard(o.rel)
+                if o.rel in self.added:
+                    self.added.discard(o.rel)
+                else:
+                    self.removed.add(o.rel)
         return int(z.stats.rules)
 
     def _apex(self, zone: dns.zone.Zone) -> None:

@@ -297,3 +297,30 @@ def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-d
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_blast_radius_hold_on_ixfr_then_approve(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    knot = Knot(str(tmp_path / "knot"), ZONE, [*RULES, *(f"n{i}.test CNAME ." for i in range(6))], 10).start()
+    n = build(tmp_path, knot, blast_radius=0.3, blast_min_entries=3)
+    try:
+        assert n.sync.cycle().outcome == "applied"
+        knot.write_zone(RULES[:2], 20)           # removes 9 of 11 rules
+        knot.reload()
+        new = knot.wait_serial(20)
+        res = n.sync.cycle()
+        assert (res.outcome, res.code) == ("held", "FEED_BLAST_RADIUS")
+        (hold,) = n.db.holds("twnic", "held")
+        assert (hold.serial, hold.removed, hold.added) == (new, 9, 0)
+        assert n.blocks("n3.test")                 # the last-known-good still serves
+        # after a restart (no zone in memory) the same version is still held, computed from the seed
+        n.new_sync()
+        assert n.sync.cycle().outcome == "held"
+        n.db.approve("twnic", new, "A. Operator", time.time())
+        res = n.sync.cycle()
+        assert res.outcome == "applied", res
+        assert not n.blocks("n3.test") and n.blocks("bad.test")
+        assert n.last_audit().record["approved"] is True
+    finally:
+        knot.stop()
+        n.resolver.close()
+        n.db.close()
