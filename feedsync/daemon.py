@@ -17,7 +17,7 @@ import concurrent.futures
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -193,8 +193,7 @@ async def serve(cfg: Config, db_path: str, stop: asyncio.Event, ready: Callable[
             srv.close()
 
 
-def run(cfg: Config, db_path: str, metrics_listen: str | None = None,
-        feeds: Mapping[str, FeedConfig] | None = None) -> int:
+def run(cfg: Config, db_path: str, metrics_listen: str | None = None) -> int:
     if metrics_listen:
         from prometheus_client import start_http_server
 
