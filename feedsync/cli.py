@@ -324,8 +324,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
     db = _open_db(cfg)
     h = db.approve(f.name, args.serial, args.by, time.time())
     if h is None:
-        what = f"serial {args.serial}" if args.serial is not None else "any version"
-        print(f"{f.name}: no held {what}; `hotline-edge feed status {f.name}` shows holds", file=sys.stderr)
+        what = f"serial {args.serial} is not held" if args.serial is not None else "no version is held"
+        print(f"{f.name}: {what}; `hotline-edge feed status {f.name}` shows holds", file=sys.stderr)
         return 1
     print(f"{f.name}: serial {h.serial} approved by {h.approved_by}")
     if args.no_sync:

@@ -301,3 +301,21 @@ def test_rotate_cli_targets_key(node: Node, tmp_path) -> None:  # type: ignore[n
     signers["targets"] = signers_from_dir(new_dir)["targets"]
     Repository(node.http.repo).publish(data, 2, signers, now=NOW)
     assert node.cycle().outcome == "applied" and node.blocks("site11.bad.test")
+
+
+def test_hold_and_approve_through_the_cli(node: Node) -> None:
+    conf = os.path.join(node.tmp, "config.toml")
+    with open(conf, "a") as f:
+        f.write("blast_radius = 0.3\nblast_min_entries = 5\n")
+    node.publish([fresh(i) for i in range(1, 4)])          # removes 7 of 10
+    r = cli("feed", "sync", "--config", conf)
+    assert r.returncode == 1 and "held" in r.stdout and "FEED_BLAST_RADIUS" in r.stdout
+    s = cli("feed", "status", "--config", conf)
+    assert s.returncode == 1 and "HELD: serial 2 adds 0, removes 7 (70%)" in s.stdout
+    assert node.blocks("site9.bad.test")
+    a = cli("feed", "approve", "hotline", "--config", conf, "--by", "A. Operator")
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert "serial 2 approved by A. Operator" in a.stdout and "hotline: applied serial 2" in a.stdout
+    assert not node.blocks("site9.bad.test") and node.blocks("site2.bad.test")
+    again = cli("feed", "approve", "hotline", "--config", conf)
+    assert again.returncode == 1 and "hotline: no version is held" in again.stderr
