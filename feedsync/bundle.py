@@ -138,6 +138,16 @@ class Bundle:
     generated_at: int
     entries: tuple[Entry, ...]
     rejected: tuple[EntryRejection, ...]
+    indices: tuple[int, ...] = ()        # position of each entry in the document
+
+
+@dataclass(slots=True)
+class EntryCache:
+    """Results of the previous version's parse and checks, keyed by content, so that a new version
+    that repeats most entries (the usual case) re-reads only what changed. Holds one version."""
+
+    parsed: dict[tuple[Any, ...], Entry | EntryRejection] = field(default_factory=dict)
+    checked: dict[Entry, EntryRejection | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +302,7 @@ def check_entry(entry: Entry, index: int, guards: Guards) -> EntryRejection | No
 
 # --- documents -----------------------------------------------------------------------------------
 
-def parse_bundle(data: bytes, source: str = "<bundle>") -> Bundle:
+def parse_bundle(data: bytes, source: str = "<bundle>", cache: EntryCache | None = None) -> Bundle:
     """Parse a bundle document. BundleFormatError when it is not a bundle at all."""
     try:
         doc = json.loads(data)
@@ -314,11 +324,31 @@ def parse_bundle(data: bytes, source: str = "<bundle>") -> Bundle:
     except ValueError as exc:
         raise BundleFormatError(source, f"generated_at: {exc}") from exc
     good: list[Entry] = []
+    where: list[int] = []
     bad: list[EntryRejection] = []
+    seen = cache.parsed if cache is not None else {}
+    fresh: dict[tuple[Any, ...], Entry | EntryRejection] = {}
     for i, raw in enumerate(entries):
-        e = parse_entry(raw, i)
-        (bad if isinstance(e, EntryRejection) else good).append(e)  # type: ignore[arg-type]
-    return Bundle(feed, seq, generated, tuple(good), tuple(bad))
+        key: tuple[Any, ...] | None = None
+        e: Entry | EntryRejection | None = None
+        if cache is not None and isinstance(raw, dict):
+            key = tuple(raw.items())
+            try:
+                e = seen.get(key)
+            except TypeError:   # a value that is not hashable (a list): parse it, it will be refused
+                key = None
+        if e is None:
+            e = parse_entry(raw, i)
+        if key is not None:
+            fresh[key] = e
+        if isinstance(e, EntryRejection):
+            bad.append(e if e.index == i else EntryRejection(e.entry_id, i, e.reason, e.detail))
+        else:
+            good.append(e)
+            where.append(i)
+    if cache is not None:
+        cache.parsed = fresh
+    return Bundle(feed, seq, generated, tuple(good), tuple(bad), tuple(where))
 
 
 def dump_bundle(feed: str, sequence: int, generated_at: int, entries: Iterable[Mapping[str, Any]]) -> bytes:
@@ -369,21 +399,33 @@ class Screened:
     rejected: tuple[EntryRejection, ...]
 
 
-def screen(bundle: Bundle, guards: Guards) -> Screened:
-    """Apply ``check_entry`` and the duplicate-id rule to a parsed bundle."""
+def screen(bundle: Bundle, guards: Guards, cache: EntryCache | None = None) -> Screened:
+    """Apply ``check_entry`` and the duplicate-id rule to a parsed bundle (``guards`` must be the
+    same for every call with one cache)."""
     seen: set[str] = set()
     good: list[tuple[int, Entry]] = []
     bad = list(bundle.rejected)
-    for i, e in enumerate(bundle.entries):
+    known = cache.checked if cache is not None else {}
+    fresh: dict[Entry, EntryRejection | None] = {}
+    indices = bundle.indices or tuple(range(len(bundle.entries)))
+    for i, e in zip(indices, bundle.entries, strict=True):
         if e.entry_id in seen:
             bad.append(EntryRejection(e.entry_id, i, Reason.DUPLICATE, "entry_id used twice in this version"))
             continue
         seen.add(e.entry_id)
-        why = check_entry(e, i, guards)
+        if e in known:
+            why = known[e]
+            if why is not None and why.index != i:
+                why = EntryRejection(why.entry_id, i, why.reason, why.detail)
+        else:
+            why = check_entry(e, i, guards)
+        fresh[e] = why
         if why is None:
             good.append((i, e))
         else:
             bad.append(why)
+    if cache is not None:
+        cache.checked = fresh
     bad.sort(key=lambda r: r.index)
     return Screened(tuple(good), tuple(bad))
 
@@ -503,7 +545,7 @@ def compile_zone(zone: str, serial: int, accepted: Iterable[tuple[int, Entry]], 
     out.write(f"; compiled by hotline-edge feedsync from a {FORMAT} document\n$ORIGIN {origin}\n$TTL {ttl}\n"
               f"@ SOA ns.{origin} noc.{origin} {serial % 2**32} 3600 600 864000 {ttl}\n@ NS localhost.\n")
     w = out.write
-    for owner in sorted(rules, key=_owner_key):
+    for owner in sorted(rules):
         r = rules[owner]
         w(f"{owner} CNAME {r.cname}\n{owner} TXT \"order={r.order_ref}\"\n")
     return Compiled(out.getvalue().encode("ascii"), rules, len(rules), tuple(used), tuple(conflicts), gaps)
@@ -538,6 +580,3 @@ def _wire(name: str) -> bytes:
         return b"\x00"
     return b"".join(bytes((len(lab),)) + lab.encode("ascii") for lab in name.rstrip(".").split(".")) + b"\x00"
 
-
-def _owner_key(owner: str) -> tuple[str, ...]:
-    return tuple(reversed(owner.split(".")))

@@ -131,11 +131,11 @@ def next_change(entries: Iterable[bfmt.Entry], now: float) -> float | None:
 
 def prepare_bundle(data: bytes, feed: FeedConfig, now: float, *, zone_serial: int,
                    is_public_suffix: Callable[[str], bool] | None, declared_sequence: int | None = None,
-                   signer_keys: Sequence[str] = ()) -> Prepared:
+                   signer_keys: Sequence[str] = (), cache: bfmt.EntryCache | None = None) -> Prepared:
     """A TUF-verified bundle -> Prepared, or FeedRefused for the whole version."""
     expect = feed.feed_id or feed.name
     try:
-        b = bfmt.parse_bundle(data, f"{feed.name} bundle")
+        b = bfmt.parse_bundle(data, f"{feed.name} bundle", cache)
     except BundleFormatError as exc:
         raise FeedRefused(RefusalCode.INTEGRITY, feed.name, declared_sequence, "bundle_format", exc.reason) from exc
     if declared_sequence is not None and b.sequence != declared_sequence:
@@ -151,7 +151,7 @@ def prepare_bundle(data: bytes, feed: FeedConfig, now: float, *, zone_serial: in
     scope = bfmt.out_of_scope(b.entries, feed.categories, feed.authorities)
     if scope:
         raise FeedRefused(RefusalCode.SCOPE, feed.name, b.sequence, "scope", scope)
-    screened = bfmt.screen(b, guards_for(feed, is_public_suffix))
+    screened = bfmt.screen(b, guards_for(feed, is_public_suffix), cache)
     compiled = bfmt.compile_zone(feed.zone, zone_serial, screened.accepted, feed.stop_pages, now=now, ttl=feed.ttl)
     rejected = tuple(r.to_json() for r in (*screened.rejected, *compiled.conflicts))
     conflict_ids = {r.entry_id for r in compiled.conflicts}

@@ -103,6 +103,7 @@ class FeedSync:
         self._pending: tuple[dns.zone.Zone, XfrIndex] | None = None
         self._ids_cache: tuple[str, frozenset[str]] | None = None
         self._bundle_rules: tuple[str, Mapping[str, bfmt.Rule]] | None = None
+        self._entries = bfmt.EntryCache()   # parse and check results of the last bundle seen
         self._bundles: BundleFetcher | None = bundle_source or (
             BundleSource(feed, self.dir) if feed.type == "bundle" else None)
 
@@ -163,7 +164,7 @@ class FeedSync:
             return None
         zone_serial = serials.add(st.zone_serial, 1) if st.zone_serial is not None else 1
         p = engine.prepare_bundle(fb.data, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
-                                  declared_sequence=fb.sequence, signer_keys=fb.signer_keys)
+                                  declared_sequence=fb.sequence, signer_keys=fb.signer_keys, cache=self._entries)
         return self._prove_bundle(st, replace(p, extra={**p.extra, "targets_version": fb.targets_version}))
 
     def _prove_bundle(self, st: FeedState, p: Prepared) -> Prepared:
