@@ -246,9 +246,9 @@ class FeedSync:
     def _prepare_zone(self, index: XfrIndex, serial: int, extra: dict[str, Any], zonemd: str | None) -> Prepared:
         """The digest is the primary's ZONEMD when one verified (comparable across nodes and with the
         primary), else SHA-256 of the stored source text."""
-        source = index.source_text()
+        source, policy = index.texts()
         ids = frozenset(index.accepted)
-        return Prepared(serial, zonemd or engine.digest_of(source), source, index.policy_text(), serial, ids,
+        return Prepared(serial, zonemd or engine.digest_of(source), source, policy, serial, ids,
                         len(ids), tuple(index.rejected()), signer_keys=(self.feed.tsig_name,), extra=extra)
 
     def _prove_loads(self, p: Prepared) -> Prepared:

@@ -42,7 +42,7 @@ def _type_text(t: int) -> str:
 @dataclass(slots=True)
 class Owner:
     rel: str
-    text: str
+    text: bytes
     records: list[Record]
     rejection: dict[str, Any] | None
 
@@ -155,21 +155,22 @@ class XfrIndex:
         v = engine.screen_owner(rel, passthru, self.feed, self.psl)
         rej = None if v.reason is None else {"entry_id": rel, "index": -1, "reason": v.reason.value,
                                              "detail": v.detail}
-        return Owner(rel, "".join(lines), recs, rej)
+        return Owner(rel, "".join(lines).encode(), recs, rej)
 
     # --- outputs -----------------------------------------------------------------------------------
 
     def header(self) -> str:
         return f"$ORIGIN {self.origin.to_text()}\n"
 
-    def source_text(self) -> bytes:
-        """The primary's whole zone (the seed for IXFR after a restart, and what the digest covers)."""
-        return (self.header() + self.apex_source + "".join(o.text for o in self.owners.values())).encode()
-
-    def policy_text(self) -> bytes:
-        """What the resolver loads: apex SOA/NS and the accepted owners."""
-        return (self.header() + self.apex_policy
-                + "".join(o.text for o in self.owners.values() if o.rejection is None)).encode()
+    def texts(self) -> tuple[bytes, bytes]:
+        """(source, policy): the primary's whole zone (the seed for IXFR after a restart), and what
+        the resolver loads (apex SOA/NS and the accepted owners). One pass when nothing was refused."""
+        head = self.header().encode()
+        body = b"".join(o.text for o in self.owners.values())
+        source = head + self.apex_source.encode() + body
+        if len(self.accepted) != len(self.owners):
+            body = b"".join(o.text for o in self.owners.values() if o.rejection is None)
+        return source, head + self.apex_policy.encode() + body
 
     def records(self) -> list[Record]:
         out = list(self.apex_records)
