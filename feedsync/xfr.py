@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -154,6 +155,42 @@ def _read(s: socket.socket, n: int, deadline: float) -> bytes:
     return bytes(buf)
 
 
+def _defer_tsig(message: dns.message.Message, name: dns.name.Name) -> bool:
+    """A keyring for dns.message.from_wire that records the TSIG without checking it (a falsy key):
+    _TsigCheck checks it, against the time the message arrived rather than the time it is parsed."""
+    return False
+
+
+class _TsigCheck:
+    """RFC 8945 for a multi-message transfer: every TSIG verified (MAC chained over the messages
+    since the previous one, section 5.3.1), its time checked against the message's arrival. A large
+    AXFR parses more slowly than it arrives; checking the time at parse would refuse the last
+    messages of a genuine transfer (BADTIME) on a slow or busy node."""
+
+    def __init__(self, ring: dict[dns.name.Name, dns.tsig.Key], request_mac: bytes) -> None:
+        ((self.name, self.key),) = ring.items()
+        self.request_mac = request_mac
+        self.ctx: Any = None
+
+    def __call__(self, wire: bytes, msg: dns.message.Message, arrived: float) -> None:
+        if msg.tsig is None:
+            if self.ctx is None:
+                raise dns.exception.FormError("missing TSIG")  # type: ignore[no-untyped-call]  # first one signed
+            self.ctx.update(wire)
+            return
+        rd = msg.tsig[0]
+        owner = msg.tsig.name
+        if owner != self.name:
+            raise dns.tsig.BadKey
+        owner_wire = bytes(owner.to_wire() or b"")
+        start = len(wire) - (len(owner_wire) + 10 + len(rd.to_wire() or b""))
+        if start < 12 or wire[start:start + len(owner_wire)].lower() != owner_wire.lower():
+            raise dns.exception.FormError(  # type: ignore[no-untyped-call]
+                "the TSIG record is not the last record, or its name is compressed")
+        self.ctx = dns.tsig.validate(  # type: ignore[no-untyped-call]
+            wire, self.key, owner, rd, int(arrived), self.request_mac, start, self.ctx, True)
+
+
 class _Reader:
     """Drains the transfer's TCP stream in a thread, so that a primary never waits on our parsing
     (Knot and BIND drop a client that does not read within their TCP I/O timeout), while the caps
@@ -164,7 +201,7 @@ class _Reader:
         self.deadline = deadline
         self.max_bytes = max_bytes
         self.total = 0
-        self.q: queue.Queue[bytes | BaseException] = queue.Queue()
+        self.q: queue.Queue[tuple[bytes, float] | BaseException] = queue.Queue()
         self._stop = threading.Event()
         self.t = threading.Thread(target=self._run, daemon=True, name="xfr-reader")
         self.t.start()
@@ -176,11 +213,12 @@ class _Reader:
                 self.total += n + 2
                 if self.total > self.max_bytes:
                     raise TooLarge("max_bytes", f"more than {self.max_bytes} bytes transferred")
-                self.q.put(_read(self.s, n, self.deadline))
+                data = _read(self.s, n, self.deadline)
+                self.q.put((data, time.time()))   # the TSIG time check is against the arrival time
         except BaseException as exc:  # handed to the parsing side, which raises it
             self.q.put(exc)
 
-    def next(self) -> bytes:
+    def next(self) -> tuple[bytes, float]:
         left = max(0.0, self.deadline - time.monotonic())
         try:
             item = self.q.get(timeout=left)
@@ -219,18 +257,18 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
             s.sendall(struct.pack("!H", len(wire)) + wire)
             reader = _Reader(s, deadline, max_bytes)
             touched: set[dns.name.Name] = set()
+            check = _TsigCheck(keyring(feed), bytes(q.mac or b""))
             with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
                 done = False
-                tsig_ctx = None
                 while not done:
-                    data = reader.next()
+                    data, arrived = reader.next()
                     started = True
-                    r = dns.message.from_wire(data, keyring=q.keyring, request_mac=q.mac,
-                                              xfr=True, origin=zone.from_wire_origin(), tsig_ctx=tsig_ctx,
+                    r = dns.message.from_wire(data, keyring=_defer_tsig, request_mac=q.mac,
+                                              xfr=True, origin=zone.from_wire_origin(),
                                               multi=True, one_rr_per_rrset=incremental)
+                    check(data, r, arrived)
                     touched.update(rrset.name for rrset in r.answer)
                     done = inbound.process_message(r)
-                    tsig_ctx = r.tsig_ctx
                     if not done and time.monotonic() > deadline:
                         raise TooLarge("transfer_timeout", f"the transfer took longer than {timeout:g} s")
             total = reader.total
