@@ -92,10 +92,22 @@ class FeedStore:
         return os.path.join(self.versions, f"{version}.{suffix}")
 
     def write_version(self, name: str, rpz_text: bytes, source: bytes | None, meta: dict[str, Any]) -> None:
-        """The version's files, each atomically; the .rpz last, so a complete .rpz means a complete version."""
-        if source is not None:
+        """The version's files, each atomically; the .rpz last, so a complete .rpz means a complete version.
+        When the source is the policy text itself (an RPZ zone with nothing refused), one file is
+        written and linked under both names."""
+        same = source is not None and (source is rpz_text or source == rpz_text)
+        if source is not None and not same:
             atomic_write(self.path(name, "source"), source)
         atomic_write(self.path(name, "meta.json"), json.dumps(meta, sort_keys=True).encode())
+        if same:
+            atomic_write(self.path(name, "source"), rpz_text)
+            tmp = self.path(name, "rpz") + ".tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.link(self.path(name, "source"), tmp)
+            os.replace(tmp, self.path(name, "rpz"))
+            fsync_dir(self.versions)
+            return
         atomic_write(self.path(name, "rpz"), rpz_text)
 
     def has(self, name: str) -> bool:
@@ -157,12 +169,22 @@ class FeedStore:
         return None
 
     def _compress(self, name: str) -> None:
+        packed: dict[tuple[int, int], str] = {}
         for suffix in ("source", "rpz"):
             plain = self.path(name, suffix)
-            if not os.path.exists(plain):
+            try:
+                st = os.stat(plain)
+            except FileNotFoundError:
                 continue
-            with open(plain, "rb") as f:
-                atomic_write(plain + ".gz", gzip.compress(f.read(), compresslevel=1))
+            twin = packed.get((st.st_dev, st.st_ino))
+            if twin is not None:                      # the same file under two names: link the .gz too
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(plain + ".gz")
+                os.link(twin, plain + ".gz")
+            else:
+                with open(plain, "rb") as f:
+                    atomic_write(plain + ".gz", gzip.compress(f.read(), compresslevel=1))
+                packed[(st.st_dev, st.st_ino)] = plain + ".gz"
             os.unlink(plain)
 
     def names(self) -> list[str]:
