@@ -324,3 +324,28 @@ def test_blast_radius_hold_on_ixfr_then_approve(tmp_path) -> None:  # type: igno
         knot.stop()
         n.resolver.close()
         n.db.close()
+
+
+def test_soa_expire_passed_raises_feed_expired_and_lkg_keeps_serving(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    knot = Knot(str(tmp_path / "knot"), ZONE, RULES, 10).start()
+    n = build(tmp_path, knot, freshness=10**6)
+    clock = [time.time()]
+    n.sync = FeedSync(n.cfg, n.cfg.feed("twnic"), n.db, ControlClient(n.cfg.control_socket), clock=lambda: clock[0])
+    try:
+        assert n.sync.cycle().outcome == "applied"
+        assert n.db.state("twnic").soa_expire == 86400       # from the primary's SOA
+        knot.stop()                                           # the primary is gone
+        clock[0] += 3600
+        assert n.sync.cycle().code == "FEED_UNREACHABLE" and n.db.state("twnic").alarm is None
+        clock[0] += 86400
+        res = n.sync.cycle()
+        assert res.code == "FEED_UNREACHABLE"
+        st = n.db.state("twnic")
+        assert st.alarm == "FEED_EXPIRED"
+        rec = n.last_audit()
+        assert (rec.kind, rec.record["code"], rec.record["check"]) == ("alarm", "FEED_EXPIRED", "soa_expire")
+        assert n.blocks("bad.test") and n.served().serial == st.serial   # deliberately still served
+    finally:
+        knot.stop()
+        n.resolver.close()
+        n.db.close()
