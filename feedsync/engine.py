@@ -2,7 +2,7 @@
 passed in.
 
     prepare_bundle(data, feed, ...)   bundle bytes (already TUF-verified) -> Prepared | FeedRefused
-    prepare_zone(...)                 records of a transferred RPZ zone -> Prepared (owners screened)
+    screen_owner(owner, ...)          the guards for one owner of a transferred RPZ zone
     decide(prev, prepared, feed, approved) -> Decision: apply, hold, no change, or refuse
 
 Decision table (issue 4, "Entries and guards"; research C.1 items 3, 8, 9, 11):

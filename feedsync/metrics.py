@@ -15,7 +15,8 @@ show the same numbers as ``feed status``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,11 +34,10 @@ METRIC_NAMES = (
 
 
 class FeedCollector:
-    def __init__(self, cfg: Config, db_path: str, clock: object = None) -> None:
+    def __init__(self, cfg: Config, db_path: str, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.db_path = db_path
-        import time
-        self.clock = clock if callable(clock) else time.time
+        self.clock = clock
 
     def collect(self) -> Iterable[Metric]:
         db = StateDB(self.db_path)
