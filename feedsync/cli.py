@@ -283,10 +283,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _syncer(cfg: Any, db: Any, f: Any) -> Any:
+def _syncer(cfg: Any, db: Any, f: Any, bar: Any = None) -> Any:
     from .control import ControlClient
     from .sync import FeedSync
-    return FeedSync(cfg, f, db, ControlClient(cfg.control_socket))
+    return FeedSync(cfg, f, db, ControlClient(cfg.control_socket), progress=bar)
 
 
 def _write_textfile(cfg: Any) -> None:
@@ -301,8 +301,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     feeds = _select(cfg, args.feeds)
     db = _open_db(cfg)
     worst = 0
+    from rpz.progress import ProgressBar
     for f in feeds:
-        res = _syncer(cfg, db, f).cycle()
+        bar = ProgressBar(f"{f.name}: zone transfer (bytes)")   # drawn only on a terminal
+        res = _syncer(cfg, db, f, bar).cycle()
+        bar.close()
         line = f"{f.name}: {res.outcome}" + (f" serial {res.serial}" if res.serial is not None else "")
         if res.code:
             line += f" [{res.code}] {res.detail}"

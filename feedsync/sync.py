@@ -89,12 +89,14 @@ def feed_lock(path: str) -> Iterator[None]:
 class FeedSync:
     def __init__(self, cfg: Config, feed: FeedConfig, db: StateDB, reloader: Reloader | None = None, *,
                  clock: Clock = time.time, is_public_suffix: Callable[[str], bool] | None = None,
-                 bundle_source: BundleFetcher | None = None) -> None:
+                 bundle_source: BundleFetcher | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.cfg = cfg
         self.feed = feed
         self.db = db
         self.reloader = reloader
         self.clock = clock
+        self.progress = progress    # (bytes parsed, bytes received) during a zone transfer
         self.psl = is_public_suffix if is_public_suffix is not None else public_suffix_check()
         self.dir = cfg.feed_dir(feed.name)
         self.store = FeedStore(self.dir)
@@ -203,7 +205,7 @@ class FeedSync:
         try:
             zone, nbytes, mode, touched = xfr.transfer(
                 self.feed, soa.primary, base[0] if base else None, st.serial if base else None,
-                max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout)
+                max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout, progress=self.progress)
         except FeedRefused as r:
             if r.code is not RefusalCode.INCONSISTENT or base is None:
                 raise
@@ -211,7 +213,7 @@ class FeedSync:
             base = None
             zone, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
                                                        max_bytes=self.feed.max_bytes,
-                                                       timeout=self.feed.transfer_timeout)
+                                                       timeout=self.feed.transfer_timeout, progress=self.progress)
         delta = None
         if mode == "ixfr" and base is not None:
             index = base[1]

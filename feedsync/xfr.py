@@ -26,6 +26,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,7 +236,8 @@ class _Reader:
 
 
 def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, base_serial: int | None, *,
-             max_bytes: int, timeout: float) -> tuple[dns.zone.Zone, int, str, set[dns.name.Name]]:
+             max_bytes: int, timeout: float, progress: Callable[[int, int], None] | None = None
+             ) -> tuple[dns.zone.Zone, int, str, set[dns.name.Name]]:
     """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (zone, bytes, "axfr"|"ixfr",
     the owner names the transfer touched). A primary may answer an IXFR AXFR-style: then the mode
     is "axfr" and the zone is a new one.
@@ -260,6 +262,7 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
             reader = _Reader(s, deadline, max_bytes)
             touched: set[dns.name.Name] = set()
             check = _TsigCheck(keyring(feed), bytes(q.mac or b""))
+            parsed = 0
             with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
                 done = False
                 while not done:
@@ -271,6 +274,9 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
                     check(data, r, arrived)
                     touched.update(rrset.name for rrset in r.answer)
                     done = inbound.process_message(r)
+                    parsed += len(data) + 2
+                    if progress is not None:
+                        progress(parsed, reader.total if not done else parsed)
             total = reader.total
             reader.stop()
             incremental = incremental and inbound.incremental

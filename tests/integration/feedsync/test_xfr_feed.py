@@ -5,6 +5,7 @@ one refused), IXFR that does not fit the base refused then healed by AXFR, owner
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import pathlib
 import shutil
@@ -345,6 +346,22 @@ def test_soa_expire_passed_raises_feed_expired_and_lkg_keeps_serving(tmp_path) -
         rec = n.last_audit()
         assert (rec.kind, rec.record["code"], rec.record["check"]) == ("alarm", "FEED_EXPIRED", "soa_expire")
         assert n.blocks("bad.test") and n.served().serial == st.serial   # deliberately still served
+    finally:
+        knot.stop()
+        n.resolver.close()
+        n.db.close()
+
+
+def test_transfer_reports_progress(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    knot = Knot(str(tmp_path / "knot"), ZONE, [*RULES, *(f"p{i}.test CNAME ." for i in range(3000))], 10).start()
+    n = build(tmp_path, knot)
+    seen: list[tuple[int, int]] = []
+    sync = FeedSync(n.cfg, n.cfg.feed("twnic"), n.db, ControlClient(n.cfg.control_socket),
+                    progress=lambda done, total: seen.append((done, total)))
+    try:
+        assert sync.cycle().outcome == "applied"
+        assert len(seen) > 1 and seen[-1][0] == seen[-1][1] == n.last_audit().record["extra"]["bytes"]
+        assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
     finally:
         knot.stop()
         n.resolver.close()
