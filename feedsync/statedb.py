@@ -234,11 +234,10 @@ class StateDB:
         return hashchain.verify((i, bytes(p), bytes(lk)) for i, p, lk in rows)
 
     def refusal_counts(self) -> dict[tuple[str, str], int]:
-        out: dict[tuple[str, str], int] = {}
-        for feed, payload in self.conn.execute("SELECT feed, payload FROM audit WHERE kind IN ('refused', 'alarm')"):
-            code = json.loads(payload).get("code", "")
-            out[(feed, code)] = out.get((feed, code), 0) + 1
-        return out
+        rows = self.conn.execute(
+            "SELECT feed, json_extract(CAST(payload AS TEXT), '$.code'), count(*) FROM audit "
+            "WHERE kind IN ('refused', 'alarm') GROUP BY 1, 2")
+        return {(feed, code or ""): n for feed, code, n in rows}
 
     # --- holds -----------------------------------------------------------------------------------
 

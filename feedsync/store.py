@@ -168,6 +168,13 @@ class FeedStore:
                 return name
         return None
 
+    def remove(self, name: str) -> None:
+        """Delete a version's files (one that was never served: the resolver refused it)."""
+        for suffix in ("rpz", "source", "rpz.gz", "source.gz", "meta.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(name, suffix))
+        fsync_dir(self.versions)
+
     def _compress(self, name: str) -> None:
         packed: dict[tuple[int, int], str] = {}
         for suffix in ("source", "rpz"):

@@ -386,14 +386,22 @@ class FeedSync:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.store.active_path)
             again, detail = "absent", ""
+        # the resolver never served it: its files go (a resolver that keeps failing must not fill the
+        # disk with a full version per cycle); the audit record keeps its digest
+        self.store.remove(name)
         st.last_failure_at = now
         st.last_failure_code = FailureCode.RESOLVER_LOAD_FAILED.value
         st.last_failure_detail = error
+        last = self.db.audit(self.feed.name, limit=1)
+        repeat = bool(last) and last[0].kind == "reverted" and last[0].serial == p.serial and \
+            last[0].record.get("digest") == p.digest
         with self.db.tx():
             self.db.save_state(st)
-            self.db.append_audit(self.feed.name, p.serial, "reverted", now, {
-                "code": FailureCode.RESOLVER_LOAD_FAILED.value, "digest": p.digest, "version": name,
-                "detail": error, "restored": st.version, "restored_reload": again, "restored_detail": detail})
+            if not repeat:
+                self.db.append_audit(self.feed.name, p.serial, "reverted", now, {
+                    "code": FailureCode.RESOLVER_LOAD_FAILED.value, "digest": p.digest, "version": name,
+                    "detail": error, "restored": st.version, "restored_reload": again,
+                    "restored_detail": detail})
         log("feed_reverted", "error", feed=self.feed.name, serial=p.serial, code=FailureCode.RESOLVER_LOAD_FAILED.value,
             detail=error, restored=st.version)
         return CycleResult(self.feed.name, "reverted", p.serial, FailureCode.RESOLVER_LOAD_FAILED.value, error)

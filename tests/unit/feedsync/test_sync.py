@@ -222,6 +222,9 @@ def test_resolver_that_does_not_load_the_version_is_reverted(rig: Rig, mode: str
     assert (st.serial, st.version) == (1, lkg)
     rec = rig.db.audit("hotline", limit=1)[0]
     assert rec.kind == "reverted" and rec.record["restored"] == lkg
+    assert rig.sync.store.names() == [lkg]           # the refused version's files are gone
+    rig.cycle()                                       # the same failure again: not a second record
+    assert len(rig.db.audit("hotline", kind="reverted")) == 1 and rig.sync.store.names() == [lkg]
     rig.resolver.mode = "ok"
     assert rig.cycle().outcome == "applied" and rig.blocks("site11.bad.test")
 
