@@ -375,6 +375,13 @@ def read_orders(data: bytes, source: str) -> list[dict[str, Any]]:
             raise BundleFormatError(source, "JSON orders must be a list of objects (or {\"entries\": [...]})")
         return [dict(r) for r in rows]
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _csv_rows(reader, source)
+    except csv.Error as exc:
+        raise BundleFormatError(f"{source}:{reader.line_num}", f"CSV: {exc}") from exc
+
+
+def _csv_rows(reader: csv.DictReader[str], source: str) -> list[dict[str, Any]]:
     if reader.fieldnames is None:
         raise BundleFormatError(source, "empty CSV (a header row naming the fields comes first)")
     unknown = [f for f in reader.fieldnames if f not in ALL_FIELDS]
