@@ -3,6 +3,7 @@ bytes or JSON it is given; a parsed bundle's entries are either accepted or refu
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from hypothesis import given, settings
@@ -26,10 +27,8 @@ mutated_entry = st.builds(lambda k, v, drop: {**{f: x for f, x in entry(1).items
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes(data: bytes) -> None:
     for reader in (b.parse_bundle, lambda d: b.read_orders(d, "orders")):
-        try:
+        with contextlib.suppress(BundleFormatError):
             reader(data)
-        except BundleFormatError:
-            pass
 
 
 @settings(max_examples=300, deadline=None)
@@ -41,7 +40,5 @@ def test_arbitrary_entries(entries: list, feed: object) -> None:
     s = b.screen(parsed, b.Guards(400 * 86400))
     assert len(s.accepted) + len(s.rejected) == len(entries)
     assert all(isinstance(r.reason, b.Reason) for r in s.rejected)
-    try:
+    with contextlib.suppress(BundleFormatError):
         b.read_orders(json.dumps(entries).encode(), "orders.json")
-    except BundleFormatError:
-        pass
