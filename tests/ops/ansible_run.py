@@ -51,8 +51,8 @@ class PlaybookRun:
         """Task headers followed by a 'changed:' line (for idempotence failures)."""
         out, task = [], ""
         for line in self.output.splitlines():
-            if line.startswith("TASK ["):
-                task = line
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                task = line.rstrip(" *")
             elif line.startswith("changed:") and task:
                 out.append(f"{task} {line}")
         return out

@@ -48,6 +48,7 @@ class Deployment:
     workdir: pathlib.Path
     wheelhouse: pathlib.Path
     missing_commands: list[str]
+    compliance_key: str = ""
     fallback_reason: str = ""
     container: NspawnContainer | None = None
     chroot: pathlib.Path | None = None
@@ -97,12 +98,23 @@ def compliance_public_key() -> str:
     return base64.b64encode(bytes(PrivateKey.generate().public_key)).decode()
 
 
-def hostvars(wheelhouse: pathlib.Path, **extra: object) -> dict[str, object]:
+def hostvars(dep: Deployment, **extra: object) -> dict[str, object]:
+    """Host variables of the test host: everything on one node, the demo policy, the demo upstream."""
+    if dep.container is not None:
+        conn: dict[str, object] = {"ansible_connection": "community.docker.nsenter",
+                                   "ansible_nsenter_pid": dep.container.init_pid}
+    else:
+        conn = {"ansible_connection": "community.general.chroot", "ansible_host": str(dep.chroot),
+                "hotline_edge_manage_services": False}
+    return {**_settings(dep), **conn, **extra}
+
+
+def _settings(dep: Deployment) -> dict[str, object]:
     return {
         "ansible_python_interpreter": "/usr/bin/python3",
         "ansible_become": False,
         "hotline_edge_components": ["resolver", "feed", "retention", "api"],
-        "hotline_edge_wheelhouse": str(wheelhouse),
+        "hotline_edge_wheelhouse": str(dep.wheelhouse),
         "hotline_edge_listen": ["127.0.0.1:53", "[::1]:53"],
         "hotline_edge_allow": ["127.0.0.0/8", "::1/128"],
         "hotline_edge_upstreams": [f"127.0.0.1:{DEMO_UPSTREAM_PORT}"],
@@ -112,10 +124,9 @@ def hostvars(wheelhouse: pathlib.Path, **extra: object) -> dict[str, object]:
             {"name": DEMO_POLICY_ZONE, "file": DEMO_POLICY.name, "ede": DEMO_EDE,
              "ede_text": "blocked by order {order}"},
         ],
-        "hotline_edge_compliance_public_key": compliance_public_key(),
+        "hotline_edge_compliance_public_key": dep.compliance_key,
         "hotline_edge_api_listen": API_LISTEN,
         "hotline_edge_retention_days": 180,
-        **extra,
     }
 
 
@@ -127,8 +138,10 @@ def deploy() -> Deployment:
     missing = missing_commands(pathlib.Path(sys.executable).parent / "hotline-edge") \
         if "HOTLINE_EDGE_OPS_WHEELHOUSE" not in os.environ else []
     golden = golden_rootfs()
-    dep = Deployment("nspawn", workdir, wheelhouse, missing)
+    dep = Deployment("nspawn", workdir, wheelhouse, missing, compliance_public_key())
     reason = nspawn_available()
+    if os.environ.get("HOTLINE_EDGE_OPS_FORCE_CHROOT"):
+        reason = "HOTLINE_EDGE_OPS_FORCE_CHROOT is set (exercising the fallback)"
     if reason is None:
         try:
             dep.container = NspawnContainer.boot(golden)
@@ -147,15 +160,8 @@ def deploy() -> Deployment:
 
 def _apply(dep: Deployment) -> None:
     inv = dep.workdir / "inventory.yml"
-    if dep.container is not None:
-        conn = {"ansible_connection": "community.docker.nsenter",
-                "ansible_nsenter_pid": dep.container.init_pid}
-    else:
-        conn = {"ansible_connection": "community.general.chroot", "ansible_host": str(dep.chroot),
-                "hotline_edge_manage_services": False}
-    write_inventory(inv, HOST, {**hostvars(dep.wheelhouse), **conn})
+    write_inventory(inv, HOST, hostvars(dep))
     dep.runs["check"] = run_playbook("check on a fresh host", inv, dep.workdir, "--check", "--diff")
     dep.runs["apply"] = run_playbook("first apply", inv, dep.workdir)
     if dep.runs["apply"].returncode == 0:
         dep.runs["again"] = run_playbook("second apply", inv, dep.workdir)
-        dep.runs["check-converged"] = run_playbook("check on the converged host", inv, dep.workdir, "--check")
