@@ -122,7 +122,7 @@ def _settings(dep: Deployment) -> dict[str, object]:
         "hotline_edge_policy_files": [str(DEMO_POLICY)],
         "hotline_edge_policy_zones": [
             {"name": DEMO_POLICY_ZONE, "file": DEMO_POLICY.name, "ede": DEMO_EDE,
-             "ede_text": "blocked by order {order}"},
+             "ede_text": "blocked by order {order_ref}"},
         ],
         "hotline_edge_compliance_public_key": dep.compliance_key,
         "hotline_edge_api_listen": API_LISTEN,

@@ -72,8 +72,11 @@ def test_resolver_node_config(rendered: dict[str, dict]) -> None:  # type: ignor
     assert [z["name"] for z in c["policy"]["zone"]] == ["local.rpz.test", "rpz.hotline-tw.test", "rpz.hotline-hk.test"]
     assert c["policy"]["zone"][0]["file"] == "/etc/hotline-edge/policy/local-exceptions.rpz"
     feeds = {f["name"]: f for f in c["feed"]}
+    assert feeds["hotline-tw"]["tsig_name"] == "hotline-tw"
     assert feeds["hotline-tw"]["tsig_algorithm"] == "hmac-sha256"
-    assert feeds["hotline-tw"]["tsig_secret"] == "c3ludGhldGljLWV4YW1wbGUtdHNpZy1zZWNyZXQtMDAwMQ=="
+    assert feeds["hotline-tw"]["tsig_secret_file"] == "/etc/hotline-edge/tsig/hotline-tw.secret"
+    assert "tsig_secret" not in feeds["hotline-tw"], "secrets stay out of config.toml"
+    assert feeds["hotline-hk"]["url"] == "https://bundles.hotline-hk.test/metadata/"
     assert feeds["hotline-hk"]["trusted_root"] == "/etc/hotline-edge/trust/hotline-hk-root.json"
     assert c["blocklog"]["retention_days"] == 180
     assert "api" not in c
@@ -82,7 +85,9 @@ def test_resolver_node_config(rendered: dict[str, dict]) -> None:  # type: ignor
 def test_admin_node_config(rendered: dict[str, dict]) -> None:  # type: ignore[type-arg]
     c = rendered["edge-admin-1"]
     assert c["api"]["listen"] == "127.0.0.1:8080"
-    assert c["api"]["token"][0]["hash"].startswith("$argon2id$")
+    assert c["api"]["signing_key"] == "/etc/hotline-edge/keys/package-ed25519.pem"
+    assert c["api"]["compliance_private_key"] == "/etc/hotline-edge/keys/compliance-x25519.key"
+    assert c["api"]["cgnat_pools"] == ["203.0.113.0/24"]
     assert "resolver" not in c and "feed" not in c
 
 
