@@ -46,7 +46,8 @@ def name_hash(key: bytes) -> int:
 class NameLookup(Protocol):
     """What evaluation needs of a name table (NameTable, or rpz.overlay.NameOverlay over one)."""
 
-    size: int
+    @property
+    def size(self) -> int: ...
 
     def match(self, name: bytes) -> tuple[int, bytes, bool] | None: ...
 

@@ -23,14 +23,18 @@ _State = list[int]
 class NameOverlay:
     """Changed nodes over a base NameTable. Built by ``apply``; immutable once handed out."""
 
-    __slots__ = ("base", "maxdepth", "nodes", "size")
+    __slots__ = ("base", "maxdepth", "nodes")
 
     def __init__(self, base: NameTable, nodes: dict[bytes, tuple[int, int, int]] | None = None,
                  maxdepth: int | None = None) -> None:
         self.base = base
         self.nodes: dict[bytes, tuple[int, int, int]] = dict(nodes or {})
         self.maxdepth = base.maxdepth if maxdepth is None else maxdepth
-        self.size = base.size + len(self.nodes)  # an upper bound; only ``size == 0`` is relied on
+
+    @property
+    def size(self) -> int:
+        """An upper bound of the number of nodes; only ``size == 0`` (empty) is relied on."""
+        return self.base.size + len(self.nodes)
 
     # -- reading ----------------------------------------------------------------------------
     def state(self, key: bytes) -> tuple[int, int, int] | None:
