@@ -45,7 +45,8 @@ class Rule:
             return base if self.trigger == "qname" else f"{base}.rpz-nsdname"
         n = ipaddress.ip_network(self.net)
         if n.version == 4:
-            return f"{n.prefixlen}." + ".".join(reversed(str(n.network_address).split("."))) + f".{SUFFIX[self.trigger]}"
+            octets = ".".join(reversed(str(n.network_address).split(".")))
+            return f"{n.prefixlen}.{octets}.{SUFFIX[self.trigger]}"
         groups = [f"{g:x}" for g in reversed([int(h, 16) for h in n.network_address.exploded.split(":")])]
         best, blen, i = -1, 0, 0
         while i < 8:
