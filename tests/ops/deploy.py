@@ -20,6 +20,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 from .ansible_run import REPO, PlaybookRun, run_playbook, write_inventory
 from .container import BootError, NspawnContainer, nspawn_available
@@ -32,6 +33,8 @@ REQUIRED_COMMANDS: tuple[tuple[str, ...], ...] = (
     ("checkconf",), ("serve",), ("feed", "sync"), ("feed", "daemon"), ("api", "serve"),
     ("retention", "purge"),
 )
+# what an apply needs: checkconf validates the config, the handlers start the resolver and the API
+APPLY_COMMANDS = ("checkconf", "serve", "api serve")
 DEMO_POLICY = REPO / "rpz" / "data" / "demo-hotline.rpz"
 DEMO_POLICY_ZONE = "hotline.rpz.test"
 DEMO_EDE = 16
@@ -70,14 +73,13 @@ class Deployment:
             remove_tree(self.workdir)
 
 
-def missing_commands(cli: pathlib.Path) -> list[str]:
-    """Subcommands the units need that this build's CLI does not have yet."""
-    missing = []
-    for cmd in REQUIRED_COMMANDS:
-        r = subprocess.run([str(cli), *cmd, "--help"], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            missing.append(" ".join(cmd))
-    return missing
+def missing_commands(run: Callable[[list[str]], int], cli: str) -> list[str]:
+    """Subcommands the units need that this build's CLI does not have yet (RUN returns an exit code)."""
+    return [" ".join(cmd) for cmd in REQUIRED_COMMANDS if run([cli, *cmd, "--help"]) != 0]
+
+
+def _host_exit(argv: list[str]) -> int:
+    return subprocess.run(argv, capture_output=True, check=False).returncode
 
 
 def build_wheelhouse(dest: pathlib.Path) -> pathlib.Path:
@@ -135,8 +137,10 @@ def deploy() -> Deployment:
     runs.mkdir(parents=True, exist_ok=True)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="deploy-", dir=runs))
     wheelhouse = build_wheelhouse(workdir)
-    missing = missing_commands(pathlib.Path(sys.executable).parent / "hotline-edge") \
-        if "HOTLINE_EDGE_OPS_WHEELHOUSE" not in os.environ else []
+    # the build under test is this checkout (installed editable in the venv running the tests);
+    # after a successful apply the deployed CLI itself is asked (tests/ops/deploy.py:_apply)
+    missing = [] if "HOTLINE_EDGE_OPS_WHEELHOUSE" in os.environ else \
+        missing_commands(_host_exit, str(pathlib.Path(sys.executable).parent / "hotline-edge"))
     golden = golden_rootfs()
     dep = Deployment("nspawn", workdir, wheelhouse, missing, compliance_public_key())
     reason = nspawn_available()
@@ -165,3 +169,5 @@ def _apply(dep: Deployment) -> None:
     dep.runs["apply"] = run_playbook("first apply", inv, dep.workdir)
     if dep.runs["apply"].returncode == 0:
         dep.runs["again"] = run_playbook("second apply", inv, dep.workdir)
+        dep.missing_commands = missing_commands(lambda argv: dep.run(argv).returncode,
+                                                "/opt/hotline-edge/venv/bin/hotline-edge")
