@@ -39,10 +39,15 @@ PACKAGES: tuple[str, ...] = (
 HOST_PACKAGES: tuple[str, ...] = ("debootstrap", "systemd-container")
 DEFAULT_CACHE = "/var/cache/hotline-edge-test"
 
-# The demo upstream: NSD, authoritative for test. on 127.0.0.1:5300 (and nothing else).
+# NSD on 127.0.0.1:5300 (and nothing else) plays two parts: the demo upstream, authoritative for
+# test., and the hotline's RPZ primary for the feed rpz.hotline-tw.test, transferred only with TSIG.
+# (NSD refuses a TXT beside a CNAME, so this feed's rules carry no order reference.)
 DEMO_UPSTREAM_PORT = 5300
+FEED_ZONE = "rpz.hotline-tw.test"
+FEED_TSIG_NAME = "hotline-tw"
+FEED_TSIG_SECRET = "c3ludGhldGljLW9wcy10ZXN0LXRzaWcta2V5LTAwMDAwMDE="  # synthetic, test only
 NSD_CONF = f"""\
-# Demo upstream for the hotline-edge ops tests (synthetic data only).
+# Demo upstream and demo RPZ primary for the hotline-edge ops tests (synthetic data only).
 server:
     ip-address: 127.0.0.1@{DEMO_UPSTREAM_PORT}
     ip-address: ::1@{DEMO_UPSTREAM_PORT}
@@ -51,9 +56,25 @@ server:
     username: nsd
 remote-control:
     control-enable: no
+key:
+    name: "{FEED_TSIG_NAME}"
+    algorithm: hmac-sha256
+    secret: "{FEED_TSIG_SECRET}"
 zone:
     name: "test."
     zonefile: "test.zone"
+zone:
+    name: "{FEED_ZONE}."
+    zonefile: "{FEED_ZONE}.zone"
+    provide-xfr: 127.0.0.1 {FEED_TSIG_NAME}
+    provide-xfr: ::1 {FEED_TSIG_NAME}
+"""
+FEED_ZONE_TEXT = f"""\
+$ORIGIN {FEED_ZONE}.
+$TTL 60
+@   SOA ns.hotline-tw.test. noc.hotline-tw.test. ( 1 60 30 86400 60 )
+    NS  localhost.
+feed-blocked.test   CNAME .
 """
 DEMO_ZONE = """\
 $ORIGIN test.
@@ -71,12 +92,16 @@ www.csam-site     A     203.0.113.66
 fraud-shop        A     203.0.113.77
 ; the stop page the walled-garden action points to
 stop.hotline-edge A     192.0.2.80
+; blocked through the feed (rpz.hotline-tw.test), and one the tests add to the feed later
+feed-blocked      A     203.0.113.88
+feed-later        A     203.0.113.89
 """
 
 # (path inside the tree, content): the customisation after debootstrap. Part of the cache key.
 CUSTOMISATION: tuple[tuple[str, str], ...] = (
     ("etc/nsd/nsd.conf", NSD_CONF),
     ("etc/nsd/test.zone", DEMO_ZONE),
+    (f"etc/nsd/{FEED_ZONE}.zone", FEED_ZONE_TEXT),
     ("etc/hostname", "hotline-edge-test\n"),
     # no getty on the container console: nothing waits for a terminal
     ("etc/systemd/system/console-getty.service", ""),
@@ -174,6 +199,7 @@ def golden_rootfs(rebuild: bool = False) -> pathlib.Path:
     if rebuild and target.exists():
         remove_tree(target)
     if (target / ".complete").exists():
+        os.utime(target / ".complete")  # last use, for pruning
         return target
     base.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="build-", dir=base))
@@ -205,7 +231,23 @@ def golden_rootfs(rebuild: bool = False) -> pathlib.Path:
     root.rename(target)
     remove_tree(tmp)
     log(f"built {target} in {time.monotonic() - started:.0f} s")
+    prune(base, keep=target)
     return target
+
+
+def prune(base: pathlib.Path, keep: pathlib.Path, max_age_days: float = 14) -> None:
+    """Remove golden trees of other keys unused for MAX_AGE_DAYS, and test runs older than a day
+    (left behind by an interrupted test; finished runs remove themselves)."""
+    now = time.time()
+    for tree in base.glob("rootfs-*"):
+        stamp = tree / ".complete"
+        if tree != keep and (not stamp.exists() or now - stamp.stat().st_mtime > max_age_days * 86400):
+            log(f"pruning unused {tree}")
+            remove_tree(tree)
+    for run in (base / "runs").glob("*"):
+        if now - run.stat().st_mtime > 86400:
+            log(f"pruning stale test run {run}")
+            remove_tree(run)
 
 
 def main(argv: list[str] | None = None) -> int:

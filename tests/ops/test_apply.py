@@ -21,7 +21,19 @@ from collections.abc import Iterator
 import pytest
 
 from .ansible_run import run_playbook, write_inventory
-from .deploy import API_LISTEN, APPLY_COMMANDS, DEMO_EDE, DEMO_POLICY, HOST, Deployment, deploy, hostvars
+from .deploy import (
+    API_LISTEN,
+    APPLY_COMMANDS,
+    DEMO_EDE,
+    DEMO_POLICY,
+    FEED,
+    FEED_EDE,
+    HOST,
+    METRICS_LISTEN,
+    Deployment,
+    deploy,
+    hostvars,
+)
 from .unitcheck import MAX_EXPOSURE, verify
 
 pytestmark = [pytest.mark.ops, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -57,6 +69,18 @@ import json, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
     print(json.dumps({"status": r.status, "body": r.read().decode(errors="replace")}))
 """
+
+
+def http_get(d: Deployment, url: str, unit: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
+    """GET URL from inside the container (retrying until TIMEOUT: the service may still be binding)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = d.run([VENV_PYTHON, "-c", HTTP_PROBE, url])
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert r.returncode == 0, f"GET {url}: {r.stderr}\n{journal(d, unit)}"
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +211,15 @@ def test_blocked_name_gets_nxdomain_with_ede(dep: Deployment) -> None:
         assert DEMO_EDE in [code for code, _text in a["ede"]], f"{name}: expected EDE {DEMO_EDE}: {a}"
 
 
+def test_feed_fetched_over_tsig_before_the_resolver_started_is_enforced(dep: Deployment) -> None:
+    applied(dep)
+    needs_systemd(dep)
+    answers = ask(dep, "feed-blocked.test.", until=lambda a: a["feed-blocked.test."].get("rcode") == "NXDOMAIN")
+    a = answers["feed-blocked.test."]
+    assert a.get("rcode") == "NXDOMAIN" and FEED_EDE in [c for c, _t in a["ede"]], a
+    assert sh(dep, "stat", "-c", "%U", f"/var/lib/hotline-edge/feeds/{FEED}/active.rpz").strip() == "hotline-edge"
+
+
 def test_allowed_name_resolves_from_the_demo_upstream(dep: Deployment) -> None:
     applied(dep)
     needs_systemd(dep)
@@ -200,14 +233,19 @@ def test_allowed_name_resolves_from_the_demo_upstream(dep: Deployment) -> None:
 def test_admin_api_healthz_answers(dep: Deployment) -> None:
     applied(dep)
     needs_systemd(dep)
-    deadline = time.monotonic() + 20
-    while True:
-        r = dep.run([VENV_PYTHON, "-c", HTTP_PROBE, f"http://{API_LISTEN}/healthz"])
-        if r.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert r.returncode == 0, r.stderr + journal(dep, "hotline-edge-api.service")
-    assert json.loads(r.stdout)["status"] == 200
+    assert http_get(dep, f"http://{API_LISTEN}/healthz", "hotline-edge-api.service")["status"] == 200
+
+
+def test_resolver_metrics_count_the_queries(dep: Deployment) -> None:
+    applied(dep)
+    needs_systemd(dep)
+    ask(dep, "csam-site.test.", "allowed.test.")
+    body = http_get(dep, f"http://{METRICS_LISTEN}/metrics", "hotline-edge-resolver.service")["body"]
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith("hotline_edge_resolver_") and " " in line}
+    hits = [v for k, v in samples.items() if k.startswith("hotline_edge_resolver_policy_hits")]
+    assert hits and sum(hits) >= 1, "no policy hit counted:\n" + body[:2000]
+    assert samples.get("hotline_edge_resolver_ready") == 1.0, body[:2000]
 
 
 @pytest.mark.parametrize(("unit", "command"), [
@@ -235,11 +273,25 @@ def test_online_security_scores(dep: Deployment) -> None:
     assert all(s <= MAX_EXPOSURE for s in scores.values()), scores
 
 
-def test_no_failed_units(dep: Deployment) -> None:
+def test_feed_update_reaches_the_resolver_through_the_sandboxed_feed_sync(dep: Deployment) -> None:
+    """The hotline publishes a new serial; one feed sync (as the timer runs it, under its sandbox)
+    fetches it over TSIG and tells the resolver through /run/hotline-edge/control.sock."""
     applied(dep)
     needs_systemd(dep)
-    out = sh(dep, "systemctl", "--failed", "--no-legend", "--plain")
-    assert out.strip() == "", out + "\n".join(journal(dep, line.split()[0]) for line in out.splitlines())
+    needs_app(dep, "feed sync")
+    zone = "/etc/nsd/rpz.hotline-tw.test.zone"
+    text = sh(dep, "cat", zone).replace("( 1 ", "( 2 ") + "feed-later.test     CNAME .\n"
+    dep.run(["sh", "-c", f"cat > {zone}"], check=True, input=text)
+    sh(dep, "systemctl", "reload", "nsd.service")
+    pid_before = sh(dep, "systemctl", "show", "-p", "MainPID", "--value", "hotline-edge-resolver.service")
+    r = dep.run(["systemctl", "start", "hotline-edge-feed-sync.service"], timeout=300)
+    assert r.returncode == 0, journal(dep, "hotline-edge-feed-sync.service")
+    answers = ask(dep, "feed-later.test.", until=lambda a: a["feed-later.test."].get("rcode") == "NXDOMAIN")
+    later = answers["feed-later.test."]
+    assert later.get("rcode") == "NXDOMAIN" and FEED_EDE in [c for c, _t in later["ede"]], \
+        f"{answers}\n{journal(dep, 'hotline-edge-feed-sync.service')}\n{journal(dep, 'hotline-edge-resolver.service')}"
+    pid_after = sh(dep, "systemctl", "show", "-p", "MainPID", "--value", "hotline-edge-resolver.service")
+    assert pid_after == pid_before, "the feed update must swap the policy, not restart the resolver"
 
 
 # -- a partial run: config only, and the handler reloads instead of restarting ------------------
@@ -265,3 +317,12 @@ def test_policy_change_with_tags_config_reloads_the_resolver(dep: Deployment) ->
     assert answers["allowed.test."].get("rcode") == "NXDOMAIN", answers
     pid_after = sh(dep, "systemctl", "show", "-p", "MainPID", "--value", "hotline-edge-resolver.service")
     assert pid_after == pid_before, "the resolver was restarted; a policy change must only reload it"
+
+
+# -- last: nothing the tests above started has failed ----------------------------------------------
+
+def test_no_failed_units(dep: Deployment) -> None:
+    applied(dep)
+    needs_systemd(dep)
+    out = sh(dep, "systemctl", "--failed", "--no-legend", "--plain")
+    assert out.strip() == "", out + "\n".join(journal(dep, line.split()[0]) for line in out.splitlines())
