@@ -19,10 +19,11 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from nacl.public import PrivateKey
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -69,13 +70,19 @@ from .workflow import Event
 log = logging.getLogger("hotline_edge.api")
 bearer = HTTPBearer(auto_error=False, description="hle_<id>_<secret>, issued with `hotline-edge api token issue`")
 
+CaseId = Annotated[str, Path(min_length=1, max_length=40, description="ISP case id, e.g. HE-2026-000001")]
+RequesterId = Annotated[int, Path(ge=1, le=2**62)]
+
+
 def need(permission: Permission) -> Callable[..., Principal]:
     """The dependency a route declares: a valid, unexpired token whose role holds ``permission``."""
 
     def dependency(request: Request,
                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-        authority: TokenAuthority = request.app.state.tokens
-        who = authority.authenticate(creds.credentials if creds else None)
+        who = getattr(request.state, "principal", None)
+        if who is None:  # the middleware authenticated every request but /healthz already
+            authority: TokenAuthority = request.app.state.tokens
+            who = authority.authenticate(creds.credentials if creds else None)
         if who.role is None or not allows(who.role, permission):
             raise AccessDenied(f"role {who.role} may not {permission.value}", 403)
         request.state.subject = who.subject
@@ -141,7 +148,7 @@ def create_app(config: ApiConfig, *, clock: Clock | None = None, store: Store | 
     tokens = TokenAuthority(store, clock, make_hasher(config.argon2_time_cost, config.argon2_memory_kib),
                             timedelta(days=config.token_max_ttl_days))
 
-    app = FastAPI(title="hotline-edge admin API", version="1",
+    app = FastAPI(title="hotline-edge admin API", version="1", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Warrant-checked disclosure of subscriber data, audit and transparency. "
                               "Every route but /healthz needs a bearer token of a role allowed to use it. "
                               "See docs/disclosure.md.")
@@ -155,6 +162,23 @@ def create_app(config: ApiConfig, *, clock: Clock | None = None, store: Store | 
                       ["reason"], registry=registry)
     app.state.metrics = registry
     _install_error_handlers(app, refused)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """No route but /healthz answers anything -- not even a validation error -- without a valid token."""
+        if request.url.path != "/healthz":
+            header = request.headers.get("authorization", "")
+            scheme, _, presented = header.partition(" ")
+            try:
+                if scheme.lower() != "bearer":
+                    raise AccessDenied("no token: send 'Authorization: Bearer <token>'")
+                request.state.principal = await run_in_threadpool(tokens.authenticate, presented.strip())
+            except AccessDenied as exc:
+                resp = _error(401, "ACCESS_DENIED", str(exc))
+                resp.headers["WWW-Authenticate"] = "Bearer"
+                return resp
+            request.state.subject = request.state.principal.subject
+        return await call_next(request)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -177,6 +201,10 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
     @app.get("/healthz", tags=["meta"], summary="liveness and schema version; the only route without a token")
     def healthz() -> dict[str, Any]:
         return {"ok": True, "schema_version": svc.store.schema_version()}
+
+    @app.get("/openapi.json", tags=["meta"], summary="this API's OpenAPI description (any valid token)")
+    def openapi(who: Annotated[Principal, Depends(need(Permission.WHOAMI))]) -> dict[str, Any]:
+        return app.openapi()
 
     @app.get("/whoami", tags=["meta"])
     def whoami(who: Annotated[Principal, Depends(need(Permission.WHOAMI))]) -> dict[str, Any]:
@@ -210,7 +238,7 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
         return _requester_json(svc.add_requester(who, body.to_model()))
 
     @app.post("/registry/requesters/{requester_id}/status", tags=["registry"])
-    def requester_status(requester_id: int, body: RequesterStatusIn,
+    def requester_status(requester_id: RequesterId, body: RequesterStatusIn,
                          who: Annotated[Principal, Depends(need(Permission.REGISTRY_WRITE))]) -> dict[str, Any]:
         return _requester_json(svc.set_requester_status(who, requester_id, body.status, body.note))
 
@@ -230,27 +258,27 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
         return [case_json(c) for c in svc.list_cases(state, limit, offset)]
 
     @app.get("/disclosures/{case_id}", tags=["disclosures"])
-    def case(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_READ))]) -> dict[str, Any]:
+    def case(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_READ))]) -> dict[str, Any]:
         return case_json(svc.get_case(case_id))
 
     @app.put("/disclosures/{case_id}/scope", tags=["disclosures"],
              summary="amend instrument, queries, delivery or gag; a frozen scope goes back to LEGAL_REVIEW")
-    def amend(case_id: str, body: AmendIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def amend(case_id: CaseId, body: AmendIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.amend(who, case_id, body.to_scope(), body.note))
 
     @app.post("/disclosures/{case_id}/verification", tags=["disclosures"], summary="RECEIVED -> VERIFYING")
-    def start_verification(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def start_verification(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.start_verification(who, case_id))
 
     @app.get("/disclosures/{case_id}/callbacks", tags=["disclosures"])
-    def callbacks(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_READ))]) -> list[dict[str, Any]]:
+    def callbacks(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_READ))]) -> list[dict[str, Any]]:
         return [{"person": c.person.value, "requester_id": c.requester_id, "number": c.number,
                  "number_source": c.number_source, "outcome": c.outcome.value, "called_by": c.called_by,
                  "at": iso(c.at)} for c in svc.callbacks(case_id)]
 
     @app.post("/disclosures/{case_id}/callbacks", tags=["disclosures"], status_code=201,
               summary="record a callback; the number dialled is the registry's, never the request's")
-    def callback(case_id: str, body: CallbackIn,
+    def callback(case_id: CaseId, body: CallbackIn,
                  who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         c = svc.record_callback(who, case_id, body.person, body.outcome, body.note)
         return {"person": c.person.value, "requester_id": c.requester_id, "number": c.number,
@@ -259,64 +287,64 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
 
     @app.post("/disclosures/{case_id}/legal-review", tags=["disclosures"],
               summary="identity and instrument checks; VERIFYING -> LEGAL_REVIEW")
-    def legal_review(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def legal_review(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.complete_verification(who, case_id))
 
     @app.post("/disclosures/{case_id}/request-info", tags=["disclosures"])
-    def request_info(case_id: str, body: NoteIn,
+    def request_info(case_id: CaseId, body: NoteIn,
                      who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.request_info(who, case_id, body.note))
 
     @app.post("/disclosures/{case_id}/freeze", tags=["disclosures"],
               summary="all checks; LEGAL_REVIEW -> SCOPED with the scope digest frozen")
-    def freeze(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def freeze(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.freeze_scope(who, case_id))
 
     @app.post("/disclosures/{case_id}/submit", tags=["disclosures"], summary="SCOPED -> PENDING_APPROVAL")
-    def submit(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def submit(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.submit(who, case_id))
 
     @app.post("/disclosures/{case_id}/approve", tags=["disclosures"],
               summary="four eyes: the approver is not the preparer; PENDING_APPROVAL -> APPROVED")
-    def approve(case_id: str, body: NoteIn, who: Annotated[Principal, Depends(need(Permission.CASE_APPROVE))]) -> dict[str, Any]:
+    def approve(case_id: CaseId, body: NoteIn, who: Annotated[Principal, Depends(need(Permission.CASE_APPROVE))]) -> dict[str, Any]:
         return case_json(svc.approve(who, case_id, body.note))
 
     @app.post("/disclosures/{case_id}/reject", tags=["disclosures"])
-    def reject(case_id: str, body: RejectIn, who: Annotated[Principal, Depends(need(Permission.CASE_REJECT))]) -> dict[str, Any]:
+    def reject(case_id: CaseId, body: RejectIn, who: Annotated[Principal, Depends(need(Permission.CASE_REJECT))]) -> dict[str, Any]:
         return case_json(svc.reject(who, case_id, body.reasons, body.note))
 
     @app.post("/disclosures/{case_id}/withdraw", tags=["disclosures"])
-    def withdraw(case_id: str, body: NoteIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def withdraw(case_id: CaseId, body: NoteIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.withdraw(who, case_id, body.note))
 
     @app.post("/disclosures/{case_id}/execute", tags=["disclosures"],
               summary="run the approved queries, seal and sign the package; APPROVED -> EXECUTED")
-    def execute(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def execute(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.execute(who, case_id))
 
     @app.get("/disclosures/{case_id}/package", tags=["disclosures"],
              summary="the signed package; only the case's preparer or approver")
-    def package(case_id: str, who: Annotated[Principal, Depends(need(Permission.CASE_RESULTS))]) -> dict[str, Any]:
+    def package(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_RESULTS))]) -> dict[str, Any]:
         return package_json(svc.package(who, case_id))
 
     @app.post("/disclosures/{case_id}/deliver", tags=["disclosures"], summary="EXECUTED -> DELIVERED (then notice)")
-    def deliver(case_id: str, body: DeliverIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def deliver(case_id: CaseId, body: DeliverIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.deliver(who, case_id, body.receipt))
 
     @app.post("/disclosures/{case_id}/followup", tags=["disclosures"],
               summary="the follow-up instrument of an emergency release")
-    def followup(case_id: str, body: FollowupIn,
+    def followup(case_id: CaseId, body: FollowupIn,
                  who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.record_followup(who, case_id, body.instrument.to_model()))
 
     @app.post("/disclosures/{case_id}/notice", tags=["disclosures"], summary="customer notice sent; -> CLOSED")
-    def notice(case_id: str, body: NoticeIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def notice(case_id: CaseId, body: NoticeIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
         return case_json(svc.notice_sent(who, case_id, body.method))
 
     # -- audit, statistics, sessions -------------------------------------------------------------
 
     @app.get("/disclosures/{case_id}/audit", tags=["audit"])
-    def case_audit(case_id: str, who: Annotated[Principal, Depends(need(Permission.AUDIT_READ))]) -> list[dict[str, Any]]:
+    def case_audit(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.AUDIT_READ))]) -> list[dict[str, Any]]:
         return [_audit_json(e) for e in svc.audit_entries(who, case_id, 0, 10000)]
 
     @app.get("/audit", tags=["audit"])
