@@ -203,7 +203,7 @@ def missing_instrument_fields(i: Instrument) -> list[str]:
 def check_instrument_complete(f: CaseFacts) -> CheckResult:
     i = f.scope.instrument
     if i is None:
-        return _fail("instrument_complete", Reason.MISSING_INSTRUMENT, "no instrument attached")
+        return _ok("instrument_complete")  # reported by instrument_present
     missing = missing_instrument_fields(i)
     if missing:
         return _fail("instrument_complete", Reason.INSTRUMENT_INCOMPLETE, "missing: " + ", ".join(missing))
@@ -214,7 +214,9 @@ def check_instrument_complete(f: CaseFacts) -> CheckResult:
 
 def check_instrument_current(f: CaseFacts) -> CheckResult:
     i = f.scope.instrument
-    if i is None or i.valid_from is None or i.valid_to is None:
+    if i is None:
+        return _ok("instrument_current")  # reported by instrument_present
+    if i.valid_from is None or i.valid_to is None:
         return _fail("instrument_current", Reason.INSTRUMENT_INCOMPLETE, "validity period missing")
     if f.now < i.valid_from:
         return _fail("instrument_current", Reason.INSTRUMENT_NOT_YET_VALID,
@@ -331,7 +333,7 @@ def query_scope_problems(i: Instrument, q: Query) -> list[str]:
 def check_scope(f: CaseFacts) -> CheckResult:
     i = f.scope.instrument
     if i is None:
-        return _fail("scope", Reason.MISSING_INSTRUMENT, "no instrument to scope against")
+        return _ok("scope")  # reported by instrument_present
     if not f.scope.queries:
         return _fail("scope", Reason.SCOPE_EXCEEDS_INSTRUMENT, "the case has no query")
     out = [f"query {n}: {p}" for n, q in enumerate(f.scope.queries) for p in query_scope_problems(i, q)]
@@ -438,8 +440,8 @@ SCOPING_CHECKS = (*VERIFICATION_CHECKS, SCOPE, PRECISION, EMERGENCY, DELIVERY)
 GATES: dict[Event, tuple[Check, ...]] = {
     Event.VERIFIED: VERIFICATION_CHECKS,
     Event.FREEZE_SCOPE: SCOPING_CHECKS,
-    Event.APPROVE: (FOUR_EYES, CURRENT, NOT_EXECUTED, APPROVED_SCOPE),
-    Event.EXECUTE: (CURRENT, NOT_EXECUTED, APPROVED_SCOPE, SCOPE, PRECISION),
+    Event.APPROVE: (FOUR_EYES, PRESENT, CURRENT, NOT_EXECUTED, APPROVED_SCOPE),
+    Event.EXECUTE: (PRESENT, CURRENT, NOT_EXECUTED, APPROVED_SCOPE, SCOPE, PRECISION),
 }
 
 ALL_CHECKS: tuple[Check, ...] = (*SCOPING_CHECKS, FOUR_EYES, APPROVED_SCOPE)
