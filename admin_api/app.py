@@ -23,10 +23,10 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from nacl.public import PrivateKey
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from .blocklog import BlocklogOpener, BlocklogSource, load_private_key
 from .checks import REASON_HELP, Check
@@ -90,6 +90,23 @@ def need(permission: Permission) -> Callable[..., Principal]:
 
     dependency.__name__ = f"need_{permission.name.lower()}"
     return dependency
+
+
+# What each route declares: "the caller holds this permission" (roles.py decides which roles do).
+AsAuditRead = Annotated[Principal, Depends(need(Permission.AUDIT_READ))]
+AsAuditVerify = Annotated[Principal, Depends(need(Permission.AUDIT_VERIFY))]
+AsCaseApprove = Annotated[Principal, Depends(need(Permission.CASE_APPROVE))]
+AsCaseCreate = Annotated[Principal, Depends(need(Permission.CASE_CREATE))]
+AsCaseRead = Annotated[Principal, Depends(need(Permission.CASE_READ))]
+AsCaseReject = Annotated[Principal, Depends(need(Permission.CASE_REJECT))]
+AsCaseResults = Annotated[Principal, Depends(need(Permission.CASE_RESULTS))]
+AsCaseWork = Annotated[Principal, Depends(need(Permission.CASE_WORK))]
+AsMetricsRead = Annotated[Principal, Depends(need(Permission.METRICS_READ))]
+AsRegistryRead = Annotated[Principal, Depends(need(Permission.REGISTRY_READ))]
+AsRegistryWrite = Annotated[Principal, Depends(need(Permission.REGISTRY_WRITE))]
+AsSessionsImport = Annotated[Principal, Depends(need(Permission.SESSIONS_IMPORT))]
+AsStatsRead = Annotated[Principal, Depends(need(Permission.STATS_READ))]
+AsWhoami = Annotated[Principal, Depends(need(Permission.WHOAMI))]
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -203,75 +220,75 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
         return {"ok": True, "schema_version": svc.store.schema_version()}
 
     @app.get("/openapi.json", tags=["meta"], summary="this API's OpenAPI description (any valid token)")
-    def openapi(who: Annotated[Principal, Depends(need(Permission.WHOAMI))]) -> dict[str, Any]:
+    def openapi(who: AsWhoami) -> dict[str, Any]:
         return app.openapi()
 
     @app.get("/whoami", tags=["meta"])
-    def whoami(who: Annotated[Principal, Depends(need(Permission.WHOAMI))]) -> dict[str, Any]:
+    def whoami(who: AsWhoami) -> dict[str, Any]:
         return {"subject": who.subject, "role": who.role, "token_id": who.token_id, "expires": iso(who.expires_at)}
 
     @app.get("/reasons", tags=["meta"], summary="every reason code and what to do about it")
-    def reasons(who: Annotated[Principal, Depends(need(Permission.WHOAMI))]) -> dict[str, str]:
+    def reasons(who: AsWhoami) -> dict[str, str]:
         return {k.value: v for k, v in REASON_HELP.items()}
 
     @app.get("/metrics", tags=["meta"], summary="Prometheus metrics (bearer token of role operator)")
-    def metrics(who: Annotated[Principal, Depends(need(Permission.METRICS_READ))]) -> Response:
+    def metrics(who: AsMetricsRead) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- registry --------------------------------------------------------------------------------
 
     @app.get("/registry/agencies", tags=["registry"])
-    def agencies(who: Annotated[Principal, Depends(need(Permission.REGISTRY_READ))]) -> list[dict[str, Any]]:
+    def agencies(who: AsRegistryRead) -> list[dict[str, Any]]:
         return [{"code": a.code, "name": a.name, "jurisdiction": a.jurisdiction} for a in svc.list_agencies()]
 
     @app.post("/registry/agencies", tags=["registry"], status_code=201)
-    def add_agency(body: AgencyIn, who: Annotated[Principal, Depends(need(Permission.REGISTRY_WRITE))]) -> dict[str, Any]:
+    def add_agency(body: AgencyIn, who: AsRegistryWrite) -> dict[str, Any]:
         a = svc.add_agency(who, body.to_model())
         return {"code": a.code, "name": a.name, "jurisdiction": a.jurisdiction}
 
     @app.get("/registry/requesters", tags=["registry"])
-    def requesters(who: Annotated[Principal, Depends(need(Permission.REGISTRY_READ))]) -> list[dict[str, Any]]:
+    def requesters(who: AsRegistryRead) -> list[dict[str, Any]]:
         return [_requester_json(r) for r in svc.list_requesters()]
 
     @app.post("/registry/requesters", tags=["registry"], status_code=201)
-    def add_requester(body: RequesterIn, who: Annotated[Principal, Depends(need(Permission.REGISTRY_WRITE))]) -> dict[str, Any]:
+    def add_requester(body: RequesterIn, who: AsRegistryWrite) -> dict[str, Any]:
         return _requester_json(svc.add_requester(who, body.to_model()))
 
     @app.post("/registry/requesters/{requester_id}/status", tags=["registry"])
     def requester_status(requester_id: RequesterId, body: RequesterStatusIn,
-                         who: Annotated[Principal, Depends(need(Permission.REGISTRY_WRITE))]) -> dict[str, Any]:
+                         who: AsRegistryWrite) -> dict[str, Any]:
         return _requester_json(svc.set_requester_status(who, requester_id, body.status, body.note))
 
     # -- disclosure cases ------------------------------------------------------------------------
 
     @app.post("/disclosures", tags=["disclosures"], status_code=201, summary="intake of a request (RECEIVED)")
-    def intake(body: CaseIn, who: Annotated[Principal, Depends(need(Permission.CASE_CREATE))]) -> dict[str, Any]:
+    def intake(body: CaseIn, who: AsCaseCreate) -> dict[str, Any]:
         data = Intake(body.channel, body.agency_request_number, body.requester_id, body.claimed.to_model(),
                       body.to_scope())
         return case_json(svc.intake(who, data))
 
     @app.get("/disclosures", tags=["disclosures"])
-    def cases(who: Annotated[Principal, Depends(need(Permission.CASE_READ))],
+    def cases(who: AsCaseRead,
               state: Annotated[str | None, Query(max_length=32)] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 100,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict[str, Any]]:
         return [case_json(c) for c in svc.list_cases(state, limit, offset)]
 
     @app.get("/disclosures/{case_id}", tags=["disclosures"])
-    def case(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_READ))]) -> dict[str, Any]:
+    def case(case_id: CaseId, who: AsCaseRead) -> dict[str, Any]:
         return case_json(svc.get_case(case_id))
 
     @app.put("/disclosures/{case_id}/scope", tags=["disclosures"],
              summary="amend instrument, queries, delivery or gag; a frozen scope goes back to LEGAL_REVIEW")
-    def amend(case_id: CaseId, body: AmendIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def amend(case_id: CaseId, body: AmendIn, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.amend(who, case_id, body.to_scope(), body.note))
 
     @app.post("/disclosures/{case_id}/verification", tags=["disclosures"], summary="RECEIVED -> VERIFYING")
-    def start_verification(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def start_verification(case_id: CaseId, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.start_verification(who, case_id))
 
     @app.get("/disclosures/{case_id}/callbacks", tags=["disclosures"])
-    def callbacks(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_READ))]) -> list[dict[str, Any]]:
+    def callbacks(case_id: CaseId, who: AsCaseRead) -> list[dict[str, Any]]:
         return [{"person": c.person.value, "requester_id": c.requester_id, "number": c.number,
                  "number_source": c.number_source, "outcome": c.outcome.value, "called_by": c.called_by,
                  "at": iso(c.at)} for c in svc.callbacks(case_id)]
@@ -279,7 +296,7 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
     @app.post("/disclosures/{case_id}/callbacks", tags=["disclosures"], status_code=201,
               summary="record a callback; the number dialled is the registry's, never the request's")
     def callback(case_id: CaseId, body: CallbackIn,
-                 who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+                 who: AsCaseWork) -> dict[str, Any]:
         c = svc.record_callback(who, case_id, body.person, body.outcome, body.note)
         return {"person": c.person.value, "requester_id": c.requester_id, "number": c.number,
                 "number_source": c.number_source, "outcome": c.outcome.value, "called_by": c.called_by,
@@ -287,84 +304,84 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
 
     @app.post("/disclosures/{case_id}/legal-review", tags=["disclosures"],
               summary="identity and instrument checks; VERIFYING -> LEGAL_REVIEW")
-    def legal_review(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def legal_review(case_id: CaseId, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.complete_verification(who, case_id))
 
     @app.post("/disclosures/{case_id}/request-info", tags=["disclosures"])
     def request_info(case_id: CaseId, body: NoteIn,
-                     who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+                     who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.request_info(who, case_id, body.note))
 
     @app.post("/disclosures/{case_id}/freeze", tags=["disclosures"],
               summary="all checks; LEGAL_REVIEW -> SCOPED with the scope digest frozen")
-    def freeze(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def freeze(case_id: CaseId, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.freeze_scope(who, case_id))
 
     @app.post("/disclosures/{case_id}/submit", tags=["disclosures"], summary="SCOPED -> PENDING_APPROVAL")
-    def submit(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def submit(case_id: CaseId, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.submit(who, case_id))
 
     @app.post("/disclosures/{case_id}/approve", tags=["disclosures"],
               summary="four eyes: the approver is not the preparer; PENDING_APPROVAL -> APPROVED")
-    def approve(case_id: CaseId, body: NoteIn, who: Annotated[Principal, Depends(need(Permission.CASE_APPROVE))]) -> dict[str, Any]:
+    def approve(case_id: CaseId, body: NoteIn, who: AsCaseApprove) -> dict[str, Any]:
         return case_json(svc.approve(who, case_id, body.note))
 
     @app.post("/disclosures/{case_id}/reject", tags=["disclosures"])
-    def reject(case_id: CaseId, body: RejectIn, who: Annotated[Principal, Depends(need(Permission.CASE_REJECT))]) -> dict[str, Any]:
+    def reject(case_id: CaseId, body: RejectIn, who: AsCaseReject) -> dict[str, Any]:
         return case_json(svc.reject(who, case_id, body.reasons, body.note))
 
     @app.post("/disclosures/{case_id}/withdraw", tags=["disclosures"])
-    def withdraw(case_id: CaseId, body: NoteIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def withdraw(case_id: CaseId, body: NoteIn, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.withdraw(who, case_id, body.note))
 
     @app.post("/disclosures/{case_id}/execute", tags=["disclosures"],
               summary="run the approved queries, seal and sign the package; APPROVED -> EXECUTED")
-    def execute(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def execute(case_id: CaseId, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.execute(who, case_id))
 
     @app.get("/disclosures/{case_id}/package", tags=["disclosures"],
              summary="the signed package; only the case's preparer or approver")
-    def package(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.CASE_RESULTS))]) -> dict[str, Any]:
+    def package(case_id: CaseId, who: AsCaseResults) -> dict[str, Any]:
         return package_json(svc.package(who, case_id))
 
     @app.post("/disclosures/{case_id}/deliver", tags=["disclosures"], summary="EXECUTED -> DELIVERED (then notice)")
-    def deliver(case_id: CaseId, body: DeliverIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def deliver(case_id: CaseId, body: DeliverIn, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.deliver(who, case_id, body.receipt))
 
     @app.post("/disclosures/{case_id}/followup", tags=["disclosures"],
               summary="the follow-up instrument of an emergency release")
     def followup(case_id: CaseId, body: FollowupIn,
-                 who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+                 who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.record_followup(who, case_id, body.instrument.to_model()))
 
     @app.post("/disclosures/{case_id}/notice", tags=["disclosures"], summary="customer notice sent; -> CLOSED")
-    def notice(case_id: CaseId, body: NoticeIn, who: Annotated[Principal, Depends(need(Permission.CASE_WORK))]) -> dict[str, Any]:
+    def notice(case_id: CaseId, body: NoticeIn, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.notice_sent(who, case_id, body.method))
 
     # -- audit, statistics, sessions -------------------------------------------------------------
 
     @app.get("/disclosures/{case_id}/audit", tags=["audit"])
-    def case_audit(case_id: CaseId, who: Annotated[Principal, Depends(need(Permission.AUDIT_READ))]) -> list[dict[str, Any]]:
+    def case_audit(case_id: CaseId, who: AsAuditRead) -> list[dict[str, Any]]:
         return [_audit_json(e) for e in svc.audit_entries(who, case_id, 0, 10000)]
 
     @app.get("/audit", tags=["audit"])
-    def audit(who: Annotated[Principal, Depends(need(Permission.AUDIT_READ))],
+    def audit(who: AsAuditRead,
               after: Annotated[int, Query(ge=0, le=2**62)] = 0,
               limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
         return [_audit_json(e) for e in svc.audit_entries(who, None, after, limit)]
 
     @app.get("/audit/verify", tags=["audit"], summary="recompute the audit hash chain")
-    def audit_verify(who: Annotated[Principal, Depends(need(Permission.AUDIT_VERIFY))]) -> dict[str, Any]:
+    def audit_verify(who: AsAuditVerify) -> dict[str, Any]:
         return svc.verify_audit(who)
 
     @app.get("/stats/transparency", tags=["audit"], summary="counts by agency, instrument type, outcome, reason")
-    def transparency(who: Annotated[Principal, Depends(need(Permission.STATS_READ))],
+    def transparency(who: AsStatsRead,
                      year: Annotated[int, Query(ge=2000, le=2100)]) -> dict[str, Any]:
         return svc.transparency(year)
 
     @app.post("/subscribers/sessions", tags=["subscribers"],
               summary="import RADIUS accounting, DHCP leases, CGNAT port blocks or accounts (idempotent)")
-    def sessions(body: SessionsIn, who: Annotated[Principal, Depends(need(Permission.SESSIONS_IMPORT))]) -> dict[str, Any]:
+    def sessions(body: SessionsIn, who: AsSessionsImport) -> dict[str, Any]:
         parsed = parse_rows(body.kind, ((f"records[{n}]", r) for n, r in enumerate(body.records)))
         digest = hashlib.sha256(json.dumps(body.records, sort_keys=True, default=str).encode()).hexdigest()
         counts = svc.import_sessions(who, parsed, "api", digest)
