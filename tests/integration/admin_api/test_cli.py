@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def he(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "admin_api.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "admin_api.cli", *args], capture_output=True, text=True, check=False,
                           timeout=120, env={**os.environ, "HOTLINE_EDGE_CONFIG": "", **(env or {})})
 
 
