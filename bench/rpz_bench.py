@@ -249,7 +249,8 @@ def main() -> int:
 
 
 def print_table(results: dict[str, dict], base_rss: float, refs: list[str]) -> None:
-    print("\n| rules | loader | load until enforced, s (median) | ratio to PowerDNS | RSS MB | bytes/rule above empty |")
+    print("\n| rules | loader | load until enforced, s (median) | ratio to PowerDNS | RSS MB "
+          "| bytes/rule above empty |")
     print("|---|---|---|---|---|---|")
     for n, r in results.items():
         rules = int(n)
