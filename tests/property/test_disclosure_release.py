@@ -152,7 +152,7 @@ class Disclosures(RuleBasedStateMachine):
 
     @rule(target=cases, qs=st.lists(in_scope_queries, min_size=1, max_size=2),
           approver=st.sampled_from(["bob", "bob", "alice-as-approver"]), run=st.booleans())
-    def valid_case_to_approval(self, qs: list, approver: str, run: bool) -> str:  # noqa: FBT001
+    def valid_case_to_approval(self, qs: list, approver: str, run: bool) -> str:
         cid = self.intake(qs, None)
         self.verify(cid, True, "confirmed")
         for step in ("freeze", "submit"):
