@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from admin_api.checks import GATES
 from admin_api.errors import NotFound
 from admin_api.package import SignedPackage, verify
 
-from .harness import ORDER, World, address_query, markers, warrant
+from .harness import ORDER, World, address_query, markers, start_world, warrant
 
 pytestmark = pytest.mark.integration
 
@@ -338,3 +339,33 @@ def test_audit_chain_tampering_is_detected(world: World) -> None:
         conn.execute("UPDATE audit SET payload = ? WHERE payload = ?", (forged, payload))
     result = world.ok("carol", "GET", "/audit/verify")
     assert result["ok"] is False and result["first_bad"] is not None
+
+
+@pytest.mark.parametrize("removed", ["four_eyes", "channel"])
+def test_the_scenarios_depend_on_their_checks(tmp_path, removed: str) -> None:
+    """The same scenario against an app whose gates lack one check: the refusal disappears."""
+    gates = {event: tuple(c for c in checks if c.name != removed) for event, checks in GATES.items()}
+    w = start_world(tmp_path, gates=gates)
+    try:
+        if removed == "four_eyes":
+            cid = w.open()
+            w.verify(cid)
+            w.ok("alice", "POST", f"/disclosures/{cid}/freeze")
+            w.ok("alice", "POST", f"/disclosures/{cid}/submit")
+            assert w.call("alice-as-approver", "POST", f"/disclosures/{cid}/approve", {}).status_code == 200
+        else:
+            cid = w.open(channel="email")
+            assert w.verify(cid).json()["state"] == "LEGAL_REVIEW"
+    finally:
+        w.client.close()
+        w.server.stop()
+
+
+def test_metrics_count_requests_and_refusals(world: World) -> None:
+    cid = world.open(queries=[address_query("203.0.113.10")])
+    world.verify(cid)
+    assert world.call("alice", "POST", f"/disclosures/{cid}/freeze").status_code == 422
+    text = world.call("olga", "GET", "/metrics").text
+    assert 'hotline_edge_disclosure_checks_refused_total{reason="INSUFFICIENT_IDENTIFIER"} 1.0' in text
+    assert 'hotline_edge_api_requests_total{method="POST",route="/disclosures/{case_id}/freeze",status="422"} 1.0' \
+        in text
