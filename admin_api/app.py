@@ -14,12 +14,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -153,7 +153,10 @@ def _install_error_handlers(app: FastAPI, refused: Counter) -> None:
 
 def create_app(config: ApiConfig, *, clock: Clock | None = None, store: Store | None = None,
                signing_key: Ed25519PrivateKey | None = None, compliance_key: PrivateKey | None = None,
-               blocklog: BlocklogSource | None = None, gates: dict[Event, tuple[Check, ...]] | None = None) -> FastAPI:
+               blocklog: BlocklogSource | None = None, gates: dict[Event, tuple[Check, ...]] | None = None,
+               routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """``routers``: more routes from other parts (e.g. the hotline verification routes); each route
+    must declare ``need(Permission.X)`` like these, and the token middleware covers them too."""
     clock = clock or SystemClock()
     store = store or Store(config.database)
     if signing_key is None and config.signing_key:
@@ -210,6 +213,8 @@ def create_app(config: ApiConfig, *, clock: Clock | None = None, store: Store | 
         return response
 
     _routes(app, service, registry)
+    for router in routers:
+        app.include_router(router)
     return app
 
 

@@ -45,6 +45,7 @@ from .model import (
     Channel,
     ClaimedRequester,
     Instrument,
+    InstrumentType,
     IPAddress,
     Requester,
     RequesterStatus,
@@ -360,7 +361,7 @@ class DisclosureService:
                                      "recipient_id": d.recipient_id if d else None, "receipt": receipt},
                                     delivered_at=now)
             i = case.scope.instrument
-            if i is not None and i.type.value == "emergency_declaration":
+            if i is not None and i.type is InstrumentType.EMERGENCY_DECLARATION:
                 due = now + timedelta(hours=self.config.emergency_followup_hours)
                 return self._transition(tx, case, Event.AWAIT_FOLLOWUP, who, now, data={"followup_due": iso(due)},
                                         followup_due=due)

@@ -191,7 +191,7 @@ class World:
         return {m for acct in SUBSCRIBERS for m in markers(acct) if any(m in text for text in self.seen)}
 
 
-def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1) -> World:
+def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1, routers: Any = ()) -> World:
     clock = ManualClock(T0)
     signing_key = Ed25519PrivateKey.generate()
     compliance_key = PrivateKey.generate()
@@ -206,7 +206,7 @@ def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1) -> W
     cfg = ApiConfig(database=str(tmp / "compliance.sqlite"), argon2_time_cost=argon2_time_cost,
                     argon2_memory_kib=64, cgnat_pools=(), isp_name="Example Broadband")
     app = create_app(cfg, clock=clock, signing_key=signing_key, compliance_key=compliance_key, blocklog=blocklog,
-                     gates=gates)
+                     gates=gates, routers=routers)
     world = World(LiveServer(app), clock, app, signing_key, compliance_key, blocklog)
     people = {"alice": Role.OFFICER, "bob": Role.APPROVER, "alice-as-approver": Role.APPROVER,
               "carol": Role.AUDITOR, "olga": Role.OPERATOR, "hana": Role.HOTLINE, "oscar": Role.OFFICER}

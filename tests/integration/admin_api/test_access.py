@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
 
 import pytest
+from fastapi import APIRouter, Depends
 from fastapi.routing import APIRoute
 
-from admin_api.roles import Role
+from admin_api.app import need
+from admin_api.roles import Permission, Role
+from admin_api.tokens import Principal
 
-from .harness import World
+from .harness import World, start_world
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +127,23 @@ def test_tokens_are_stored_only_as_argon2_hashes(world: World) -> None:
         secret = token.split("_", 2)[2]
         assert all(secret not in h for h in stored)
         assert secret not in audit
+
+
+HotlineReader = Annotated[Principal, Depends(need(Permission.HOTLINE_READ))]
+
+
+def test_routes_from_other_parts_get_the_same_protection(tmp_path) -> None:
+    router = APIRouter()
+
+    @router.get("/hotline/orders/{order_ref}")
+    def order(order_ref: str, who: HotlineReader) -> dict:
+        return {"order_ref": order_ref}
+
+    w = start_world(tmp_path, routers=[router])
+    try:
+        assert w.call(None, "GET", "/hotline/orders/HKH-1").status_code == 401
+        assert w.call("hana", "GET", "/hotline/orders/HKH-1").json() == {"order_ref": "HKH-1"}
+        assert w.call("alice", "GET", "/hotline/orders/HKH-1").status_code == 403
+    finally:
+        w.client.close()
+        w.server.stop()
