@@ -54,6 +54,7 @@ from .schemas import (
     CaseIn,
     DeliverIn,
     FollowupIn,
+    HoldIn,
     NoteIn,
     NoticeIn,
     RejectIn,
@@ -311,6 +312,12 @@ def _routes(app: FastAPI, svc: DisclosureService, registry: CollectorRegistry) -
               summary="identity and instrument checks; VERIFYING -> LEGAL_REVIEW")
     def legal_review(case_id: CaseId, who: AsCaseWork) -> dict[str, Any]:
         return case_json(svc.complete_verification(who, case_id))
+
+    @app.post("/disclosures/{case_id}/preservation", tags=["disclosures"], status_code=201,
+              summary="preservation hold: keep the records the queries cover past retention, release nothing")
+    def preservation(case_id: CaseId, body: HoldIn, who: AsCaseWork) -> dict[str, Any]:
+        return {"case_id": case_id, "held_addresses": svc.preserve(who, case_id, body.until, body.reason),
+                "until": iso(body.until)}
 
     @app.post("/disclosures/{case_id}/request-info", tags=["disclosures"])
     def request_info(case_id: CaseId, body: NoteIn,

@@ -70,6 +70,17 @@ Exit status: 0 all rows imported, 1 some rows rejected (the rest imported), 2 un
 configuration, 3 the database failed.
 """
 
+HELP_PURGE = """\
+Delete subscriber session records and CGNAT port blocks that ended more than
+[api] session_retention_days ago, except those a preservation hold covers (a hold placed on a
+disclosure case while the records were still retained, until the hold's end). Run it daily (a
+systemd timer). The counts go to stdout and to the audit log.
+
+  hotline-edge subscribers purge --config /etc/hotline-edge/config.toml
+
+Exit status: 0 done, 2 unreadable configuration, 3 database failure.
+"""
+
 HELP_AUDIT = """\
 Recompute the compliance audit hash chain and report the first broken link, if any.
 
@@ -116,7 +127,7 @@ def register(sub: Any) -> None:
     k.add_argument("--force", action="store_true", help="overwrite existing key files")
     k.set_defaults(func=cmd_keygen)
 
-    subs = sub.add_parser("subscribers", help="subscriber sessions: import",
+    subs = sub.add_parser("subscribers", help="subscriber sessions: import, purge",
                           description="Subscriber session records used to answer disclosure cases.")
     ssub = subs.add_subparsers(dest="subscribers_command", metavar="SUBCOMMAND", required=True)
     i = ssub.add_parser("import", help="import RADIUS/DHCP/CGNAT/account records", description=HELP_IMPORT,
@@ -127,6 +138,11 @@ def register(sub: Any) -> None:
     i.add_argument("--format", choices=["csv", "json"], help="default: from the file name or content")
     i.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
     i.set_defaults(func=cmd_import)
+
+    pu = ssub.add_parser("purge", help="delete session records past retention (unless held)",
+                         description=HELP_PURGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(pu)
+    pu.set_defaults(func=cmd_purge)
 
     au = sub.add_parser("audit", help="compliance audit chain: verify",
                         description="The hash-chained compliance audit log.")
@@ -359,6 +375,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"{args.file}: {parsed.kind.value}: {totals[0]} new, {totals[1]} updated, {totals[2]} unchanged, "
           f"{len(parsed.rejected)} rejected")
     return 1 if parsed.rejected else 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .clock import SystemClock
+    from .errors import StoreError
+    from .roles import Role
+    from .service import DisclosureService
+    from .store import Store
+    from .tokens import Principal
+    try:
+        svc = DisclosureService(Store(cfg.database), cfg, SystemClock(), None)
+        counts = svc.purge_sessions(Principal("-", _actor(), Role.OPERATOR, SystemClock().now()))
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    print(f"purged {counts['sessions']} session records and {counts['port_blocks']} port blocks "
+          f"older than {cfg.session_retention_days} days")
+    return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from .clock import from_ms, iso
 from .codec import query_to_json
 from .errors import Conflict
 from .model import CATEGORY_FIELDS, CaseRecord, Category, Query, QueryKind
-from .store import SessionHit, Tx
+from .store import Retention, SessionHit, Tx
 
 RELEASED = "RELEASED"
 
@@ -44,7 +44,7 @@ class Executed:
 @dataclass(frozen=True, slots=True)
 class Sources:
     tx: Tx
-    retention: timedelta
+    retention: timedelta              # the session retention period
     is_shared: Any                    # Callable[[Tx, IPAddress], bool]
     blocklog: BlocklogSource | None
     opener: BlocklogOpener | None
@@ -70,9 +70,14 @@ def _session_json(s: SessionHit) -> dict[str, Any]:
             "end": iso(s.end) if s.end else None}
 
 
-def run_address(src: Sources, n: int, q: Query, now: datetime) -> Executed:
+def _kept(src: Sources, case: CaseRecord, now: datetime) -> Retention:
+    return Retention(now - src.retention, src.retention, now, case.id)
+
+
+def run_address(src: Sources, case: CaseRecord, n: int, q: Query, now: datetime) -> Executed:
     assert q.address is not None
-    cutoff = now - src.retention
+    kept = _kept(src, case, now)
+    cutoff = kept.cutoff
     as_executed = {**query_to_json(q), "retention_cutoff": iso(cutoff)}
     rows: dict[str, int] = {}
     sessions: list[SessionHit] = []
@@ -80,16 +85,16 @@ def run_address(src: Sources, n: int, q: Query, now: datetime) -> Executed:
     if src.is_shared(src.tx, q.address):
         assert q.port is not None and q.transport is not None  # guarded by INSUFFICIENT_IDENTIFIER
         blocks = src.tx.port_blocks_for(str(q.address), q.port, q.transport.value, start=q.start, end=q.end,
-                                        cutoff=cutoff)
+                                        retention=kept)
         rows["port_blocks"] = len(blocks)
         for b in blocks:
             lo, hi = max(q.start, b.start), min(q.end, b.end) if b.end else q.end
-            found = src.tx.sessions_for(b.inside, lo, hi, cutoff)
+            found = src.tx.sessions_for(b.inside, lo, hi, kept)
             sessions.extend(found)
             mapping.append({"public_ip": b.public_ip, "ports": f"{b.port_lo}-{b.port_hi}", "inside": b.inside,
                             "start": iso(b.start), "end": iso(b.end) if b.end else None})
     else:
-        sessions = src.tx.sessions_for(str(q.address), q.start, q.end, cutoff)
+        sessions = src.tx.sessions_for(str(q.address), q.start, q.end, kept)
     rows["sessions"] = len(sessions)
     accounts = sorted({s.account for s in sessions})
     if not accounts:
@@ -108,8 +113,8 @@ def run_address(src: Sources, n: int, q: Query, now: datetime) -> Executed:
 def run_blocked_lookup(src: Sources, case: CaseRecord, n: int, q: Query, now: datetime) -> Executed:
     if src.blocklog is None:
         raise Conflict("the blocked-lookup log is not available on this node; the case stays APPROVED")
-    cutoff = now - src.retention
-    as_executed = {**query_to_json(q), "retention_cutoff": iso(cutoff)}
+    kept = _kept(src, case, now)
+    as_executed = {**query_to_json(q), "retention_cutoff": iso(kept.cutoff)}
     returned = list(src.blocklog.sealed_hits(order_ref=q.order_ref, qname=q.qname, start=q.start, end=q.end))
     hits = [h for h in returned if hit_in_query(h, q)]  # never trust the source's filter alone
     rows = {"blocklog_returned": len(returned), "blocklog_in_scope": len(hits)}
@@ -129,7 +134,7 @@ def run_blocked_lookup(src: Sources, case: CaseRecord, n: int, q: Query, now: da
             client = src.opener.open_for(case, q, h)
             opened += 1
             t = from_ms(h.time_ms)
-            found = src.tx.sessions_for(client.ip, t, t, cutoff)
+            found = src.tx.sessions_for(client.ip, t, t, kept)
             session_rows += len(found)
             accounts = sorted({s.account for s in found})
             if len(accounts) == 1:
@@ -145,7 +150,7 @@ def run_queries(src: Sources, case: CaseRecord, now: datetime) -> list[Executed]
     out = []
     for n, q in enumerate(case.scope.queries):
         if q.kind is QueryKind.ADDRESS:
-            out.append(run_address(src, n, q, now))
+            out.append(run_address(src, case, n, q, now))
         else:
             out.append(run_blocked_lookup(src, case, n, q, now))
     return out

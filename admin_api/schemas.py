@@ -221,6 +221,11 @@ class NoticeIn(_In):
     method: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class HoldIn(_In):
+    until: AwareDatetime = Field(description="when the hold ends (the preservation request's end)")
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
 class FollowupIn(_In):
     instrument: InstrumentIn
 

@@ -53,7 +53,7 @@ from .model import (
 )
 from .package import SignedPackage, sign
 from .sessions import ParseResult
-from .store import AuditEntry, ImportCounts, Store, Tx
+from .store import AuditEntry, ImportCounts, Retention, Store, Tx
 from .tokens import Principal
 from .workflow import (
     AMENDABLE,
@@ -288,6 +288,41 @@ class DisclosureService:
 
     def request_info(self, who: Principal, case_id: str, note: str) -> CaseRecord:
         return self._simple(who, case_id, Event.REQUEST_INFO, data={"note": note})
+
+    def preserve(self, who: Principal, case_id: str, until: datetime, reason: str) -> int:
+        """A preservation hold: the records the case's address queries cover are kept past retention
+        (and found by this case's lookups) until ``until``. Nothing is released by it."""
+        self.sweep()
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            case = tx.get_case(case_id)
+            if case.state not in PRE_EXECUTION:
+                raise Conflict(f"case {case_id} is {case.state.value}; holds are placed before execution")
+            if until <= now:
+                raise Conflict("a hold must end in the future")
+            held = []
+            for q in case.scope.queries:
+                if q.address is None:
+                    continue  # blocked-lookup records are held in the blocked-lookup log (issue 5)
+                addresses = [str(q.address)]
+                if self.is_shared(tx, q.address):
+                    addresses += tx.inside_addresses(str(q.address), q.start, q.end)
+                for a in addresses:
+                    tx.add_hold(case_id, a, q.start, q.end, until=until, reason=reason, by=who.subject, now=now)
+                    held.append(a)
+            tx.audit(now, who.subject, _role(who), "case.preservation_hold",
+                     {"addresses": held, "until": iso(until), "reason": reason}, case_id=case_id)
+        return len(held)
+
+    def purge_sessions(self, who: Principal) -> dict[str, int]:
+        """Delete session records past retention that no active preservation hold covers."""
+        now = self.clock.now()
+        period = timedelta(days=self.config.session_retention_days)
+        with self.store.transaction() as tx:
+            counts = tx.purge_sessions(Retention(now - period, period, now))
+            tx.audit(now, who.subject, _role(who), "sessions.purged",
+                     {**counts, "cutoff": iso(now - period)})
+        return counts
 
     def freeze_scope(self, who: Principal, case_id: str) -> CaseRecord:
         def apply(tx: Tx, case: CaseRecord, now: datetime) -> CaseRecord:

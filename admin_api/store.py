@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlite_utils
@@ -93,10 +93,29 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     db.table("audit_anchor").create({"id": int, "seq": int, "link": bytes}, pk="id")
 
 
+def _m2_preservation_holds(db: sqlite_utils.Database) -> None:
+    db.table("holds").create({"id": int, "case_id": str, "address": str, "start_ms": int, "end_ms": int,
+                              "until_ms": int, "reason": str, "created_by": str, "created_ms": int}, pk="id",
+                             not_null={"case_id", "address", "start_ms", "end_ms", "until_ms", "created_ms"})
+    db.table("holds").create_index(["address"])
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite_utils.Database], None]], ...] = (
     (1, "initial compliance schema", _m1_initial),
+    (2, "preservation holds on subscriber records", _m2_preservation_holds),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What lookups may still see: records that ended after ``cutoff`` (= now - period), plus those
+    a preservation hold of ``case_id`` covered while they were still retained."""
+
+    cutoff: datetime
+    period: timedelta
+    now: datetime
+    case_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,24 +508,62 @@ class Tx:
         return self._upsert("sessions", "source_key", key, {
             "source": "radius", "account": ev.account, "address": ev.address, "start_ms": start, "end_ms": end})
 
-    def sessions_for(self, address: str, start: datetime, end: datetime, cutoff: datetime) -> list[SessionHit]:
-        """Sessions on ``address`` overlapping [start, end], ending no earlier than the retention cutoff."""
+    @staticmethod
+    def _retained(table: str, address_col: str, r: Retention, any_case: bool = False) -> tuple[str, dict[str, Any]]:
+        """SQL condition: the record is inside retention, or a preservation hold placed while it was
+        still retained covers it (holds of ``r.case_id`` only, or of any case for the purge)."""
+        whose = "" if any_case else "h.case_id = :hold_case AND "
+        sql = (f"({table}.end_ms IS NULL OR {table}.end_ms >= :cutoff OR EXISTS (SELECT 1 FROM holds h WHERE "  # noqa: S608
+               f"{whose}h.address = {table}.{address_col} AND h.start_ms <= {table}.end_ms "
+               f"AND h.end_ms >= {table}.start_ms AND h.until_ms >= :now "
+               f"AND h.created_ms <= {table}.end_ms + :period))")
+        return sql, {"cutoff": to_ms(r.cutoff), "hold_case": r.case_id, "now": to_ms(r.now),
+                     "period": int(r.period.total_seconds() * 1000)}
+
+    def sessions_for(self, address: str, start: datetime, end: datetime, r: Retention) -> list[SessionHit]:
+        """Sessions on ``address`` overlapping [start, end] and inside retention (or held for the case)."""
+        kept, params = self._retained("sessions", "address", r)
         rows = self.conn.execute(
-            "SELECT source, account, address, start_ms, end_ms FROM sessions WHERE address = ? "
-            "AND start_ms IS NOT NULL AND start_ms <= ? AND (end_ms IS NULL OR end_ms >= ?) "
-            "AND (end_ms IS NULL OR end_ms >= ?) ORDER BY start_ms, id",
-            (address, to_ms(end), to_ms(start), to_ms(cutoff)))
+            "SELECT source, account, address, start_ms, end_ms FROM sessions WHERE address = :address "  # noqa: S608
+            "AND start_ms IS NOT NULL AND start_ms <= :end AND (end_ms IS NULL OR end_ms >= :start) "
+            f"AND {kept} ORDER BY start_ms, id",
+            {**params, "address": address, "start": to_ms(start), "end": to_ms(end)})
         return [SessionHit(r[0], r[1], r[2], _opt_dt(r[3]), _opt_dt(r[4])) for r in rows]
 
     def port_blocks_for(self, public_ip: str, port: int, protocol: str | None, *, start: datetime,
-                        end: datetime, cutoff: datetime) -> list[PortBlockHit]:
+                        end: datetime, retention: Retention) -> list[PortBlockHit]:
+        kept, params = self._retained("port_blocks", "public_ip", retention)
         rows = self.conn.execute(
-            "SELECT public_ip, port_lo, port_hi, protocol, inside, start_ms, end_ms FROM port_blocks "
-            "WHERE public_ip = ? AND port_lo <= ? AND port_hi >= ? AND (protocol IS NULL OR protocol = ?) "
-            "AND start_ms <= ? AND (end_ms IS NULL OR end_ms >= ?) AND (end_ms IS NULL OR end_ms >= ?) "
-            "ORDER BY start_ms, id",
-            (public_ip, port, port, protocol, to_ms(end), to_ms(start), to_ms(cutoff)))
+            "SELECT public_ip, port_lo, port_hi, protocol, inside, start_ms, end_ms FROM port_blocks "  # noqa: S608
+            "WHERE public_ip = :ip AND port_lo <= :port AND port_hi >= :port "
+            "AND (protocol IS NULL OR protocol = :proto) AND start_ms <= :end "
+            f"AND (end_ms IS NULL OR end_ms >= :start) AND {kept} ORDER BY start_ms, id",
+            {**params, "ip": public_ip, "port": port, "proto": protocol, "start": to_ms(start), "end": to_ms(end)})
         return [PortBlockHit(r[0], r[1], r[2], r[3], r[4], from_ms(r[5]), _opt_dt(r[6])) for r in rows]
+
+    def inside_addresses(self, public_ip: str, start: datetime, end: datetime) -> list[str]:
+        rows = self.conn.execute("SELECT DISTINCT inside FROM port_blocks WHERE public_ip = ? AND start_ms <= ? "
+                                 "AND (end_ms IS NULL OR end_ms >= ?) ORDER BY inside",
+                                 (public_ip, to_ms(end), to_ms(start)))
+        return [r[0] for r in rows]
+
+    def add_hold(self, case_id: str, address: str, start: datetime, end: datetime, *, until: datetime,
+                 reason: str, by: str, now: datetime) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO holds (case_id, address, start_ms, end_ms, until_ms, reason, created_by, created_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (case_id, address, to_ms(start), to_ms(end), to_ms(until), reason, by, to_ms(now)))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def purge_sessions(self, r: Retention) -> dict[str, int]:
+        """Delete session records and port blocks past retention that no active hold covers."""
+        out = {}
+        for table, col in (("sessions", "address"), ("port_blocks", "public_ip")):
+            kept, params = self._retained(table, col, r, any_case=True)
+            cur = self.conn.execute(f"DELETE FROM {table} WHERE NOT {kept}", params)  # noqa: S608
+            out[table] = cur.rowcount
+        return out
 
     def has_port_blocks(self, public_ip: str) -> bool:
         return self._one("SELECT 1 FROM port_blocks WHERE public_ip = ? LIMIT 1", (public_ip,)) is not None

@@ -191,7 +191,8 @@ class World:
         return {m for acct in SUBSCRIBERS for m in markers(acct) if any(m in text for text in self.seen)}
 
 
-def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1, routers: Any = ()) -> World:
+def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1, routers: Any = (),
+                session_retention_days: int = 365) -> World:
     clock = ManualClock(T0)
     signing_key = Ed25519PrivateKey.generate()
     compliance_key = PrivateKey.generate()
@@ -204,7 +205,8 @@ def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1, rout
                    qname="other.example.test"),
     ])
     cfg = ApiConfig(database=str(tmp / "compliance.sqlite"), argon2_time_cost=argon2_time_cost,
-                    argon2_memory_kib=64, cgnat_pools=(), isp_name="Example Broadband")
+                    argon2_memory_kib=64, cgnat_pools=(), isp_name="Example Broadband",
+                    session_retention_days=session_retention_days)
     app = create_app(cfg, clock=clock, signing_key=signing_key, compliance_key=compliance_key, blocklog=blocklog,
                      gates=gates, routers=routers)
     world = World(LiveServer(app), clock, app, signing_key, compliance_key, blocklog)

@@ -44,6 +44,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/disclosures/{case_id}/callbacks"): OFFICER,
     ("POST", "/disclosures/{case_id}/legal-review"): OFFICER,
     ("POST", "/disclosures/{case_id}/request-info"): OFFICER,
+    ("POST", "/disclosures/{case_id}/preservation"): OFFICER,
     ("POST", "/disclosures/{case_id}/freeze"): OFFICER,
     ("POST", "/disclosures/{case_id}/submit"): OFFICER,
     ("POST", "/disclosures/{case_id}/approve"): frozenset({"approver"}),

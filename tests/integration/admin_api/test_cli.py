@@ -55,6 +55,18 @@ def test_import_reports_bad_rows_by_line_and_is_idempotent(tmp_path: Path, confi
     assert imports == 3
 
 
+def test_purge_deletes_what_is_past_retention(tmp_path: Path, config: Path) -> None:
+    config.write_text(config.read_text() + "session_retention_days = 1\n")
+    f = tmp_path / "radius.csv"
+    f.write_text(GOOD)                           # sessions of 2026-03-01: long past a 1-day retention
+    he("subscribers", "import", str(f), "--config", str(config))
+    r = he("subscribers", "purge", "--config", str(config))
+    assert r.returncode == 0 and "purged 1 session records and 0 port blocks" in r.stdout
+    with sqlite3.connect(tmp_path / "compliance.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM audit WHERE kind = 'sessions.purged'").fetchone()[0] == 1
+
+
 def test_import_dry_run_and_unreadable_input(tmp_path: Path, config: Path) -> None:
     f = tmp_path / "radius.csv"
     f.write_text(BAD)

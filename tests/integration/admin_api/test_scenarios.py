@@ -369,3 +369,33 @@ def test_metrics_count_requests_and_refusals(world: World) -> None:
     assert 'hotline_edge_disclosure_checks_refused_total{reason="INSUFFICIENT_IDENTIFIER"} 1.0' in text
     assert 'hotline_edge_api_requests_total{method="POST",route="/disclosures/{case_id}/freeze",status="422"} 1.0' \
         in text
+
+
+def test_preservation_hold_keeps_data_past_retention_for_its_case_only(tmp_path) -> None:
+    w = start_world(tmp_path, session_retention_days=10)   # the 2026-03-01 session leaves retention on 03-11
+    try:
+        held = w.open()
+        r = w.ok("alice", "POST", f"/disclosures/{held}/preservation",
+                 {"until": "2026-04-30T00:00:00Z", "reason": "preservation request PR-2026-0007"}, 201)
+        assert r["held_addresses"] == 1
+        unheld = w.open(instrument=warrant(reference="EMC-CO-2026-0114"), agency_request_number="HKPF-RQ-2026-5532")
+        w.clock.advance(timedelta(days=10))                # 2026-03-20: both cases' data is past retention
+        for cid in (held, unheld):
+            w.verify(cid)
+            w.ok("alice", "POST", f"/disclosures/{cid}/freeze")
+            w.ok("alice", "POST", f"/disclosures/{cid}/submit")
+            w.ok("bob", "POST", f"/disclosures/{cid}/approve", {})
+        assert w.ok("alice", "POST", f"/disclosures/{unheld}/execute")["reasons"][0]["code"] == "NO_DATA"
+        assert w.released_markers() == set()
+        assert w.ok("alice", "POST", f"/disclosures/{held}/execute")["outcome"] == "released"
+        assert w.package(held).status_code == 200
+        assert w.released_markers() == set(markers("acct-1001"))
+        # the purge keeps the held record and deletes the rest of what is past retention
+        operator = w.app.state.tokens.authenticate(w.tokens["olga"])
+        counts = w.app.state.service.purge_sessions(operator)
+        assert counts["sessions"] == 4 and counts["port_blocks"] == 2
+        hold = next(e for e in w.audit(held) if e["kind"] == "case.preservation_hold")
+        assert hold["data"]["addresses"] == ["198.51.100.7"] and hold["actor"] == "alice"
+    finally:
+        w.client.close()
+        w.server.stop()
