@@ -59,6 +59,7 @@ class CompiledZone:
                  client_ip: PrefixTable, ip: PrefixTable, nsip: PrefixTable,
                  rejections: list[Rejection], stats: ZoneStats) -> None:
         self.origin = origin
+        self._name = names.to_text(origin)
         self.soa = soa
         self.serial = int.from_bytes(soa.rdata[-20:-16], "big")
         # the SOA as it goes into the additional section: TTL capped by its own MINIMUM (RFC 2308)
@@ -88,7 +89,7 @@ class CompiledZone:
 
     @property
     def name(self) -> str:
-        return names.to_text(self.origin)
+        return self._name
 
     def action_of(self, rule: int) -> Action:
         if rule < self.base_rules:
@@ -315,7 +316,7 @@ class ZoneBuilder:
 
 
 def compile_text(data: bytes, source: str = "<zone>", origin: str | bytes | None = None,
-                 progress: Progress | None = None, fast: bool = False) -> CompiledZone:
+                 progress: Progress | None = None, fast: bool = True) -> CompiledZone:
     """Compile master-file text. ZoneReadError when the zone as a whole is unusable."""
     apex = _origin_wire(origin)
     if fast:
