@@ -142,7 +142,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _rules_with_order(z: Any, ref: str) -> list[str]:
     from . import names
     out = []
-    table = z.qname
+    table = z.base_qname
     for row in table.rows():
         for rule, wild in ((table.rule[row], False), (table.wrule[row], True)):
             if rule and z.ref_of(rule) == ref:
@@ -202,6 +202,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     policy = Policy([PolicyZone(z, ZoneSettings()) for z in zones])
     d = policy.evaluate(client, qtype, stages)
     assert d is not NEED_RESPONSE
+    assert not isinstance(d, type(NEED_RESPONSE))
     per_zone = []
     for i, z in enumerate(zones):
         single = Policy([PolicyZone(z, ZoneSettings())]).evaluate(client, qtype, stages)
