@@ -581,6 +581,11 @@ def zone_records(zone: str, serial: int, rules: Mapping[str, Rule], owners: Iter
     return records
 
 
+def owner_wire(zone: str, owner: str) -> bytes:
+    """The absolute wire name of a rule owner (relative to ``zone``), as ``zone_records`` writes it."""
+    return _wire(owner + "." + zone.rstrip(".").lower() + ".")
+
+
 def _wire(name: str) -> bytes:
     """Wire form of an absolute, already validated lower-case name (``.`` is the root)."""
     if name == ".":

@@ -54,6 +54,10 @@ class Prepared:
     records: list[tuple[bytes, int, int, bytes]] | None = None   # what still has to be proven with rpz
     rules: Mapping[str, bfmt.Rule] | None = None                  # bundle feeds: owner -> rule
     delta: tuple[int, int, int] | None = None     # (added, removed, previous count) when known incrementally
+    compiled: Any = None           # the whole policy as an rpz CompiledZone, when the proof compiled all of it
+    changes: Any = None            # else: {owner wire: [rpz RR]} changed since the last-known-good (for
+                                   #   CompiledZone.with_owners), and full_records() for a full compile
+    full_records: Any = None
     next_change_at: float | None = None
     signer_keys: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)

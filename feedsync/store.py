@@ -6,6 +6,8 @@
         versions/<version>.source        the verified source: bundle JSON, or the primary's full zone
         versions/<version>.meta.json     serial, digest, entry ids (for diffs), times
         versions/<version>.rpz.gz ...    superseded versions, compressed (read transparently)
+        versions/<version>.snap          compiled snapshot (rpz.snapshot) of the active version, full or a
+                                         delta over a base snapshot; active.snap is made from it
         tuf/                             python-tuf's trusted metadata (bundle feeds)
 
 Every file is written temp -> fsync -> rename -> fsync(dir) (STYLE.md habit 5). ``active.rpz`` is
@@ -147,11 +149,30 @@ class FeedStore:
             with open(src, "rb") as f:
                 data = f.read()
             atomic_write(tmp, data)
+        self._activate_snapshot(name)
         os.replace(tmp, self.active_path)
         fsync_dir(self.root)
+
+    def _activate_snapshot(self, name: str) -> None:
+        """active.snap (what the resolver maps, docs/contracts.md) for version ``name``: a link of a
+        full snapshot, or a delta rewritten here so that it names its base from this folder. A
+        version without a snapshot removes active.snap, so an older one never shadows active.rpz."""
+        from rpz.snapshot import open_snapshot, write_snapshot
+        active = os.path.join(self.root, ACTIVE_SNAP)
+        snap = self.path(name, "snap")
+        if not os.path.exists(snap):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(active)
+            return
+        zone = open_snapshot(snap, verify=False)
+        if zone.changes:
+            write_snapshot(zone, active)
+            return
+        tmp = os.path.join(self.root, f".{ACTIVE_SNAP}.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
-            # a compiled snapshot from an older activation must not shadow the new zone text
-            os.unlink(os.path.join(self.root, ACTIVE_SNAP))
+            os.unlink(tmp)
+        os.link(snap, tmp)
+        os.replace(tmp, active)
 
     def active_version(self) -> str | None:
         """The version active.rpz is a link of (by inode), or None."""
@@ -170,7 +191,7 @@ class FeedStore:
 
     def remove(self, name: str) -> None:
         """Delete a version's files (one that was never served: the resolver refused it)."""
-        for suffix in ("rpz", "source", "rpz.gz", "source.gz", "meta.json"):
+        for suffix in ("rpz", "source", "rpz.gz", "source.gz", "snap", "meta.json"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name, suffix))
         fsync_dir(self.versions)
@@ -202,10 +223,16 @@ class FeedStore:
                 out.append(base)
         return sorted(set(out))
 
-    def prune(self, now: float, keep_days: int, keep: Iterable[str]) -> list[str]:
+    def prune(self, now: float, keep_days: int, keep: Iterable[str], keep_snapshots: Iterable[str] = ()) -> list[str]:
         """Delete versions older than ``keep_days`` except those in ``keep``; compress the other
-        superseded ones (gzip, about a tenth of the size); remove leftover temp files."""
+        superseded ones (gzip, about a tenth of the size); delete compiled snapshots (derived data)
+        except those in ``keep_snapshots``; remove leftover temp files."""
         keep_set = set(keep)
+        snaps = set(keep_snapshots)
+        for fn in os.listdir(self.versions):
+            if fn.endswith(".snap") and fn[:-5] not in snaps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.versions, fn))
         cutoff = now - keep_days * 86400
         gone = []
         for name in self.names():

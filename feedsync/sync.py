@@ -87,6 +87,12 @@ def feed_lock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _pairs(records: list[Any]) -> Iterator[list[Any]]:
+    """zone_records lists each owner's CNAME then TXT: group them per owner."""
+    for i in range(0, len(records), 2):
+        yield records[i:i + 2]
+
+
 @contextlib.contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """A cycle builds millions of small acyclic objects (entries, rules, records); Python's cyclic
@@ -121,6 +127,7 @@ class FeedSync:
         self._ids_cache: tuple[str, frozenset[str]] | None = None
         self._bundle_rules: tuple[str, Mapping[str, bfmt.Rule]] | None = None
         self._entries = bfmt.EntryCache()   # parse and check results of the last bundle seen
+        self._compiled: tuple[str, Any] | None = None   # (version, rpz CompiledZone) of the last snapshot
         self._bundles: BundleFetcher | None = bundle_source or (
             BundleSource(feed, self.dir) if feed.type == "bundle" else None)
 
@@ -195,7 +202,21 @@ class FeedSync:
             owners = list(p.rules)
         records = bfmt.zone_records(self.feed.zone, p.zone_serial, p.rules, owners, self.feed.ttl)
         out = self._prove_loads(replace(p, records=records))
-        return replace(out, extra={**out.extra, "rules": len(p.rules), "proven_rules": len(owners)})
+        out = replace(out, extra={**out.extra, "rules": len(p.rules), "proven_rules": len(owners)})
+        if prev is None or prev[0] != st.version:
+            return out      # the proof compiled the whole policy: out.compiled
+        rules = p.rules
+        gone = [o for o in prev[1] if o not in rules]
+        changes: dict[bytes, list[rpz.RR]] = {}
+        for pair in _pairs(records[2:]):
+            changes[pair[0][0]] = [rpz.RR(t, ttl, rd) for _, t, ttl, rd in pair]
+        for own in gone:
+            changes[bfmt.owner_wire(self.feed.zone, own)] = []
+        apex = records[0]
+        changes[apex[0]] = [rpz.RR(apex[1], apex[2], apex[3])]
+        zone, serial, ttl = self.feed.zone, p.zone_serial, self.feed.ttl
+        return replace(out, compiled=None, changes=changes,
+                       full_records=lambda: bfmt.zone_records(zone, serial, rules, list(rules), ttl))
 
     def _fetch_xfr(self, st: FeedState, now: float) -> Prepared | None:
         soa, errors = None, []
@@ -248,17 +269,19 @@ class FeedSync:
                               f"{xfr.count_names(zone)} names, the cap is {self.feed.max_entries}")
         zonemd, zonemd_digest = xfr.check_zonemd(zone, self.feed)
         try:
-            proven = index.prove(changed, f"{self.feed.name}:{serial}")
+            proven, compiled = index.prove(changed, f"{self.feed.name}:{serial}")
         except ZoneReadError as exc:
             raise FeedRefused(RefusalCode.INTEGRITY, self.feed.name, serial, "compile",
                               f"the version does not load as a policy zone: {exc}") from exc
         extra = {"transfer": mode, "bytes": nbytes, "zonemd": zonemd, "primary": str(soa.primary),
                  "changed_names": len(touched) if mode == "ixfr" else None, "proven_rules": proven,
                  "rules": len(index.accepted)}
+        snap: dict[str, Any] = {"compiled": compiled}
         if mode == "ixfr" and base is not None:
             delta = (len(index.added), len(index.removed), index.previous_count)
+            snap = {"changes": index.changes(touched), "full_records": index.records}
         self._pending = (zone, index)
-        return replace(self._prepare_zone(index, serial, extra, zonemd_digest), delta=delta)
+        return replace(self._prepare_zone(index, serial, extra, zonemd_digest), delta=delta, **snap)
 
     def _prepare_zone(self, index: XfrIndex, serial: int, extra: dict[str, Any], zonemd: str | None) -> Prepared:
         """The digest is the primary's ZONEMD when one verified (comparable across nodes and with the
@@ -281,10 +304,10 @@ class FeedSync:
                               f"the version does not load as a policy zone: {exc}") from exc
         extra = {**p.extra, "rules": z.stats.rules}
         if not z.rejections:
-            return replace(p, extra=extra, records=None)
+            return replace(p, extra=extra, records=None, compiled=z)
         more = tuple({"entry_id": r.owner, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD", "detail": r.reason}
                      for r in z.rejections)
-        return replace(p, rejected=p.rejected + more, extra=extra, records=None)
+        return replace(p, rejected=p.rejected + more, extra=extra, records=None, compiled=z)
 
     def _base_zone(self, st: FeedState) -> tuple[dns.zone.Zone, XfrIndex] | None:
         """The IXFR base: in memory, or the seed (the last-known-good's source) from disk."""
@@ -334,6 +357,8 @@ class FeedSync:
                 "rejected": list(p.rejected),
                 "signer_keys": list(p.signer_keys), "next_change_at": p.next_change_at,
                 "extra": dict(p.extra)}
+        snap_base = self._write_snapshot(st, p, name)
+        meta["snap_base"] = snap_base
         self.store.write_version(name, p.rpz_text, p.source, meta)
         self.store.activate(name)
         status, error = self._reload(p.zone_serial)
@@ -373,9 +398,49 @@ class FeedSync:
         log("feed_" + kind, feed=self.feed.name, serial=p.serial, zone_serial=p.zone_serial, digest=p.digest,
             entries=p.entries, in_force=p.in_force, added=d.added, removed=d.removed, rejected=len(p.rejected),
             resolver=status)
-        self.store.prune(now, self.feed.keep_days, [name])
+        self.store.prune(now, self.feed.keep_days, [name], [name, snap_base or name])
         self._push_receipts()
         return CycleResult(self.feed.name, "applied", p.serial)
+
+    def _write_snapshot(self, st: FeedState, p: Prepared, name: str) -> str | None:
+        """versions/<name>.snap for the resolver (rpz.snapshot): the proof's zone when it compiled
+        everything, else the last-known-good's compiled zone with the changed owners replaced
+        (``with_owners``, written as a small delta over its base file). When the delta has grown past
+        a tenth of the rules, one full compile makes a new base. Returns the base version, if any."""
+        from rpz.snapshot import open_snapshot, write_snapshot
+        path = self.store.path(name, "snap")
+        zone = p.compiled
+        if zone is None:
+            base = self._compiled_zone(st)
+            limit = max(10_000, p.entries // 10)
+            if base is not None and p.changes is not None and len(base.changes) + len(p.changes) <= limit:
+                zone = base.with_owners(p.changes, f"{self.feed.name}:{p.serial}")
+            else:
+                zone = rpz.compile_records(self.feed.zone, p.full_records(), f"{self.feed.name}:{p.serial}")
+        write_snapshot(zone, path)
+        opened = open_snapshot(path, verify=False)   # a base for the next delta must be a written file
+        self._compiled = (name, opened)
+        if not opened.changes or opened.snapshot_path is None:
+            return None
+        return os.path.basename(opened.snapshot_path)[: -len(".snap")]
+
+    def _compiled_zone(self, st: FeedState) -> Any:
+        """The last-known-good as a compiled zone: in memory, or mapped from its snapshot file."""
+        if st.version is None:
+            return None
+        if self._compiled is not None and self._compiled[0] == st.version:
+            return self._compiled[1]
+        path = self.store.path(st.version, "snap")
+        if not os.path.exists(path):
+            return None
+        from rpz.snapshot import open_snapshot
+        try:
+            zone = open_snapshot(path)
+        except rpz.SnapshotError as exc:
+            log("snapshot_unreadable", "warning", feed=self.feed.name, version=st.version, error=str(exc))
+            return None
+        self._compiled = (st.version, zone)
+        return zone
 
     def _reload(self, zone_serial: int) -> tuple[str, str]:
         """("ok" | "absent" | "error", detail). "absent": no resolver to tell; it loads at start."""

@@ -98,7 +98,21 @@ class XfrIndex:
         self.serial = int(zone.get_soa().serial)
         return present
 
-    def prove(self, names: Iterable[dns.name.Name], source: str) -> int:
+    def changes(self, names: Iterable[dns.name.Name]) -> dict[bytes, list[rpz.RR]]:
+        """{owner wire: its policy records now} for the given owners (empty: gone or refused) and
+        the apex SOA: what ``CompiledZone.with_owners`` takes."""
+        out: dict[bytes, list[rpz.RR]] = {}
+        for n in names:
+            if n == self.origin:
+                continue
+            o = self.owners.get(n)
+            wire = bytes(n.to_wire() or b"")
+            out[wire] = [] if o is None or o.rejection is not None else [rpz.RR(t, ttl, rd) for _, t, ttl, rd in
+                                                                           o.records]
+        out[self.origin_wire] = [rpz.RR(t, ttl, rd) for _, t, ttl, rd in self.apex_records if t == SOA]
+        return out
+
+    def prove(self, names: Iterable[dns.name.Name], source: str) -> tuple[int, rpz.CompiledZone]:
         """Compile the apex and the given owners with the rpz core (rules of different owners are
         independent there, so proving the owners an IXFR touched proves the new version loads).
         An owner rpz cannot use is left out with ENTRY_UNUSABLE_RECORD. Returns the rules compiled."""
@@ -118,7 +132,7 @@ class XfrIndex:
                     self.added.discard(o.rel)
                 else:
                     self.removed.add(o.rel)
-        return int(z.stats.rules)
+        return int(z.stats.rules), z
 
     def _apex(self, zone: dns.zone.Zone) -> None:
         node = zone.nodes[self.origin]

@@ -24,7 +24,7 @@ from feedsync import config as fconfig
 from feedsync.control import ControlClient
 from feedsync.statedb import StateDB
 from feedsync.sync import FeedSync
-from tests.unit.feedsync.helpers import FakeResolver, write_config
+from tests.unit.feedsync.helpers import FakeResolver, snapshot_matches_text, write_config
 
 from .knot import KNOTD, Knot, free_port_both
 
@@ -109,6 +109,8 @@ def test_axfr_then_ixfr_with_zonemd(xnode: XNode) -> None:
     assert rec["extra"]["transfer"] == "ixfr" and rec["extra"]["zonemd"] == "verified"
     assert rec["counts"]["added"] == 1 and rec["counts"]["removed"] == 0
     assert xnode.blocks("new.fraud.test") and xnode.resolver.loaded == {ZONE: new}
+    assert snapshot_matches_text(xnode.cfg.feed_dir("twnic"), ZONE) > 10     # a delta over the AXFR's snapshot
+    assert xnode.sync.store.info(xnode.db.state("twnic").version).extra["snap_base"] is not None
     assert xnode.sync.cycle().outcome == "no_change"
     # a restart serves from the seed on disk and continues with IXFR from it
     xnode.new_sync()
@@ -118,6 +120,7 @@ def test_axfr_then_ixfr_with_zonemd(xnode: XNode) -> None:
     assert xnode.sync.cycle().outcome == "applied"
     assert xnode.last_audit().record["extra"]["transfer"] == "ixfr"
     assert not xnode.blocks("bad.test") and xnode.blocks("x.bad.test")
+    snapshot_matches_text(xnode.cfg.feed_dir("twnic"), ZONE)
     assert xnode.db.verify_audit().ok
 
 

@@ -332,3 +332,31 @@ def test_superseded_versions_are_compressed_and_still_readable(rig: Rig) -> None
     assert os.path.exists(store.path(lkg, "rpz"))          # the last-known-good stays plain
     store.activate(first)                                   # an old version can still be put back
     assert rig.served().serial == 1
+
+
+def test_active_snapshot_full_then_deltas_decide_like_the_text(rig: Rig) -> None:
+    from .helpers import snapshot_matches_text
+    feed_dir = rig.cfg.feed_dir("hotline")
+    rig.src.set([*ten(), entry(50, target="sub.bad.test", match="subdomains")], seq=1)
+    rig.cycle()
+    assert snapshot_matches_text(feed_dir, ZONE) > 30
+    first = rig.db.state("hotline").version
+    for seq, entries in ((2, [*ten(), entry(11), entry(50, target="sub.bad.test", match="subdomains")]),
+                         (3, [*ten()[2:], entry(11), entry(12, target="a.sub.bad.test", action="passthru"),
+                              entry(50, target="sub.bad.test", match="subdomains")]),
+                         (4, [*ten()[2:], entry(11)])):
+        rig.src.set(entries, seq=seq)
+        rig.clock[0] += 60
+        assert rig.cycle().outcome == "applied"
+        snapshot_matches_text(feed_dir, ZONE)
+        assert rig.resolver.loaded == {ZONE: seq}
+        meta = rig.sync.store.info(rig.db.state("hotline").version)
+        assert meta.extra["snap_base"] == first                 # a delta over the first, full snapshot
+    snaps = sorted(f for f in os.listdir(rig.sync.store.versions) if f.endswith(".snap"))
+    assert snaps == sorted([first + ".snap", rig.db.state("hotline").version + ".snap"])
+    # a restart (nothing in memory) continues from the snapshot files
+    rig.sync = FeedSync(rig.cfg, rig.cfg.feed("hotline"), rig.db, ControlClient(rig.cfg.control_socket),
+                        clock=lambda: rig.clock[0], is_public_suffix=lambda n: n in {"test"}, bundle_source=rig.src)
+    rig.src.set([*ten()[2:], entry(11), entry(13)], seq=5)
+    assert rig.cycle().outcome == "applied"
+    snapshot_matches_text(feed_dir, ZONE)
