@@ -160,6 +160,39 @@ def register(sub: Any) -> None:
     k.add_argument("names", nargs="+", metavar="NAME")
     k.set_defaults(func=cmd_keygen)
 
+    v = fsub.add_parser("versions", help="the versions kept on disk for a feed",
+                        description="List the versions kept for a feed (newest last): name, serial, zone "
+                                    "serial, when it was made, whether it is active.\n\n"
+                                    "  hotline-edge feed versions hotline",
+                        formatter_class=raw)
+    cfg_arg(v)
+    v.add_argument("feed", metavar="FEED")
+    v.set_defaults(func=cmd_versions)
+
+    pn = fsub.add_parser("pin", help="serve a kept version and apply nothing new until unpin",
+                         description="Serve a kept version (the current one, or an older one from `feed "
+                                     "versions`) and apply no new version until `feed unpin`; new versions "
+                                     "are still fetched and verified, and entries still leave at their "
+                                     "expiry. Audited with your name and receipted.\n\n"
+                                     "  hotline-edge feed pin hotline 1795000000-41-0f02543a7cd1 --by 'A. Operator'\n"
+                                     "  hotline-edge feed unpin hotline",
+                         formatter_class=raw)
+    cfg_arg(pn)
+    pn.add_argument("feed", metavar="FEED")
+    pn.add_argument("version", metavar="VERSION", help="a name from `feed versions`")
+    pn.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER") or "operator")
+    pn.set_defaults(func=cmd_pin)
+
+    up = fsub.add_parser("unpin", help="end a pin and run a cycle",
+                         description="End a pin: the next cycle applies the newest verified version.\n\n"
+                                     "  hotline-edge feed unpin hotline",
+                         formatter_class=raw)
+    cfg_arg(up)
+    up.add_argument("feed", metavar="FEED")
+    up.add_argument("--by", default=os.environ.get("SUDO_USER") or os.environ.get("USER") or "operator")
+    up.add_argument("--no-sync", action="store_true", help="end the pin only; the next cycle applies")
+    up.set_defaults(func=cmd_unpin)
+
     r = fsub.add_parser("receipts", help="signed apply receipts of this node",
                         description="List the Ed25519-signed apply receipts (for the hotline).\n\n"
                                     "  hotline-edge feed receipts --feed hotline --since 2026-11-01T00:00:00Z",
@@ -237,6 +270,7 @@ def status_doc(cfg: Any, db: Any, feeds: list[Any], now: float) -> list[dict[str
             "last_success_at": st.last_success_at, "last_failure_at": st.last_failure_at,
             "last_failure_code": st.last_failure_code, "last_failure_detail": st.last_failure_detail,
             "alarm": st.alarm, "entries": st.entries, "in_force": st.in_force, "holds": holds,
+            "pinned_by": st.pinned_by, "pinned_at": st.pinned_at,
             "rejected": st.rejected_list,
         })
     return out
@@ -271,6 +305,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{d['last_failure_detail']}")
         if d["alarm"]:
             print(f"  ALARM: {d['alarm']}")
+        if d["pinned_by"]:
+            print(f"  PINNED to {d['version']} by {d['pinned_by']} {_ago(d['pinned_at'], now)}; "
+                  f"`hotline-edge feed unpin {d['feed']}` lets new versions in")
         for h in d["holds"]:
             print(f"  HELD: serial {h['serial']} adds {h['added']}, removes {h['removed']} "
                   f"({h['share']:.0%}); approve with `hotline-edge feed approve {d['feed']}`")
@@ -418,6 +455,53 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             return 2
         print(f"{key} (private, keep offline for root) {pub}")
     return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from .store import FeedStore
+    cfg = _load(args)
+    f = _select(cfg, [args.feed])[0]
+    db = _open_db(cfg)
+    store = FeedStore(cfg.feed_dir(f.name))
+    st = db.state(f.name)
+    for name in store.names():
+        info = store.info(name)
+        mark = " ACTIVE" if name == st.version else ""
+        if name == st.version and st.pinned_by:
+            mark += f" (pinned by {st.pinned_by})"
+        from .bundle import format_time
+        print(f"{name}  serial {info.serial}  zone serial {info.zone_serial}  made {format_time(info.created_at)}"
+              f"{mark}")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    f = _select(cfg, [args.feed])[0]
+    res = _syncer(cfg, _open_db(cfg), f).pin(args.version, args.by)
+    if res.outcome != "pinned":
+        print(f"{f.name}: not pinned: [{res.code}] {res.detail}", file=sys.stderr)
+        return 2 if res.code == "FEED_NO_SUCH_VERSION" else 3
+    print(f"{f.name}: pinned to {args.version} (serial {res.serial}) by {args.by}")
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    f = _select(cfg, [args.feed])[0]
+    db = _open_db(cfg)
+    sync = _syncer(cfg, db, f)
+    if not sync.unpin(args.by):
+        print(f"{f.name}: not pinned", file=sys.stderr)
+        return 1
+    print(f"{f.name}: unpinned by {args.by}")
+    if args.no_sync:
+        return 0
+    res = sync.cycle()
+    print(f"{f.name}: {res.outcome}" + (f" serial {res.serial}" if res.serial is not None else "")
+          + (f" [{res.code}] {res.detail}" if res.code else ""))
+    _write_textfile(cfg)
+    return int(res.exit_code)
 
 
 def cmd_receipts(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ class FailureCode(StrEnum):
     UNREACHABLE = "FEED_UNREACHABLE"            # source down, timeout, HTTP error: no version seen
     RESOLVER_LOAD_FAILED = "RESOLVER_LOAD_FAILED"  # resolver did not load the activated version: reverted
     HELD = "FEED_BLAST_RADIUS"                  # version held for operator approval (not an error)
+    PINNED = "FEED_PINNED"                      # an operator pinned the feed; new versions wait (not an error)
 
 
 class FeedError(Exception):

@@ -84,6 +84,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX receipts_feed ON receipts(feed, applied_at);
     """,
+    # 2: an operator may pin a feed to a kept version (`feed pin`); new versions wait until `feed unpin`
+    """
+    ALTER TABLE feed_state ADD COLUMN pinned_by TEXT;
+    ALTER TABLE feed_state ADD COLUMN pinned_at REAL;
+"""
 )
 
 
@@ -109,6 +114,8 @@ class FeedState:
     soa_refresh: int | None = None
     soa_retry: int | None = None
     soa_expire: int | None = None
+    pinned_by: str | None = None        # set while an operator pins the feed to its current version
+    pinned_at: float | None = None
 
     @property
     def rejected_list(self) -> list[dict[str, Any]]:

@@ -56,14 +56,14 @@ class BundleFetcher(Protocol):
 @dataclass(frozen=True, slots=True)
 class CycleResult:
     feed: str
-    outcome: str                  # applied | no_change | held | refused | failed | reverted
+    outcome: str                  # applied | no_change | pinned | held | refused | failed | reverted
     serial: int | None = None
     code: str | None = None
     detail: str = ""
 
     @property
     def exit_code(self) -> int:
-        return {"applied": 0, "no_change": 0, "held": 1, "refused": 1}.get(self.outcome, 3)
+        return {"applied": 0, "no_change": 0, "pinned": 0, "held": 1, "refused": 1}.get(self.outcome, 3)
 
 
 @lru_cache(maxsize=1)
@@ -169,6 +169,14 @@ class FeedSync:
             self._alarms(st, now)
             self.db.save_state(st)
             return CycleResult(self.feed.name, "no_change", st.serial)
+        if st.pinned_by is not None:
+            self._alarms(st, now, save=False)
+            self.db.save_state(st)
+            detail = (f"serial {prepared.serial} verified and waiting: {self.feed.name} is pinned to version "
+                      f"{st.version} by {st.pinned_by}; `hotline-edge feed unpin {self.feed.name}` applies it")
+            log("feed_pinned", "warning", feed=self.feed.name, serial=prepared.serial, pinned=st.version,
+                code=FailureCode.PINNED.value)
+            return CycleResult(self.feed.name, "pinned", st.serial, FailureCode.PINNED.value, detail)
         if d.verdict is Verdict.HOLD:
             return self._held(st, prepared, d, now)
         return self._apply(st, prepared, d, now, approved=approved)
@@ -186,7 +194,7 @@ class FeedSync:
         digest = engine.digest_of(fb.data)
         if digest == st.digest:
             return None
-        zone_serial = serials.add(st.zone_serial, 1) if st.zone_serial is not None else 1
+        zone_serial = self._next_zone_serial(st)
         p = engine.prepare_bundle(fb.data, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
                                   declared_sequence=fb.sequence, signer_keys=fb.signer_keys, cache=self._entries)
         return self._prove_bundle(st, replace(p, extra={**p.extra, "targets_version": fb.targets_version}))
@@ -442,6 +450,75 @@ class FeedSync:
         self._compiled = (st.version, zone)
         return zone
 
+    def _next_zone_serial(self, st: FeedState) -> int:
+        """Bundle feeds number their compiled zones themselves: one more than any kept version (a pin
+        may have gone back to an older one, whose successor numbers must not be reused)."""
+        top = st.zone_serial
+        for name in self.store.names():
+            n = int(name.split("-")[1])
+            if top is None or serials.is_newer(n, top):
+                top = n
+        return serials.add(top, 1) if top is not None else 1
+
+    # --- pinning (operator) ----------------------------------------------------------------------
+
+    def pin(self, version: str, by: str) -> CycleResult:
+        """Serve a kept version (the current one, or an older one) and apply nothing new until
+        ``unpin``. Audited and receipted; the resolver must confirm, else nothing changes."""
+        with feed_lock(os.path.join(self.dir, ".lock")):
+            now = self.clock()
+            st = self.db.state(self.feed.name)
+            if not self.store.has(version):
+                return CycleResult(self.feed.name, "failed", st.serial, "FEED_NO_SUCH_VERSION",
+                                   f"no kept version {version!r}; `hotline-edge feed versions {self.feed.name}` "
+                                   "lists them")
+            info = self.store.info(version)
+            self.store.activate(version)
+            status, error = self._reload(info.zone_serial)
+            if status == "error":
+                if st.version is not None and self.store.has(st.version):
+                    self.store.activate(st.version)
+                    self._reload(st.zone_serial or 0)
+                return CycleResult(self.feed.name, "reverted", st.serial, FailureCode.RESOLVER_LOAD_FAILED.value,
+                                   error)
+            previous = st.version
+            st.serial, st.zone_serial, st.digest, st.version = info.serial, info.zone_serial, info.digest, version
+            st.applied_at, st.pinned_by, st.pinned_at = now, by, now
+            st.in_force = int(info.extra.get("in_force") or 0)
+            st.entries = len(info.ids) if info.ids else st.in_force
+            st.rejected = json.dumps(info.extra.get("rejected") or [])
+            st.next_change_at = info.extra.get("next_change_at")
+            for cache in ("_base", "_pending", "_ids_cache", "_bundle_rules", "_compiled"):
+                setattr(self, cache, None)
+            node_key = receipts.load_or_create_node_key(self.cfg.node.state_dir)
+            counts = {"entries": st.entries, "in_force": st.in_force, "added": 0, "removed": 0,
+                      "rejected": len(st.rejected_list)}
+            body = receipts.make_receipt(self.cfg.node.id, self.feed.name, info.serial, info.zone_serial,
+                                         digest=info.digest, applied_at=format_time(now), counts=counts)
+            with self.db.tx():
+                self.db.save_state(st)
+                self.db.append_audit(self.feed.name, info.serial, "pinned", now, {
+                    "version": version, "previous": previous, "pinned_by": by, "digest": info.digest,
+                    "zone_serial": info.zone_serial, "resolver": status})
+                self.db.add_receipt(self.feed.name, info.serial, now, body, signature=node_key.sign(body),
+                                    key_id=node_key.key_id)
+            log("feed_pinned", "warning", feed=self.feed.name, version=version, serial=info.serial, by=by)
+            return CycleResult(self.feed.name, "pinned", info.serial)
+
+    def unpin(self, by: str) -> bool:
+        with feed_lock(os.path.join(self.dir, ".lock")):
+            st = self.db.state(self.feed.name)
+            if st.pinned_by is None:
+                return False
+            now = self.clock()
+            with self.db.tx():
+                self.db.append_audit(self.feed.name, st.serial, "unpinned", now, {
+                    "version": st.version, "pinned_by": st.pinned_by, "unpinned_by": by})
+                st.pinned_by = st.pinned_at = None
+                self.db.save_state(st)
+            log("feed_unpinned", feed=self.feed.name, version=st.version, by=by)
+            return True
+
     def _reload(self, zone_serial: int) -> tuple[str, str]:
         """("ok" | "absent" | "error", detail). "absent": no resolver to tell; it loads at start."""
         if self.reloader is None or not self.reloader.available():
@@ -570,7 +647,7 @@ class FeedSync:
             return
         source = self.store.read(st.version, "source")
         info = self.store.info(st.version)
-        zone_serial = serials.add(st.zone_serial or 0, 1)
+        zone_serial = self._next_zone_serial(st)
         p = self._prove_bundle(st, engine.prepare_bundle(
             source, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
             signer_keys=tuple(info.extra.get("signer_keys", ()))))

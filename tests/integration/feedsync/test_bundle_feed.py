@@ -319,3 +319,23 @@ def test_hold_and_approve_through_the_cli(node: Node) -> None:
     assert not node.blocks("site9.bad.test") and node.blocks("site2.bad.test")
     again = cli("feed", "approve", "hotline", "--config", conf)
     assert again.returncode == 1 and "hotline: no version is held" in again.stderr
+
+
+def test_versions_pin_unpin_through_the_cli(node: Node) -> None:
+    conf = os.path.join(node.tmp, "config.toml")
+    first = node.db.state("hotline").version
+    node.publish([fresh(i) for i in range(1, 12)])
+    assert cli("feed", "sync", "--config", conf).returncode == 0
+    v = cli("feed", "versions", "hotline", "--config", conf)
+    assert v.returncode == 0 and first in v.stdout and v.stdout.strip().endswith("ACTIVE")
+    p = cli("feed", "pin", "hotline", first, "--config", conf, "--by", "A. Operator")
+    assert p.returncode == 0, p.stderr
+    assert not node.blocks("site11.bad.test")
+    s = cli("feed", "status", "--config", conf)
+    assert f"PINNED to {first} by A. Operator" in s.stdout
+    node.publish([fresh(i) for i in range(1, 13)])
+    r = cli("feed", "sync", "--config", conf)
+    assert r.returncode == 0 and "FEED_PINNED" in r.stdout and not node.blocks("site12.bad.test")
+    u = cli("feed", "unpin", "hotline", "--config", conf)
+    assert u.returncode == 0 and "applied serial 3" in u.stdout and node.blocks("site12.bad.test")
+    assert cli("feed", "pin", "hotline", "nope", "--config", conf).returncode == 2

@@ -45,7 +45,8 @@ def test_every_metric_is_documented(metric: str) -> None:
 
 def test_every_subcommand_is_documented_and_teaches() -> None:
     subs = _subcommands()
-    assert set(subs) == {"status", "sync", "daemon", "approve", "publish", "keygen", "rotate", "receipts", "audit"}
+    assert set(subs) == {"status", "sync", "daemon", "approve", "publish", "keygen", "rotate", "receipts", "audit",
+                         "versions", "pin", "unpin"}
     for name, p in subs.items():
         assert f"hotline-edge feed {name}" in DOC, name
         assert re.search(rf"hotline-edge feed {name}\b", p.description or ""), f"--help of {name} has no example"

@@ -360,3 +360,33 @@ def test_active_snapshot_full_then_deltas_decide_like_the_text(rig: Rig) -> None
     rig.src.set([*ten()[2:], entry(11), entry(13)], seq=5)
     assert rig.cycle().outcome == "applied"
     snapshot_matches_text(feed_dir, ZONE)
+
+
+def test_pin_an_older_version_then_unpin(rig: Rig) -> None:
+    rig.src.set(ten(), seq=1)
+    rig.cycle()
+    first = rig.db.state("hotline").version
+    rig.src.set([*ten(), entry(11)], seq=2)
+    rig.clock[0] += 60
+    rig.cycle()
+    assert rig.blocks("site11.bad.test")
+    res = rig.sync.pin(first, "A. Operator")
+    assert res.outcome == "pinned" and not rig.blocks("site11.bad.test")
+    assert rig.resolver.loaded == {ZONE: 1}
+    st = rig.db.state("hotline")
+    assert (st.version, st.serial, st.pinned_by) == (first, 1, "A. Operator")
+    rec = rig.db.audit("hotline", limit=1)[0]
+    assert rec.kind == "pinned" and rec.record["previous"] != first
+    assert rig.db.receipts("hotline")[-1]["receipt"]["serial"] == 1      # the hotline learns of it
+    rig.src.set([*ten(), entry(11), entry(12)], seq=3)
+    rig.clock[0] += 60
+    res = rig.cycle()                                  # verified, but not applied while pinned
+    assert (res.outcome, res.code, res.exit_code) == ("pinned", "FEED_PINNED", 0)
+    assert not rig.blocks("site12.bad.test") and rig.served().serial == 1
+    assert rig.sync.unpin("A. Operator")
+    res = rig.cycle()
+    assert res.outcome == "applied" and rig.blocks("site12.bad.test")
+    # the new version's zone serial is past every kept one, not the pinned one's successor
+    assert rig.db.state("hotline").zone_serial == 3
+    assert [r.kind for r in rig.db.audit("hotline", limit=3)] == ["applied", "unpinned", "pinned"]
+    assert rig.sync.pin("no-such-version", "x").code == "FEED_NO_SUCH_VERSION"
