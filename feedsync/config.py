@@ -379,6 +379,13 @@ def validate(doc: ConfigDoc, read: Callable[[str], bytes] | None = None) -> tupl
     return Config(_node(doc), tuple(feeds), doc.file), doc.errors[before:]
 
 
+def check_config(doc: ConfigDoc) -> None:
+    """For ``checkconf``: validate the [[feed]] sections when present, every error collected in
+    ``doc`` (the same shape as admin_api.config.check_config)."""
+    if "feed" in doc.data:
+        validate(doc)
+
+
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()

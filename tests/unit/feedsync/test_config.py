@@ -120,3 +120,13 @@ tsig_name = "k"
 tsig_secret_file = "{tmp_path / 'missing'}"
 """)
     assert errs[0].startswith("config.toml:7: feed[0].tsig_secret_file: cannot read the secret")
+
+
+def test_check_config_hook_collects_into_the_document() -> None:
+    from rpz.tomlconf import parse_config
+    doc = parse_config(b'[[feed]]\nname = "x"\ntype = "bundle"\nzone = "z.test"\nurl = "ftp://x"\n', "c.toml")
+    config.check_config(doc)
+    assert any(str(e).startswith("c.toml:5: feed[0].url:") for e in doc.errors)
+    quiet = parse_config(b'[node]\nid = "n"\n', "c.toml")
+    config.check_config(quiet)
+    assert quiet.errors == []
