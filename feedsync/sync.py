@@ -365,7 +365,13 @@ class FeedSync:
                 "rejected": list(p.rejected),
                 "signer_keys": list(p.signer_keys), "next_change_at": p.next_change_at,
                 "extra": dict(p.extra)}
-        snap_base = self._write_snapshot(st, p, name)
+        try:
+            snap_base = self._write_snapshot(st, p, name)
+        except (rpz.RpzError, OSError) as exc:   # the text still serves; the resolver parses it instead
+            log("snapshot_failed", "warning", feed=self.feed.name, version=name, error=str(exc))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.store.path(name, "snap"))
+            self._compiled, snap_base = None, None
         meta["snap_base"] = snap_base
         self.store.write_version(name, p.rpz_text, p.source, meta)
         self.store.activate(name)
