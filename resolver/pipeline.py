@@ -1,0 +1,383 @@
+"""The query pipeline: named stages in a fixed order (CoreDNS style), each owning its counters.
+
+    acl -> parse -> policy-pre -> cache/forward -> policy-post -> synthesize/relay -> hit-hook
+
+| stage             | does                                                                  | counters          |
+|-------------------|-----------------------------------------------------------------------|-------------------|
+| acl               | clients outside ``allow`` get REFUSED (never an open resolver)        | refused{acl}      |
+| parse             | header + question + OPT by hand (wire.parse_query); FORMERR/NOTIMP    | malformed{reason} |
+| policy-pre        | CLIENT-IP and QNAME triggers before any upstream traffic               | -                 |
+| cache/forward     | the answer cache of upstream truth; misses go to the upstreams         | cache, upstream   |
+| policy-post       | CNAME/DNAME targets (QNAME triggers) and A/AAAA addresses (rpz-ip)     | -                 |
+| synthesize/relay  | policy answers from precomputed pieces, or the upstream truth         | responses{rcode}  |
+| hit-hook          | one HitRecord per applied or logged rule to the HitSink               | hits{zone,action} |
+
+``handle`` runs every stage it can without waiting and returns the response bytes, None (no
+response: DROP, or a message not worth answering), or a ``Pending`` for ``resolve`` when the
+upstream must be asked. The policy generation is read once per query, so a query in flight finishes
+on the policy it started with.
+
+NSDNAME and NSIP triggers are not evaluated in this forwarding data plane: a forwarder never sees
+the delegations its upstream followed. Zones may carry such rules (they load and count), but they
+never match here; the Unbound plugin mode evaluates them from what the iterator sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from rpz import NEED_RESPONSE, ActionKind, Decision, Stage
+
+from .active import ActivePolicy, PolicyHolder
+from .cache import AnswerCache, CacheEntry, Key
+from .config import ResolverConfig
+from .errors import UpstreamError, WireError
+from .hits import HitRecord, HitSink
+from .synth import HitTemplate, garden_pieces, hit_templates, is_garden, pieces
+from .upstream import UpstreamClient
+from .wire import (
+    C_IN,
+    T_AXFR,
+    T_IXFR,
+    Pieces,
+    Query,
+    Rcode,
+    assemble,
+    ede_option,
+    error_response,
+    header_error,
+    parse_query,
+    relay,
+)
+
+UDP = "udp"
+TCP = "tcp"
+STAGES = ("acl", "parse", "policy-pre", "cache/forward", "policy-post", "synthesize/relay", "hit-hook")
+
+# what policy-pre concluded, per (QNAME, QTYPE) and generation
+NO_MATCH = 0        # nothing at stage 0: forward; evaluate later stages only if the answer has a chain
+NEED_POST = 1       # outcome depends on the response (IP triggers, or only DISABLED matches so far)
+ANSWER = 2          # answer from pieces now
+DROP = 3
+TCP_ONLY = 4
+PASSTHRU = 5
+GARDEN = 6
+
+
+class Verdict(NamedTuple):
+    mode: int
+    decision: Decision | None = None
+    pieces: Pieces | None = None
+    hits: tuple[HitTemplate, ...] = ()
+
+
+_NO_MATCH = Verdict(NO_MATCH)
+_NEED_POST = Verdict(NEED_POST)
+
+
+class Pending(NamedTuple):
+    """A query that waits for the upstream."""
+
+    q: Query
+    ip: str
+    port: int
+    transport: str
+    active: ActivePolicy | None
+    verdict: Verdict
+
+
+class Acl:
+    """Customer prefixes; the answer per client address is remembered (bounded)."""
+
+    __slots__ = ("_memo", "nets")
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.nets = [ipaddress.ip_network(p) for p in prefixes]
+        self._memo: dict[str, bool] = {}
+
+    def allows(self, ip: str) -> bool:
+        ok = self._memo.get(ip)
+        if ok is None:
+            try:
+                addr = ipaddress.ip_address(ip.split("%", 1)[0])
+            except ValueError:
+                return False
+            mapped = getattr(addr, "ipv4_mapped", None)
+            if mapped is not None:
+                addr = mapped
+            ok = any(addr in n for n in self.nets if n.version == addr.version)
+            if len(self._memo) > 65_536:
+                self._memo.clear()
+            self._memo[ip] = ok
+        return ok
+
+
+class StageCounters:
+    """Per-process counters, plain ints on the hot path; exported by resolver.metrics."""
+
+    __slots__ = ("cache_hits", "cache_misses", "dnssec_skipped", "hits", "malformed", "refused", "responses")
+
+    def __init__(self) -> None:
+        self.responses: dict[tuple[str, int], int] = {}     # (transport, rcode or -1 for none sent)
+        self.refused: dict[str, int] = {}                   # acl | not_ready | class | transfer
+        self.malformed: dict[str, int] = {}
+        self.hits: dict[tuple[str, str], int] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.dnssec_skipped = 0
+
+    def bump(self, table: dict[Any, int], key: Any) -> None:
+        table[key] = table.get(key, 0) + 1
+
+
+def _malformed_key(reason: str) -> str:
+    for word, key in (("shorter", "short"), ("questions", "qdcount"), ("compress", "compression"),
+                      ("truncated", "truncated"), ("runs past", "truncated"), ("opcode", "opcode"),
+                      ("OPT", "opt"), ("after the last", "trailing"), ("response", "response"),
+                      ("answer or authority", "sections"), ("255", "name_length"), ("label", "label")):
+        if word in reason:
+            return key
+    return "other"
+
+
+class Pipeline:
+    def __init__(self, cfg: ResolverConfig, holder: PolicyHolder, cache: AnswerCache, upstream: UpstreamClient,
+                 sink: HitSink, *, counters: StageCounters | None = None,
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.holder = holder
+        self.cache = cache
+        self.upstream = upstream
+        self.sink = sink
+        self.c = counters or StageCounters()
+        self.clock = clock
+        self.wallclock = wallclock
+        self.acl = Acl(cfg.allow)
+        self.udp_size = cfg.edns_udp_size
+        self.not_ready = Rcode.SERVFAIL if cfg.not_ready_rcode == "servfail" else Rcode.REFUSED
+        self.inflight: dict[Key, asyncio.Future[Any]] = {}
+
+    # -- the synchronous part -----------------------------------------------------------------
+    def handle(self, data: bytes, ip: str, port: int, transport: str) -> bytes | Pending | None:
+        c = self.c
+        allowed = self.acl.allows(ip)                                   # acl
+        try:                                                            # parse
+            q = parse_query(data)
+        except WireError as exc:
+            c.bump(c.malformed, _malformed_key(exc.reason))
+            if exc.rcode is None or not allowed:
+                return None
+            return header_error(data, exc.rcode)
+        if not allowed:
+            c.bump(c.refused, "acl")
+            return error_response(q, Rcode.REFUSED, self.udp_size, ra=False)
+        if q.edns_version:
+            return error_response(q, Rcode.BADVERS, self.udp_size)
+        if q.qclass != C_IN:
+            c.bump(c.refused, "class")
+            return error_response(q, Rcode.REFUSED, self.udp_size)
+        if q.qtype in (T_AXFR, T_IXFR):
+            c.bump(c.refused, "transfer")
+            return error_response(q, Rcode.REFUSED, self.udp_size)
+        active = self.holder.active
+        if active is None:
+            if not self.cfg.serve_without_policy:
+                c.bump(c.refused, "not_ready")
+                return error_response(q, self.not_ready, self.udp_size)
+            return Pending(q, ip, port, transport, None, _NO_MATCH)
+        verdict = self.pre(active, q, ip)                               # policy-pre
+        mode = verdict.mode
+        if mode in (ANSWER, DROP) or (mode == TCP_ONLY and transport == UDP):
+            if q.do and not self.cfg.break_dnssec:
+                return Pending(q, ip, port, transport, active, verdict)  # signed? ask upstream first
+            self.emit(verdict.hits, ip, port, transport)                 # hit-hook
+            if mode == DROP:
+                return None
+            assert verdict.pieces is not None
+            return assemble(q, verdict.pieces, self.udp_size, self._limit(q, transport))
+        if mode != GARDEN:                                              # cache
+            now = int(self.clock())
+            e = self.cache.get((q.qname_lower, q.qtype, q.qclass, q.do, bool(q.flags & 0x10)), now)
+            if e is not None:
+                c.cache_hits += 1
+                if mode in (PASSTHRU, TCP_ONLY):                # TCP_ONLY over TCP: the truth
+                    self.emit(verdict.hits, ip, port, transport)
+                    return self._relay(q, e, now, self._limit(q, transport))
+                return self.answer_from(active, q, ip, port, transport, verdict=verdict, e=e, now=now)
+            c.cache_misses += 1
+        return Pending(q, ip, port, transport, active, verdict)
+
+    def _relay(self, q: Query, e: CacheEntry, now: int, limit: int | None) -> bytes:
+        return relay(q, e.flags, e.rcode, e.body_at(now), counts=(e.an, e.ns, e.ar), edns_udp_size=self.udp_size,
+                     limit=limit)
+
+    def _limit(self, q: Query, transport: str) -> int | None:
+        if transport != UDP:
+            return None
+        return min(q.udp_size, self.udp_size) if q.edns else 512
+
+    def pre(self, active: ActivePolicy, q: Query, ip: str) -> Verdict:
+        if active.client_dependent:
+            return self._verdict(active.policy.evaluate_query(ip, q.qname_lower, q.qtype), q.qtype)
+        key = (q.qname_lower, q.qtype)
+        v: Verdict | None = active.memo.get(key)
+        if v is None:
+            v = self._verdict(active.policy.evaluate_query(None, q.qname_lower, q.qtype), q.qtype)
+            active.remember(key, v)
+        return v
+
+    @staticmethod
+    def _verdict(d: Any, qtype: int) -> Verdict:
+        if d is None:
+            return _NO_MATCH
+        if d is NEED_RESPONSE:
+            return _NEED_POST
+        assert isinstance(d, Decision)
+        kind = d.action
+        if kind is ActionKind.DISABLED:
+            return _NEED_POST   # hits are reported once, from the complete evaluation
+        hits = hit_templates(d, qtype)
+        if kind is ActionKind.DROP:
+            return Verdict(DROP, d, None, hits)
+        if kind is ActionKind.PASSTHRU:
+            return Verdict(PASSTHRU, d, None, hits)
+        if kind is ActionKind.TCP_ONLY:
+            return Verdict(TCP_ONLY, d, pieces(d), hits)
+        if is_garden(d, qtype):
+            return Verdict(GARDEN, d, None, hits)
+        return Verdict(ANSWER, d, pieces(d), hits)
+
+    def emit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:
+        if not hits:
+            return
+        now_ms = int(self.wallclock() * 1000)
+        table = self.c.hits
+        submit = self.sink.submit
+        for t in hits:
+            submit(HitRecord(now_ms, ip, port, *t, transport))
+            key = (t[2], t[6])
+            table[key] = table.get(key, 0) + 1
+
+    # -- answers from an upstream entry (cached or fresh) -------------------------------------
+    def answer_from(self, active: ActivePolicy | None, q: Query, ip: str, port: int, transport: str, *,
+                    verdict: Verdict, e: CacheEntry, now: int) -> bytes | Pending | None:
+        d = self.post(active, q, ip, verdict, e)                         # policy-post
+        if d is None or d.action in (ActionKind.PASSTHRU, ActionKind.DISABLED) or (
+                d.action is ActionKind.TCP_ONLY and transport == TCP):
+            if d is not None:
+                self.emit(hit_templates(d, q.qtype), ip, port, transport)
+            return self._relay(q, e, now, self._limit(q, transport))
+        hits = hit_templates(d, q.qtype)
+        if d.action is ActionKind.DROP:
+            self.emit(hits, ip, port, transport)
+            return None
+        if is_garden(d, q.qtype):
+            return Pending(q, ip, port, transport, active, Verdict(GARDEN, d, None, hits))
+        self.emit(hits, ip, port, transport)
+        return assemble(q, pieces(d, e.chain.links), self.udp_size, self._limit(q, transport))
+
+    def post(self, active: ActivePolicy | None, q: Query, ip: str, verdict: Verdict, e: CacheEntry) -> Decision | None:
+        if active is None:
+            return None
+        chain = e.chain
+        if verdict.mode == NO_MATCH and len(chain.names) == 1:
+            return None
+        if not active.client_dependent and e.post_gen == active.generation:
+            return e.post  # type: ignore[no-any-return]
+        stages = [Stage(n, a) for n, a in zip(chain.names, chain.addresses, strict=True)]
+        client = ip if active.client_dependent else None
+        d = active.policy.evaluate(client, q.qtype, stages, complete=True)
+        result = d if isinstance(d, Decision) else None
+        if not active.client_dependent:
+            e.post_gen = active.generation
+            e.post = result
+        return result
+
+    # -- the asynchronous part ----------------------------------------------------------------
+    async def resolve(self, p: Pending) -> bytes | None:
+        q = p.q
+        v = p.verdict
+        try:
+            if v.mode == GARDEN:
+                return await self._garden(p, v, None)
+            e = await self.lookup(q.qname_lower, q.qtype, q.qclass, q.do, bool(q.flags & 0x10))
+        except UpstreamError:
+            return error_response(q, Rcode.SERVFAIL, self.udp_size, ede=ede_option(22, "no upstream answered"))
+        now = int(self.clock())
+        if v.mode in (ANSWER, DROP) or (v.mode == TCP_ONLY and p.transport == UDP):
+            # deferred only to see whether the data is signed (break_dnssec = false, DO = 1)
+            if e.signed:
+                self.c.dnssec_skipped += 1
+                return self._relay(q, e, now, self._limit(q, p.transport))
+            self.emit(v.hits, p.ip, p.port, p.transport)
+            if v.mode == DROP:
+                return None
+            assert v.pieces is not None
+            return assemble(q, v.pieces, self.udp_size, self._limit(q, p.transport))
+        if v.mode in (PASSTHRU, TCP_ONLY):
+            self.emit(v.hits, p.ip, p.port, p.transport)
+            return self._relay(q, e, now, self._limit(q, p.transport))
+        if p.active is None:   # serve_without_policy before the first policy: unfiltered by choice
+            return self._relay(q, e, now, self._limit(q, p.transport))
+        out = self.answer_from(p.active, q, p.ip, p.port, p.transport, verdict=v, e=e, now=now)
+        if isinstance(out, Pending):
+            try:
+                return await self._garden(out, out.verdict, e)
+            except UpstreamError:
+                return error_response(q, Rcode.SERVFAIL, self.udp_size, ede=ede_option(22, "no upstream answered"))
+        return out
+
+    async def _garden(self, p: Pending, v: Verdict, chain_entry: CacheEntry | None) -> bytes | None:
+        """A CNAME rewrite: the target is resolved upstream and not filtered again (section 6)."""
+        q = p.q
+        d = v.decision
+        assert d is not None
+        if q.do and not self.cfg.break_dnssec and chain_entry is None:
+            own = await self.lookup(q.qname_lower, q.qtype, q.qclass, q.do, bool(q.flags & 0x10))
+            if own.signed:
+                self.c.dnssec_skipped += 1
+                now = int(self.clock())
+                return self._relay(q, own, now, self._limit(q, p.transport))
+        t = await self.lookup(d.cname_target, q.qtype, q.qclass, q.do, bool(q.flags & 0x10))
+        self.emit(v.hits, p.ip, p.port, p.transport)
+        links = chain_entry.chain.links if chain_entry is not None else ((),)
+        return assemble(q, garden_pieces(d, links, t.rcode, t.answer), self.udp_size, self._limit(q, p.transport))
+
+    async def lookup(self, qname_lower: bytes, qtype: int, qclass: int, do: bool, cd: bool) -> CacheEntry:
+        """The upstream truth for a question: from the cache, else asked once however many wait."""
+        key = (qname_lower, qtype, qclass, do, cd)
+        e = self.cache.get(key, int(self.clock()))
+        if e is not None:
+            return e
+        fut = self.inflight.get(key)
+        if fut is not None:
+            result = await asyncio.shield(fut)
+        else:
+            fut = asyncio.get_running_loop().create_future()
+            self.inflight[key] = fut
+            try:
+                reply, data = await self.upstream.resolve(qname_lower, qtype, qclass, do, cd)
+                result = self.cache.store(key, reply, data, int(self.clock()))
+            except UpstreamError as exc:
+                result = exc
+            except BaseException as exc:
+                fut.set_result(UpstreamError(f"lookup interrupted: {exc!r}"))
+                raise
+            finally:
+                self.inflight.pop(key, None)
+            if not fut.done():
+                fut.set_result(result)
+        if isinstance(result, UpstreamError):
+            raise result
+        assert isinstance(result, CacheEntry)
+        return result
+
+    # -- used by the adapters -----------------------------------------------------------------
+    def count(self, transport: str, response: bytes | None) -> None:
+        key = (transport, response[3] & 0xF if response is not None and len(response) > 3 else -1)
+        r = self.c.responses
+        r[key] = r.get(key, 0) + 1
