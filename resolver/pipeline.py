@@ -36,7 +36,7 @@ from .active import ActivePolicy, PolicyHolder
 from .cache import AnswerCache, CacheEntry, Key
 from .config import ResolverConfig
 from .errors import UpstreamError, WireError
-from .hits import HitRecord, HitSink
+from .hits import HitRecord, HitSink, NullSink
 from .synth import HitTemplate, garden_pieces, hit_templates, is_garden, pieces
 from .upstream import UpstreamClient
 from .wire import (
@@ -46,6 +46,7 @@ from .wire import (
     Pieces,
     Query,
     Rcode,
+    ReplyRR,
     assemble,
     ede_option,
     error_response,
@@ -66,6 +67,10 @@ DROP = 3
 TCP_ONLY = 4
 PASSTHRU = 5
 GARDEN = 6
+
+
+MISS = object()       # Pipeline.fast: nothing remembered for these bytes
+FAST_LIMIT = 200_000  # remembered answers per transport; the table is emptied when full
 
 
 class Verdict(NamedTuple):
@@ -160,8 +165,38 @@ class Pipeline:
         self.udp_size = cfg.edns_udp_size
         self.not_ready = Rcode.SERVFAIL if cfg.not_ready_rcode == "servfail" else Rcode.REFUSED
         self.inflight: dict[Key, asyncio.Future[Any]] = {}
+        self.null_sink = isinstance(sink, NullSink)
+        self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
+        self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
 
     # -- the synchronous part -----------------------------------------------------------------
+    def fast(self, data: bytes, ip: str, port: int, transport: str) -> bytes | object | None:
+        """The answer remembered for exactly these query bytes (ID aside), or MISS.
+
+        Remembered answers belong to one policy generation, and relayed upstream answers to one
+        second (their TTLs age); nothing is remembered when the policy has CLIENT-IP triggers.
+        """
+        f = (self.fast_udp if transport == UDP else self.fast_tcp).get(data[2:])
+        if f is None or f[0] is not self.holder.active or (f[1] and f[1] != int(self.clock())):
+            return MISS
+        if not self.acl.allows(ip):
+            return MISS
+        if f[3]:
+            self.emit(f[3], ip, port, transport)
+        body: bytes | None = f[2]
+        if body is None:
+            return None
+        return data[:2] + body
+
+    def _remember(self, data: bytes, transport: str, active: ActivePolicy, second: int, *, out: bytes | None,
+                  hits: tuple[HitTemplate, ...]) -> None:
+        if active.client_dependent:
+            return
+        table = self.fast_udp if transport == UDP else self.fast_tcp
+        if len(table) >= FAST_LIMIT:
+            table.clear()
+        table[data[2:]] = (active, second, out[2:] if out is not None else None, hits)
+
     def handle(self, data: bytes, ip: str, port: int, transport: str) -> bytes | Pending | None:
         c = self.c
         allowed = self.acl.allows(ip)                                   # acl
@@ -195,19 +230,28 @@ class Pipeline:
             if q.do and not self.cfg.break_dnssec:
                 return Pending(q, ip, port, transport, active, verdict)  # signed? ask upstream first
             self.emit(verdict.hits, ip, port, transport)                 # hit-hook
-            if mode == DROP:
-                return None
-            assert verdict.pieces is not None
-            return assemble(q, verdict.pieces, self.udp_size, self._limit(q, transport))
+            out = None
+            if mode != DROP:
+                assert verdict.pieces is not None
+                out = assemble(q, verdict.pieces, self.udp_size, self._limit(q, transport))
+            self._remember(data, transport, active, 0, out=out, hits=verdict.hits)
+            return out
         if mode != GARDEN:                                              # cache
             now = int(self.clock())
             e = self.cache.get((q.qname_lower, q.qtype, q.qclass, q.do, bool(q.flags & 0x10)), now)
             if e is not None:
                 c.cache_hits += 1
-                if mode in (PASSTHRU, TCP_ONLY):                # TCP_ONLY over TCP: the truth
-                    self.emit(verdict.hits, ip, port, transport)
-                    return self._relay(q, e, now, self._limit(q, transport))
-                return self.answer_from(active, q, ip, port, transport, verdict=verdict, e=e, now=now)
+                if mode in (PASSTHRU, TCP_ONLY):                        # TCP_ONLY over TCP: the truth
+                    hits = verdict.hits
+                    out = self._relay(q, e, now, self._limit(q, transport))
+                else:
+                    res, hits = self.answer_from(active, q, ip, transport, verdict=verdict, e=e, now=now)
+                    if isinstance(res, Pending):
+                        return res
+                    out = res
+                self.emit(hits, ip, port, transport)
+                self._remember(data, transport, active, now, out=out, hits=hits)
+                return out
             c.cache_misses += 1
         return Pending(q, ip, port, transport, active, verdict)
 
@@ -231,7 +275,8 @@ class Pipeline:
         return v
 
     @staticmethod
-    def _verdict(d: Any, qtype: int) -> Verdict:
+    def _verdict(d: Any, qtype: int, links: tuple[tuple[ReplyRR, ...], ...] | None = None) -> Verdict:
+        """What to do about decision ``d``: before the response (``links`` None) or after it."""
         if d is None:
             return _NO_MATCH
         if d is NEED_RESPONSE:
@@ -239,7 +284,9 @@ class Pipeline:
         assert isinstance(d, Decision)
         kind = d.action
         if kind is ActionKind.DISABLED:
-            return _NEED_POST   # hits are reported once, from the complete evaluation
+            if links is None:      # wait for the complete evaluation, which reports these hits once
+                return _NEED_POST
+            return Verdict(PASSTHRU, d, None, hit_templates(d, qtype))   # log only, answer the truth
         hits = hit_templates(d, qtype)
         if kind is ActionKind.DROP:
             return Verdict(DROP, d, None, hits)
@@ -249,53 +296,55 @@ class Pipeline:
             return Verdict(TCP_ONLY, d, pieces(d), hits)
         if is_garden(d, qtype):
             return Verdict(GARDEN, d, None, hits)
-        return Verdict(ANSWER, d, pieces(d), hits)
+        return Verdict(ANSWER, d, pieces(d, links or ((),)), hits)
 
     def emit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:
         if not hits:
             return
-        now_ms = int(self.wallclock() * 1000)
         table = self.c.hits
+        for t in hits:
+            key = (t[2], t[6])
+            table[key] = table.get(key, 0) + 1
+        if self.null_sink:
+            return
+        now_ms = int(self.wallclock() * 1000)
         submit = self.sink.submit
         for t in hits:
             submit(HitRecord(now_ms, ip, port, *t, transport))
-            key = (t[2], t[6])
-            table[key] = table.get(key, 0) + 1
 
     # -- answers from an upstream entry (cached or fresh) -------------------------------------
-    def answer_from(self, active: ActivePolicy | None, q: Query, ip: str, port: int, transport: str, *,
-                    verdict: Verdict, e: CacheEntry, now: int) -> bytes | Pending | None:
-        d = self.post(active, q, ip, verdict, e)                         # policy-post
-        if d is None or d.action in (ActionKind.PASSTHRU, ActionKind.DISABLED) or (
-                d.action is ActionKind.TCP_ONLY and transport == TCP):
-            if d is not None:
-                self.emit(hit_templates(d, q.qtype), ip, port, transport)
-            return self._relay(q, e, now, self._limit(q, transport))
-        hits = hit_templates(d, q.qtype)
-        if d.action is ActionKind.DROP:
-            self.emit(hits, ip, port, transport)
-            return None
-        if is_garden(d, q.qtype):
-            return Pending(q, ip, port, transport, active, Verdict(GARDEN, d, None, hits))
-        self.emit(hits, ip, port, transport)
-        return assemble(q, pieces(d, e.chain.links), self.udp_size, self._limit(q, transport))
+    def answer_from(self, active: ActivePolicy | None, q: Query, ip: str, transport: str, *, verdict: Verdict,
+                    e: CacheEntry, now: int) -> tuple[bytes | Pending | None, tuple[HitTemplate, ...]]:
+        """The response for ``q`` from upstream entry ``e`` and the hits to report with it
+        (a Pending when a walled-garden target must be resolved first; it reports its own hits)."""
+        v = self.post(active, q, ip, verdict, e)                         # policy-post
+        mode = v.mode
+        if mode <= NEED_POST or mode == PASSTHRU or (mode == TCP_ONLY and transport == TCP):
+            return self._relay(q, e, now, self._limit(q, transport)), v.hits
+        if mode == DROP:
+            return None, v.hits
+        if mode == GARDEN:
+            return Pending(q, ip, 0, transport, active, v), ()
+        assert v.pieces is not None
+        return assemble(q, v.pieces, self.udp_size, self._limit(q, transport)), v.hits
 
-    def post(self, active: ActivePolicy | None, q: Query, ip: str, verdict: Verdict, e: CacheEntry) -> Decision | None:
+    def post(self, active: ActivePolicy | None, q: Query, ip: str, verdict: Verdict, e: CacheEntry) -> Verdict:
+        """The verdict once the response is known (memoized per entry and policy generation)."""
         if active is None:
-            return None
+            return _NO_MATCH
         chain = e.chain
         if verdict.mode == NO_MATCH and len(chain.names) == 1:
-            return None
+            return _NO_MATCH
         if not active.client_dependent and e.post_gen == active.generation:
             return e.post  # type: ignore[no-any-return]
         stages = [Stage(n, a) for n, a in zip(chain.names, chain.addresses, strict=True)]
         client = ip if active.client_dependent else None
         d = active.policy.evaluate(client, q.qtype, stages, complete=True)
-        result = d if isinstance(d, Decision) else None
+        v = self._verdict(d if isinstance(d, Decision) else None, q.qtype, chain.links)
         if not active.client_dependent:
             e.post_gen = active.generation
-            e.post = result
-        return result
+            e.post = v
+        return v
 
     # -- the asynchronous part ----------------------------------------------------------------
     async def resolve(self, p: Pending) -> bytes | None:
@@ -323,12 +372,13 @@ class Pipeline:
             return self._relay(q, e, now, self._limit(q, p.transport))
         if p.active is None:   # serve_without_policy before the first policy: unfiltered by choice
             return self._relay(q, e, now, self._limit(q, p.transport))
-        out = self.answer_from(p.active, q, p.ip, p.port, p.transport, verdict=v, e=e, now=now)
+        out, hits = self.answer_from(p.active, q, p.ip, p.transport, verdict=v, e=e, now=now)
         if isinstance(out, Pending):
             try:
-                return await self._garden(out, out.verdict, e)
+                return await self._garden(p, out.verdict, e)
             except UpstreamError:
                 return error_response(q, Rcode.SERVFAIL, self.udp_size, ede=ede_option(22, "no upstream answered"))
+        self.emit(hits, p.ip, p.port, p.transport)
         return out
 
     async def _garden(self, p: Pending, v: Verdict, chain_entry: CacheEntry | None) -> bytes | None:

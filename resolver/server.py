@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from .config import Endpoint
-from .pipeline import TCP, UDP, Pending, Pipeline
+from .pipeline import MISS, TCP, UDP, Pending, Pipeline
 
 UDP_RCVBUF = 4 * 1024 * 1024
 MAX_TCP_MESSAGE = 65535
@@ -74,7 +74,9 @@ class UdpServer(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        r = self.pipeline.handle(data, addr[0], addr[1], UDP)
+        r = self.pipeline.fast(data, addr[0], addr[1], UDP)
+        if r is MISS:
+            r = self.pipeline.handle(data, addr[0], addr[1], UDP)
         if r.__class__ is bytes:
             self.pipeline.count(UDP, r)
             self.transport.sendto(r, addr)  # type: ignore[union-attr]
@@ -147,7 +149,9 @@ class TcpServer(asyncio.Protocol):
             msg = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
             self._arm()
-            r = self.pipeline.handle(msg, self.peer[0], self.peer[1], TCP)
+            r = self.pipeline.fast(msg, self.peer[0], self.peer[1], TCP)
+            if r is MISS:
+                r = self.pipeline.handle(msg, self.peer[0], self.peer[1], TCP)
             if r.__class__ is bytes:
                 self.pipeline.count(TCP, r)
                 self._send(r)

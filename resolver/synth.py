@@ -10,12 +10,14 @@ Actions (draft-vixie-dnsop-dns-rpz-00 section 3; "stage" is the chain position o
 |------------------|----------|-------------------------------------------------|-------------------|
 | NXDOMAIN (3.1)   | NXDOMAIN | the CNAME/DNAME records leading to the stage     | policy zone's SOA |
 | NODATA (3.2)     | NOERROR  | the CNAME/DNAME records leading to the stage     | policy zone's SOA |
-| Local Data (3.6) | NOERROR  | chain + the rule's records of the asked type     | -                 |
+| Local Data (3.6) | NOERROR  | chain + the rule's records of the asked type     | policy zone's SOA |
 | TCP-Only (3.5)   | NOERROR  | nothing, TC=1 (over UDP only; TCP gets the truth) | -                 |
-| garden CNAME     | target's | chain + CNAME to the target + the target's answer (section 6: not re-filtered) | - |
+| garden CNAME     | target's | chain + CNAME to the target + the target's      | policy zone's SOA |
+|                  |          | answer (section 6: not re-filtered, TTLs as received) |             |
 | DROP (3.4)       | -        | no response at all                              | -                 |
 
-Every rewritten TTL is capped by the zone's ``max_policy_ttl``; the Extended DNS Error option
+The SOA goes with every rewrite that carries data, as BIND 9.18 does (``add-soa yes``); every
+record the policy itself supplies has its TTL capped by the zone's ``max_policy_ttl``; the Extended DNS Error option
 (RFC 8914) goes with every rewrite when the zone sets a code, and only when the client sent EDNS.
 """
 
@@ -60,7 +62,7 @@ def pieces(d: Decision, links: Sequence[tuple[ReplyRR, ...]] = ((),)) -> Pieces:
     if kind is ActionKind.LOCAL_DATA:
         owner = _owner(d.qname, d.position)
         rrs = [encode_rr(owner, r.rdtype, r.ttl, r.rdata) for r in d.records]
-        return Pieces(0, 0, prefix + b"".join(rrs), n + len(rrs), b"", 0, b"", 0, _ede(d))
+        return Pieces(0, 0, prefix + b"".join(rrs), n + len(rrs), b"", 0, _soa(d), 1, _ede(d))
     if kind is ActionKind.TCP_ONLY:
         return Pieces(0, TC, b"", 0, b"", 0, b"", 0, _ede(d))
     raise ValueError(f"no pieces for action {kind.label}")
@@ -73,9 +75,9 @@ def garden_pieces(d: Decision, links: Sequence[tuple[ReplyRR, ...]], target_rcod
     cap = d.ttl_cap
     cname_ttl = min(d.records[0].ttl, cap) if d.records else cap
     cname = encode_rr(_owner(d.qname, d.position), T_CNAME, cname_ttl, d.cname_target)
-    rest = [rr_from_reply(rr, cap) for rr in target_answer]
+    rest = [rr_from_reply(rr) for rr in target_answer]
     rcode = target_rcode if target_rcode in (0, 3) else 2
-    return Pieces(rcode, 0, prefix + cname + b"".join(rest), n + 1 + len(rest), b"", 0, b"", 0, _ede(d))
+    return Pieces(rcode, 0, prefix + cname + b"".join(rest), n + 1 + len(rest), b"", 0, _soa(d), 1, _ede(d))
 
 
 def is_garden(d: Decision, qtype: int) -> bool:
