@@ -266,6 +266,8 @@ def _fallback(v: Any) -> ActionKind:
 
 def _dns_name(v: Any) -> str:
     s = _str(v)
+    if not s:
+        return ""
     try:
         names.from_text(s if s.endswith(".") else s + ".")
     except DnsNameError as exc:

@@ -107,5 +107,5 @@ def hammer_policy(serial: int, blocked: list[str]) -> str:
         "$ORIGIN swap.rpz.test.", "$TTL 60",
         f"@ SOA ns.swap.rpz.test. admin.swap.rpz.test. {serial} 3600 600 86400 60", "  NS localhost.",
     ]
-    lines += [f"{name} CNAME ." for name in blocked]
+    lines += [f"{name.rstrip('.')} CNAME ." for name in blocked]
     return "\n".join(lines) + "\n"
