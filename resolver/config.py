@@ -391,11 +391,13 @@ def _zones(doc: ConfigDoc, policy: Any) -> list[ZoneConfig]:
         if not isinstance(raw, dict):
             doc.collect(path, "expected a table")
             continue
+        before = len(doc.errors)
         vals = _keys(doc, path, raw, ZONE_KEYS)
-        sources = [k for k in ("file", "snapshot", "feed") if k in vals]
+        sources = [k for k in ("file", "snapshot", "feed") if k in raw]
         if len(sources) != 1:
             doc.collect(path, "give exactly one of file = \"ZONEFILE\", snapshot = \"SNAPSHOT\" or "
                               f"feed = \"FEEDNAME\" (found {', '.join(sources) or 'none'})")
+        if len(doc.errors) > before:
             continue
         src = sources[0]
         if vals["override"] is Override.CNAME and not vals.get("cname_target"):
