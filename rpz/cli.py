@@ -202,6 +202,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     policy = Policy([PolicyZone(z, ZoneSettings()) for z in zones])
     d = policy.evaluate(client, qtype, stages)
     assert d is not NEED_RESPONSE
+    assert not isinstance(d, type(NEED_RESPONSE))
     per_zone = []
     for i, z in enumerate(zones):
         single = Policy([PolicyZone(z, ZoneSettings())]).evaluate(client, qtype, stages)

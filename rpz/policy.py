@@ -26,6 +26,8 @@ DISABLED contributes its best match to ``Decision.disabled`` and evaluation goes
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,8 @@ from enum import Enum
 from . import names
 from .actions import RR, T_ANY, T_CNAME, T_DNAME, Action, ActionKind
 from .errors import PolicyConfigError
-from .triggers import Prefix, TriggerKind, address_value
+from .index import NameTable
+from .triggers import SUFFIX_OF, Prefix, TriggerKind, address_value
 from .zone import CompiledZone
 
 
@@ -96,15 +99,17 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The rule that rewrites the response, and everything needed to answer and to log it."""
+    """The rule that rewrites the response, and everything needed to answer and to log it.
+
+    Text forms (``owner``, ``trigger_value``) are computed on demand: the data plane needs the
+    action and records per query, the log and the CLI need the text once per hit.
+    """
 
     action: ActionKind
     zone: str
     zone_index: int
     serial: int
     trigger: TriggerKind
-    trigger_value: str
-    owner: str
     position: int
     qname: bytes
     records: tuple[RR, ...] = ()
@@ -117,11 +122,36 @@ class Decision:
     ttl_cap: int = 0
     note: str = ""
     disabled: tuple[Decision, ...] = field(default=())
+    rule_key: bytes = b""  # QNAME/NSDNAME: the matched table key ("*." first for a wildcard)
+    prefix: Prefix | None = None  # CLIENT-IP/IP/NSIP: the matched trigger prefix
+    matched: bytes = b""  # NSDNAME: the name server name; IP/NSIP/CLIENT-IP: the packed address
 
     @property
     def rewrites(self) -> bool:
         """True when the response differs from the truth (not PASSTHRU, not log-only)."""
         return self.action not in (ActionKind.PASSTHRU, ActionKind.DISABLED)
+
+    @property
+    def owner(self) -> str:
+        """The policy zone owner name of the winning rule (BIND logs it as "via")."""
+        if self.prefix is not None:
+            return f"{self.prefix.owner_labels()}.{SUFFIX_OF[self.trigger].decode()}.{names.to_text(self.soa_owner)}"
+        rel = self.rule_key
+        if self.trigger is TriggerKind.NSDNAME:
+            rel = rel[:-1] + b"\x0brpz-nsdname\x00"
+        full = names.concat(rel, self.soa_owner)
+        return names.to_text(full if full is not None else rel)
+
+    @property
+    def trigger_value(self) -> str:
+        """What matched: the name at this stage, the name server name, or the address."""
+        if self.trigger is TriggerKind.QNAME:
+            return names.to_text(self.qname)
+        if self.trigger is TriggerKind.NSDNAME:
+            return names.to_text(self.matched)
+        if self.matched:
+            return str(ipaddress.ip_address(self.matched))
+        return str(self.prefix)
 
 
 class _NeedResponse:
@@ -135,6 +165,8 @@ NEED_RESPONSE = _NeedResponse()
 """Returned when the outcome depends on response data not given yet (an earlier zone has IP or NS
 triggers that could outrank the match found so far)."""
 
+Outcome = Decision | _NeedResponse | None
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyZone:
@@ -142,17 +174,15 @@ class PolicyZone:
     settings: ZoneSettings
 
 
-@dataclass(slots=True)
-class _Match:
-    zi: int
-    kind: TriggerKind
-    rule: int
-    value: str
-    owner: str
-
-
 class Policy:
-    """An ordered list of zones with their settings; immutable; cheap to share between threads."""
+    """An ordered list of zones with their settings; immutable apart from its decision cache.
+
+    ``evaluate_query`` answers repeated questions from a bounded cache of decisions, so a busy
+    resolver pays for a table walk once per distinct (name, type) per policy version; a new
+    Policy object (a swap) starts with an empty cache. Client-dependent outcomes are never cached.
+    """
+
+    CACHE_SIZE = 1 << 18
 
     def __init__(self, zones: Sequence[PolicyZone]) -> None:
         if len(zones) > 64:
@@ -160,9 +190,7 @@ class Policy:
         self.zones = tuple(zones)
         self.has_client_ip = any(z.zone.has_client_ip for z in self.zones)
         self.has_response_triggers = any(z.zone.has_response_triggers for z in self.zones)
-        # zones before which no IP/NS trigger exists: a QNAME match there is final before recursion
-        self._response_before = [any(z.zone.has_response_triggers for z in self.zones[:i])
-                                 for i in range(len(self.zones) + 1)]
+        self._cache: dict[tuple[bytes, int], Outcome] = {}
 
     def __len__(self) -> int:
         return len(self.zones)
@@ -171,8 +199,27 @@ class Policy:
         return {pz.settings.name or pz.zone.name: pz.zone.serial for pz in self.zones}
 
     # -- evaluation -------------------------------------------------------------------------
+    def evaluate_query(self, client: str | bytes | None, qname: bytes, qtype: int) -> Outcome:
+        """Before recursion: CLIENT-IP and QNAME, unless an earlier zone's IP/NS triggers could win.
+        ``qname`` is canonical wire (lower case)."""
+        key = (qname, qtype)
+        if not self.has_client_ip or client is None or not self._client_matches(client):
+            hit = self._cache.get(key, _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+            out = self.evaluate(None, qtype, (Stage(qname),), complete=False)
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = out
+            return out
+        return self.evaluate(client, qtype, (Stage(qname),), complete=False)
+
+    def _client_matches(self, client: str | bytes) -> bool:
+        val = address_value(client)
+        return any(pz.zone.has_client_ip and pz.zone.client_ip.match(*val) is not None for pz in self.zones)
+
     def evaluate(self, client: str | bytes | None, qtype: int, stages: Sequence[Stage],
-                 complete: bool = True) -> Decision | _NeedResponse | None:
+                 complete: bool = True) -> Outcome:
         """The decision for a query (``complete=False``: only stage 0's name is known yet)."""
         if qtype in (T_ANY, T_CNAME, T_DNAME):
             stages = stages[:1]  # section 5.1 applies only to other query types
@@ -183,114 +230,106 @@ class Policy:
         for pos, st in enumerate(stages):
             for zi, pz in enumerate(self.zones):
                 z = pz.zone
-                m = None
+                d: Decision | None = None
                 if pos == 0 and client_val is not None and z.has_client_ip:
                     hit = z.client_ip.match(*client_val)
                     if hit is not None:
-                        m = _Match(zi, TriggerKind.CLIENT_IP, hit[0], str(hit[1]),
-                                   _ip_owner(z, TriggerKind.CLIENT_IP, hit[1]))
-                if m is None:
-                    m = self._match_name(zi, z, TriggerKind.QNAME, st.name)
-                if m is None and z.has_response_triggers:
+                        d = self._decide(pz, zi, hit[0], TriggerKind.CLIENT_IP, st.name, pos, qtype,
+                                         prefix=hit[1], matched=_packed(client) if client is not None else b"")
+                if d is None:
+                    qm = z.qname.match(st.name)
+                    if qm is not None:
+                        d = self._decide(pz, zi, qm[0], TriggerKind.QNAME, st.name, pos, qtype,
+                                         key=_key(z.qname, qm))
+                if d is None and z.has_response_triggers:
                     if not complete:
                         return NEED_RESPONSE
-                    m = self._match_response(zi, z, st)
-                if m is None:
+                    d = self._match_response(pz, zi, st, pos, qtype)
+                if d is None:
                     continue
-                d = self._decide(m, pz, st.name, pos, qtype)
                 if d.action is ActionKind.DISABLED:
                     disabled.append(d)
                     continue
-                if disabled:
-                    return _with_disabled(d, disabled)
-                return d
+                return dataclasses.replace(d, disabled=tuple(disabled)) if disabled else d
             if not complete:
                 break
         if disabled:
-            first = disabled[0]
-            return _with_disabled(first, disabled)
+            return dataclasses.replace(disabled[0], disabled=tuple(disabled))
         return None
 
-    def evaluate_query(self, client: str | bytes | None, qname: bytes, qtype: int) -> Decision | _NeedResponse | None:
-        """Before recursion: CLIENT-IP and QNAME, unless an earlier zone's IP/NS triggers could win."""
-        return self.evaluate(client, qtype, (Stage(qname),), complete=False)
-
-    def _match_name(self, zi: int, z: CompiledZone, kind: TriggerKind, name: bytes) -> _Match | None:
-        table = z.qname if kind is TriggerKind.QNAME else z.nsdname
-        hit = table.match(name)
-        if hit is None:
-            return None
-        rule, row, wild = hit
-        key = table.key(row)
-        if wild:
-            key = b"\x01*" + key
-        rel = key if kind is TriggerKind.QNAME else key[:-1] + b"\x0brpz-nsdname\x00"
-        full = names.concat(rel, z.origin)
-        return _Match(zi, kind, rule, names.to_text(name), names.to_text(full if full else rel))
-
-    def _match_response(self, zi: int, z: CompiledZone, st: Stage) -> _Match | None:
+    def _match_response(self, pz: PolicyZone, zi: int, st: Stage, pos: int, qtype: int) -> Decision | None:
+        z = pz.zone
         if len(z.ip) and st.addresses:
-            hit = z.ip.best(address_value(a) for a in st.addresses)
+            hit = z.ip.best((address_value(a), a) for a in st.addresses)
             if hit is not None:
-                return _Match(zi, TriggerKind.IP, hit[0], _addr_text(st.addresses, hit[1]),
-                              _ip_owner(z, TriggerKind.IP, hit[1]))
+                return self._decide(pz, zi, hit[0], TriggerKind.IP, st.name, pos, qtype, prefix=hit[1],
+                                    matched=hit[2])
         if z.nsdname.size and st.ns_names:
-            best: tuple[tuple[int, tuple[bytes, ...]], _Match] | None = None
+            best: tuple[tuple[int, tuple[bytes, ...]], bytes, tuple[int, int, bool]] | None = None
             for ns in st.ns_names:
-                m = self._match_name(zi, z, TriggerKind.NSDNAME, ns)
+                m = z.nsdname.match(ns)
                 if m is None:
                     continue
-                hit2 = z.nsdname.match(ns)
-                assert hit2 is not None
-                # 5.3: exact beats wildcard, more labels win; 5.5: NS name last in canonical order
-                rank = (0 if hit2[2] else 1, names.canonical_key(ns))
+                # 5.3: exact beats wildcard; 5.5: the NS name last in DNSSEC canonical order wins
+                rank = (0 if m[2] else 1, names.canonical_key(ns))
                 if best is None or rank > best[0]:
-                    best = (rank, m)
+                    best = (rank, ns, m)
             if best is not None:
-                return best[1]
+                return self._decide(pz, zi, best[2][0], TriggerKind.NSDNAME, st.name, pos, qtype,
+                                    key=_key(z.nsdname, best[2]), matched=best[1])
         if len(z.nsip) and st.ns_addresses:
-            hit = z.nsip.best(address_value(a) for a in st.ns_addresses)
+            hit = z.nsip.best((address_value(a), a) for a in st.ns_addresses)
             if hit is not None:
-                return _Match(zi, TriggerKind.NSIP, hit[0], _addr_text(st.ns_addresses, hit[1]),
-                              _ip_owner(z, TriggerKind.NSIP, hit[1]))
+                return self._decide(pz, zi, hit[0], TriggerKind.NSIP, st.name, pos, qtype, prefix=hit[1],
+                                    matched=hit[2])
         return None
 
-    def _decide(self, m: _Match, pz: PolicyZone, name: bytes, pos: int, qtype: int) -> Decision:
+    def _decide(self, pz: PolicyZone, zi: int, rule: int, kind: TriggerKind, name: bytes, pos: int, qtype: int,
+                key: bytes = b"", prefix: Prefix | None = None, matched: bytes = b"") -> Decision:
         z = pz.zone
         s = pz.settings
-        action = _effective(z.action_of(m.rule), s)
-        kind = action.kind
+        action = _effective(z.action_of(rule), s)
+        akind = action.kind
         records: tuple[RR, ...] = ()
         cname_target = b""
         note = ""
         cap = s.max_policy_ttl
-        if kind is ActionKind.LOCAL_DATA:
+        if akind is ActionKind.LOCAL_DATA:
             records = tuple(RR(r.rdtype, min(r.ttl, cap), r.rdata) for r in action.select(qtype))
             if not records:
-                kind = ActionKind.NODATA
+                akind = ActionKind.NODATA
                 note = "local data has no record of the asked type"
             elif records[0].rdtype == T_CNAME and qtype != T_CNAME:
                 cname_target = records[0].rdata
-        elif kind is ActionKind.CNAME_WILDCARD:
+        elif akind is ActionKind.CNAME_WILDCARD:
             target = names.concat(name, action.garden)
             if target is None:
-                kind = s.long_cname_fallback
+                akind = s.long_cname_fallback
                 note = "walled-garden target longer than 255 octets"
             else:
                 cname_target = target
                 records = (RR(T_CNAME, min(action.ttl, cap), target),)
-        ref = z.ref_of(m.rule)
-        zone_name = s.name or z.name
         d = Decision(
-            action=kind, zone=zone_name, zone_index=m.zi, serial=z.serial, trigger=m.kind,
-            trigger_value=m.value, owner=m.owner, position=pos, qname=name, records=records,
-            cname_target=cname_target, order_ref=ref, soa_owner=z.origin,
-            soa=RR(6, min(z.soa.ttl, int.from_bytes(z.soa.rdata[-4:], "big")), z.soa.rdata),
-            ttl_cap=cap, note=note)
-        if s.ede_code is not None and kind not in (ActionKind.PASSTHRU, ActionKind.DISABLED):
+            action=akind, zone=s.name or z.name, zone_index=zi, serial=z.serial, trigger=kind, position=pos,
+            qname=name, records=records, cname_target=cname_target, order_ref=z.ref_of(rule),
+            soa_owner=z.origin, soa=z.soa_answer, ttl_cap=cap, note=note, rule_key=key, prefix=prefix,
+            matched=matched)
+        if s.ede_code is not None and akind not in (ActionKind.PASSTHRU, ActionKind.DISABLED):
             text = s.ede_text.format_map(_TemplateFields(d)) if s.ede_text else ""
-            d = _replace(d, ede_code=s.ede_code, ede_text=text)
+            d = dataclasses.replace(d, ede_code=s.ede_code, ede_text=text)
         return d
+
+
+_MISS = object()
+
+
+def _key(table: NameTable, m: tuple[int, int, bool]) -> bytes:
+    key = table.key(m[1])
+    return b"\x01*" + key if m[2] else key
+
+
+def _packed(addr: str | bytes) -> bytes:
+    return addr if isinstance(addr, bytes) else ipaddress.ip_address(addr).packed
 
 
 def _effective(action: Action, s: ZoneSettings) -> Action:
@@ -313,30 +352,22 @@ _OVERRIDE_ACTIONS = {
 
 
 class _TemplateFields(dict[str, str]):
+    """Template fields computed only when the template uses them."""
+
     def __init__(self, d: Decision) -> None:
-        super().__init__(order_ref=d.order_ref or "-", zone=d.zone, serial=str(d.serial),
-                         trigger=d.trigger.label, owner=d.owner, action=d.action.label,
-                         qname=names.to_text(d.qname))
+        super().__init__()
+        self.d = d
 
-
-def _replace(d: Decision, **kw: object) -> Decision:
-    import dataclasses
-    return dataclasses.replace(d, **kw)  # type: ignore[arg-type]
-
-
-def _with_disabled(d: Decision, disabled: list[Decision]) -> Decision:
-    return _replace(d, disabled=tuple(disabled))
-
-
-def _ip_owner(z: CompiledZone, kind: TriggerKind, prefix: Prefix) -> str:
-    from .triggers import SUFFIX_OF
-    return f"{prefix.owner_labels()}.{SUFFIX_OF[kind].decode()}.{names.to_text(z.origin)}"
-
-
-def _addr_text(addresses: tuple[bytes, ...], prefix: Prefix) -> str:
-    import ipaddress
-    for a in addresses:
-        v6, val = address_value(a)
-        if prefix.contains(v6, val):
-            return str(ipaddress.ip_address(a))
-    return str(prefix)
+    def __missing__(self, key: str) -> str:
+        d = self.d
+        value = {
+            "order_ref": lambda: d.order_ref or "-",
+            "zone": lambda: d.zone,
+            "serial": lambda: str(d.serial),
+            "trigger": lambda: d.trigger.label,
+            "owner": lambda: d.owner,
+            "action": lambda: d.action.label,
+            "qname": lambda: names.to_text(d.qname),
+        }[key]()
+        self[key] = value
+        return value

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import names
 from .actions import RR, Action, classify
 from .errors import RecordError, ZoneReadError
-from .index import NameTable, PrefixTable, build_name_table
+from .index import NameTable, PrefixTable, StringTable, build_name_table
 from .triggers import Prefix, Trigger, TriggerKind, parse_owner
 from .zonetext import ParsedRR, Rejection, ZoneReader
 
@@ -50,12 +50,14 @@ class CompiledZone:
 
     def __init__(self, *, origin: bytes, soa: RR, source: str, actions: list[Action],
                  rule_action: list[int] | memoryview, rule_ref: list[int] | memoryview,
-                 refs: list[str], qname: NameTable, nsdname: NameTable,
+                 refs: StringTable, qname: NameTable, nsdname: NameTable,
                  client_ip: PrefixTable, ip: PrefixTable, nsip: PrefixTable,
                  rejections: list[Rejection], stats: ZoneStats) -> None:
         self.origin = origin
         self.soa = soa
         self.serial = int.from_bytes(soa.rdata[-20:-16], "big")
+        # the SOA as it goes into the additional section: TTL capped by its own MINIMUM (RFC 2308)
+        self.soa_answer = RR(6, min(soa.ttl, int.from_bytes(soa.rdata[-4:], "big")), soa.rdata)
         self.source = source
         self.actions = actions
         self.rule_action = rule_action
@@ -68,6 +70,8 @@ class CompiledZone:
         self.nsip = nsip
         self.rejections = rejections
         self.stats = stats
+        self.mapped: object | None = None  # the mmap a snapshot zone lives in (kept alive with it)
+        self.snapshot_path: str | None = None
         self.has_client_ip = len(client_ip) > 0
         self.has_response_triggers = len(ip) > 0 or nsdname.size > 0 or len(nsip) > 0
 
@@ -80,7 +84,7 @@ class CompiledZone:
 
     def ref_of(self, rule: int) -> str | None:
         r = self.rule_ref[rule]
-        return self.refs[r] if r else None
+        return self.refs.get(r) if r else None
 
     def __repr__(self) -> str:
         return f"<CompiledZone {self.name} serial {self.serial}: {self.stats.rules} rules>"
@@ -186,7 +190,7 @@ class ZoneBuilder:
         self.rejections.sort(key=lambda r: (r.line is None, r.line or 0))
         return CompiledZone(
             origin=self.apex, soa=soa, source=self.source, actions=self._action_list,
-            rule_action=self.rule_action, rule_ref=self.rule_ref, refs=self._ref_list,
+            rule_action=self.rule_action, rule_ref=self.rule_ref, refs=StringTable.build(self._ref_list),
             qname=build_name_table(self.qname), nsdname=build_name_table(self.nsdname),
             client_ip=PrefixTable(list(self.prefixes[TriggerKind.CLIENT_IP].items())),
             ip=PrefixTable(list(self.prefixes[TriggerKind.IP].items())),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import dns.exception
 import dns.name
@@ -117,7 +118,12 @@ class LogicalLine:
     consumed: tuple[int, int]  # first and last physical line (1-based)
 
 
-def logical_lines(lines: list[bytes], first: int, last: int) -> Iterator[LogicalLine]:
+class Lines(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> bytes: ...
+
+
+def logical_lines(lines: Lines, first: int, last: int) -> Iterator[LogicalLine]:
     """Scan physical lines first..last (0-based, inclusive start) into logical lines.
 
     A parenthesised record may run past ``last``; it is read to its end.
@@ -144,7 +150,7 @@ class _Unbalanced(Exception):
         self.line = line
 
 
-def _scan(lines: list[bytes], i: int) -> tuple[str, int, int]:
+def _scan(lines: Lines, i: int) -> tuple[str, int, int]:
     """Join physical lines from i while parentheses are open; drop comments. Returns text, depth,
     index of the next unread line."""
     out: list[str] = []
@@ -202,19 +208,32 @@ class ZoneReader:
         self._origin: bytes | None = self.apex
         self._default_ttl: int | None = None
         self._prev_owner: bytes | None = None
+        self.contexts: list[tuple[int, bytes | None, int | None]] = [(0, self._origin, None)]
+        self.last_consumed = -1
 
     # -- public -----------------------------------------------------------------------------
     def reject(self, line: int | None, owner: str, reason: str) -> None:
         self.rejections.append(Rejection(self.source, line, owner, reason))
 
-    def read_lines(self, lines: list[bytes], first: int = 0, last: int | None = None) -> Iterator[ParsedRR]:
+    def read_lines(self, lines: Lines, first: int = 0, last: int | None = None) -> Iterator[ParsedRR]:
         """Records of physical lines first..last; may be called piecewise, in order."""
         end = len(lines) - 1 if last is None else last
         try:
             for ll in logical_lines(lines, first, end):
+                self.last_consumed = ll.consumed[1] - 1
                 yield from self._logical(ll)
         except _Unbalanced as exc:
             raise ZoneReadError(self.source, "unbalanced parentheses: '(' never closed", exc.line) from None
+
+    def read_line_in_context(self, lines: Lines, i: int, origin: bytes, default_ttl: int | None) -> list[ParsedRR]:
+        """Read physical line i alone as if $ORIGIN and $TTL were as given (for lines the fast
+        path handed back after the careful pass)."""
+        saved = (self._origin, self._default_ttl, self.last_consumed)
+        self._origin, self._default_ttl = origin, default_ttl
+        try:
+            return list(self.read_lines(lines, i, i))
+        finally:
+            self._origin, self._default_ttl, self.last_consumed = saved
 
     def origin_dns(self) -> dns.name.Name:
         assert self._origin is not None
@@ -299,11 +318,13 @@ class ZoneReader:
             if self.apex is None:
                 self.apex = new
             self._origin = new
+            self.contexts.append((ll.line, self._origin, self._default_ttl))
         elif word == "$TTL":
             try:
                 if len(arg) != 1:
                     raise ValueError("expected exactly one value")
                 self._default_ttl = dns.ttl.from_text(arg[0])
+                self.contexts.append((ll.line, self._origin, self._default_ttl))
             except (ValueError, dns.exception.DNSException) as exc:
                 self.reject(ll.line, "$TTL", f"bad $TTL: {exc}")
         elif word == "$INCLUDE":

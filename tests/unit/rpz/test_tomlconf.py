@@ -29,7 +29,8 @@ def test_lines_of_keys_tables_and_arrays_of_tables():
     assert doc.line_of(("policy", "zone", 1, "ede")) == 17
     assert doc.line_of(("policy", "zone", 0, "name")) == 13
     assert doc.line_of(("resolver", "listen", 1)) == 6  # falls back to the key
-    assert str(doc.error(("policy", "zone", 1, "ede"), "EDE 99 unknown")) == "c.toml:17: policy.zone[1].ede: EDE 99 unknown"
+    err = doc.error(("policy", "zone", 1, "ede"), "EDE 99 unknown")
+    assert str(err) == "c.toml:17: policy.zone[1].ede: EDE 99 unknown"
 
 
 def test_syntax_error_has_a_line():
