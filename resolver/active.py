@@ -12,6 +12,8 @@ belongs to the generation, so a swap drops it with the old policy.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rpz
-from rpz import CompiledZone, Policy, PolicyZone
+from rpz import CompiledZone, Policy, PolicyZone, snapshot
 
 from .config import Config, ZoneConfig
 from .errors import PolicyLoadError
@@ -64,17 +66,11 @@ def load_zone(z: ZoneConfig, path: str) -> CompiledZone:
     """Load one zone: a compiled snapshot (mapped, shared between workers) or zone text."""
     if z.source == "snapshot" or path.endswith(".snap"):
         try:
-            from rpz import snapshot  # type: ignore[attr-defined]
-        except ImportError:
-            raise PolicyLoadError(f"{path}: compiled snapshots need rpz.snapshot, which this build lacks; "
-                                  "configure the zone text with file = ... instead") from None
-        try:
-            zone: CompiledZone = snapshot.open_snapshot(path)
+            return snapshot.open_snapshot(path)
         except OSError as exc:
             raise PolicyLoadError(f"{path}: cannot open the snapshot: {exc.strerror}") from exc
         except rpz.RpzError as exc:
             raise PolicyLoadError(f"{path}: {exc}") from exc
-        return zone
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -83,9 +79,56 @@ def load_zone(z: ZoneConfig, path: str) -> CompiledZone:
         hint = " (has the feed been synced yet? run: hotline-edge feed sync)" if "/feeds/" in path else ""
         raise PolicyLoadError(f"{path}: cannot read the zone: {what}{hint}") from exc
     try:
-        return rpz.compile_text(data, path, z.origin)
+        return rpz.compile_text(data, path, z.origin, fast=True)
     except rpz.RpzError as exc:
         raise PolicyLoadError(f"{path}: {exc}") from exc
+
+
+def compile_snapshots(cfg: Config, directory: str, generation: int,
+                      log: Callable[..., None] | None = None) -> Config:
+    """Compile every zone given as text into a snapshot under ``directory``; return the
+    configuration that names the snapshots instead, so worker processes map one shared copy
+    instead of each compiling its own. PolicyLoadError names the zone that failed."""
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    zones = []
+    for i, z in enumerate(cfg.zones):
+        path = cfg.zone_path(z)
+        if z.source == "snapshot" or path.endswith(".snap"):
+            zones.append(z)
+            continue
+        t0 = time.monotonic()
+        try:
+            cz = load_zone(z, path)
+        except PolicyLoadError as exc:
+            raise PolicyLoadError(f"policy.zone[{i}] ({z.name or z.path}): {exc}") from exc
+        snap = os.path.join(directory, f"gen{generation}-zone{i}.snap")
+        try:
+            snapshot.write_snapshot(cz, snap)
+        except OSError as exc:
+            raise PolicyLoadError(f"{snap}: cannot write the compiled snapshot: {exc.strerror}") from exc
+        if log is not None:
+            _log_rejections(log, z.name or cz.name, cz, path)
+            log("info", "zone_compiled", zone=z.name or cz.name, serial=cz.serial, rules=cz.stats.rules,
+                file=path, snapshot=snap, seconds=round(time.monotonic() - t0, 3))
+        zones.append(dataclasses.replace(z, source="snapshot", path=snap))
+    return dataclasses.replace(cfg, zones=tuple(zones))
+
+
+def remove_old_snapshots(directory: str, keep_generation: int) -> None:
+    """Delete compiled snapshots of older generations (workers that map them keep their pages)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if name.startswith("gen") and name.endswith(".snap") and not name.startswith(f"gen{keep_generation}-"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
+
+
+def _log_rejections(log: Callable[..., None], name: str, cz: CompiledZone, path: str) -> None:
+    for r in list(cz.rejections)[:20]:
+        log("warning", "record_rejected", zone=name, where=f"{r.source}:{r.line}", owner=r.owner, reason=r.reason)
+    if len(cz.rejections) > 20:
+        log("warning", "records_rejected", zone=name, file=path, count=len(cz.rejections),
+            hint=f"hotline-edge rpz check {path} lists them all")
 
 
 def build_policy(cfg: Config, log: Callable[..., None] | None = None) -> tuple[Policy, list[ZoneLoad]]:
@@ -110,10 +153,8 @@ def build_policy(cfg: Config, log: Callable[..., None] | None = None) -> tuple[P
         if log is not None:
             log("info", "zone_loaded", zone=load.name, serial=load.serial, rules=load.rules,
                 rejected=load.rejected, file=path, seconds=load.seconds)
-            if rej:
-                for r in list(cz.rejections)[:20]:
-                    log("warning", "record_rejected", zone=load.name, where=f"{r.source}:{r.line}",
-                        owner=r.owner, reason=r.reason)
+            if rej and z.source != "snapshot":
+                _log_rejections(log, load.name, cz, path)
     try:
         policy = Policy(zones)
     except rpz.RpzError as exc:

@@ -29,6 +29,7 @@ from typing import Any
 from rpz.tomlconf import ConfigError, ConfigErrors
 
 from . import sdnotify
+from .active import compile_snapshots, remove_old_snapshots
 from .config import Config, load
 from .errors import PolicyLoadError
 from .hits import HitSink
@@ -59,6 +60,8 @@ class Supervisor:
         self.control: asyncio.Server | None = None
         self.metrics_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.worker_cfg = cfg
+        self.snapshot_dir = os.path.join(cfg.node.runtime_dir, "policy")
 
     # -- running ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,7 +138,15 @@ class Supervisor:
             except (ConfigError, ConfigErrors) as exc:
                 return self._failed(reason, f"configuration: {exc}")
             gen = self.generation + 1
-            results = await asyncio.gather(*(link.prepare(gen, cfg) for link in self.links), return_exceptions=True)
+            worker_cfg = cfg
+            if len(self.links) > 1:   # compile once here; the workers map the snapshots (shared pages)
+                try:
+                    worker_cfg = await asyncio.get_running_loop().run_in_executor(
+                        None, compile_snapshots, cfg, self.snapshot_dir, gen, self.log)
+                except PolicyLoadError as exc:
+                    return self._failed(reason, str(exc))
+            results = await asyncio.gather(*(link.prepare(gen, worker_cfg) for link in self.links),
+                                           return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             oks = [r for r in results if not isinstance(r, BaseException)]
             if not errors and len({json.dumps(r["zones"], sort_keys=True) for r in oks}) > 1:
@@ -148,6 +159,9 @@ class Supervisor:
             await asyncio.gather(*(link.commit(gen, loaded_at) for link in self.links))
             self.generation = gen
             self.cfg = cfg
+            self.worker_cfg = worker_cfg
+            if len(self.links) > 1:
+                remove_old_snapshots(self.snapshot_dir, gen)
             self.serials = oks[0]["zones"]
             self.loaded_at = loaded_at
             self.reloads["ok"] += 1
@@ -188,7 +202,7 @@ class Supervisor:
         if self.stopping.is_set():
             return
         async with self.lock:
-            preload = (self.generation, self.cfg, self.loaded_at or time.time()) if self.generation else None
+            preload = (self.generation, self.worker_cfg, self.loaded_at or time.time()) if self.generation else None
             try:
                 await link.start(preload)
                 link.on_exit = self._worker_exited
