@@ -47,10 +47,10 @@ METRIC_NAMES = tuple(PREFIX + n for n in (
 def snapshot(c: StageCounters, u: UpstreamStats, cache_entries: int, tcp_connections: int) -> dict[str, Any]:
     """A worker's counters as plain JSON-able data."""
     return {
-        "responses": [[t, r, n] for (t, r), n in c.responses.items()],
+        "responses": [[t, r, n] for (t, r), n in c.responses().items()],
         "refused": dict(c.refused),
         "malformed": dict(c.malformed),
-        "hits": [[z, a, n] for (z, a), n in c.hits.items()],
+        "hits": [[z, a, n] for (z, a), n in c.hits().items()],
         "dnssec_unfiltered": c.dnssec_skipped,
         "cache": {"hits": c.cache_hits, "misses": c.cache_misses, "entries": cache_entries},
         "upstream": [[up, o, n] for (up, o), n in u.outcomes.items()],

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import rpz
 from rpz import NEED_RESPONSE, ActionKind, Decision, Stage
 
 from .active import ActivePolicy, PolicyHolder
@@ -98,14 +99,14 @@ class Pending(NamedTuple):
 class Acl:
     """Customer prefixes; the answer per client address is remembered (bounded)."""
 
-    __slots__ = ("_memo", "nets")
+    __slots__ = ("memo", "nets")
 
     def __init__(self, prefixes: tuple[str, ...]) -> None:
         self.nets = [ipaddress.ip_network(p) for p in prefixes]
-        self._memo: dict[str, bool] = {}
+        self.memo: dict[str, bool] = {}
 
     def allows(self, ip: str) -> bool:
-        ok = self._memo.get(ip)
+        ok = self.memo.get(ip)
         if ok is None:
             try:
                 addr = ipaddress.ip_address(ip.split("%", 1)[0])
@@ -115,28 +116,66 @@ class Acl:
             if mapped is not None:
                 addr = mapped
             ok = any(addr in n for n in self.nets if n.version == addr.version)
-            if len(self._memo) > 65_536:
-                self._memo.clear()
-            self._memo[ip] = ok
+            if len(self.memo) > 65_536:
+                self.memo.clear()
+            self.memo[ip] = ok
         return ok
 
 
 class StageCounters:
-    """Per-process counters, plain ints on the hot path; exported by resolver.metrics."""
+    """Per-process counters, plain ints on the hot path; exported by resolver.metrics.
 
-    __slots__ = ("cache_hits", "cache_misses", "dnssec_skipped", "hits", "malformed", "refused", "responses")
+    Responses and hits are list slots indexed by small ints, so the hot path pays one list
+    increment instead of hashing a key: ``response_slot(transport, rcode)`` and ``hit_slot(zone,
+    action)`` give the index, ``responses()`` and ``hits()`` the labelled totals.
+    """
+
+    __slots__ = ("cache_hits", "cache_misses", "dnssec_skipped", "hit_keys", "hit_slots", "hitc", "malformed",
+                 "refused", "resp", "send_errors")
 
     def __init__(self) -> None:
-        self.responses: dict[tuple[str, int], int] = {}     # (transport, rcode or -1 for none sent)
+        self.resp = [0] * (2 * RESP_STRIDE)                  # [transport * 17 + (rcode or 16: none sent)]
         self.refused: dict[str, int] = {}                   # acl | not_ready | class | transfer
         self.malformed: dict[str, int] = {}
-        self.hits: dict[tuple[str, str], int] = {}
+        self.hitc: list[int] = []
+        self.hit_slots: dict[tuple[str, str], int] = {}
+        self.hit_keys: list[tuple[str, str]] = []
         self.cache_hits = 0
         self.cache_misses = 0
         self.dnssec_skipped = 0
+        self.send_errors = 0
 
     def bump(self, table: dict[Any, int], key: Any) -> None:
         table[key] = table.get(key, 0) + 1
+
+    def hit_slot(self, zone: str, action: str) -> int:
+        key = (zone, action)
+        i = self.hit_slots.get(key)
+        if i is None:
+            i = self.hit_slots[key] = len(self.hitc)
+            self.hitc.append(0)
+            self.hit_keys.append(key)
+        return i
+
+    def responses(self) -> dict[tuple[str, int], int]:
+        """(transport, rcode or -1 when no response was sent) -> count."""
+        out = {}
+        for i, n in enumerate(self.resp):
+            if n:
+                t, r = divmod(i, RESP_STRIDE)
+                out[(TRANSPORTS[t], -1 if r == 16 else r)] = n
+        return out
+
+    def hits(self) -> dict[tuple[str, str], int]:
+        return {k: n for k, n in zip(self.hit_keys, self.hitc, strict=True) if n}
+
+
+RESP_STRIDE = 17
+TRANSPORTS = ("udp", "tcp")
+
+
+def response_slot(transport: str, response: bytes | None) -> int:
+    return (0 if transport == "udp" else RESP_STRIDE) + (response[3] & 0xF if response is not None else 16)
 
 
 def _malformed_key(reason: str) -> str:
@@ -175,27 +214,50 @@ class Pipeline:
 
         Remembered answers belong to one policy generation, and relayed upstream answers to one
         second (their TTLs age); nothing is remembered when the policy has CLIENT-IP triggers.
+        Counts the response and reports the hits, as ``handle`` would have. (UdpServer inlines
+        this same logic on its hot path.)
         """
         f = (self.fast_udp if transport == UDP else self.fast_tcp).get(data[2:])
-        if f is None or f[0] is not self.holder.active or (f[1] and f[1] != int(self.clock())):
+        if f is None or (f[0] and f[0] != int(self.clock())):
             return MISS
         if not self.acl.allows(ip):
             return MISS
-        if f[3]:
-            self.emit(f[3], ip, port, transport)
-        body: bytes | None = f[2]
+        self.replay_counts(f, ip, port, transport)
+        body: bytes | None = f[1]
         if body is None:
             return None
         return data[:2] + body
 
+    def replay_counts(self, f: tuple[Any, ...], ip: str, port: int, transport: str) -> None:
+        """Count a remembered response and report its hits (FAST tuple: see ``_remember``)."""
+        self.c.resp[f[3]] += 1
+        hitc = self.c.hitc
+        for i in f[4]:
+            hitc[i] += 1
+        if f[2] and not self.null_sink:
+            self.submit(f[2], ip, port, transport)
+
+    def swap(self, policy: rpz.Policy, generation: int, loaded_at: float, sources: tuple[str, ...] = ()) -> None:
+        """Make ``policy`` active. Answers remembered for the old one are forgotten in the same step
+        (no await in between), so the next query is answered by the new policy."""
+        self.holder.swap(policy, generation, loaded_at, sources)
+        self.fast_udp.clear()
+        self.fast_tcp.clear()
+
     def _remember(self, data: bytes, transport: str, active: ActivePolicy, second: int, *, out: bytes | None,
                   hits: tuple[HitTemplate, ...]) -> None:
+        """Remember ``out`` for these query bytes: (second or 0, response without ID, hit templates,
+        response counter slot, hit counter slots). A relayed upstream answer is good for the second
+        it was built in (its TTLs age); a policy answer until the next swap, which empties the table.
+        """
         if active.client_dependent:
             return
         table = self.fast_udp if transport == UDP else self.fast_tcp
         if len(table) >= FAST_LIMIT:
             table.clear()
-        table[data[2:]] = (active, second, out[2:] if out is not None else None, hits)
+        c = self.c
+        table[data[2:]] = (second, out[2:] if out is not None else None, hits, response_slot(transport, out),
+                           tuple(c.hit_slot(t[2], t[6]) for t in hits))
 
     def handle(self, data: bytes, ip: str, port: int, transport: str) -> bytes | Pending | None:
         c = self.c
@@ -299,14 +361,16 @@ class Pipeline:
         return Verdict(ANSWER, d, pieces(d, links or ((),)), hits)
 
     def emit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:
+        """The hit-hook stage: count every hit, and hand one HitRecord per hit to the sink."""
         if not hits:
             return
-        table = self.c.hits
+        c = self.c
         for t in hits:
-            key = (t[2], t[6])
-            table[key] = table.get(key, 0) + 1
-        if self.null_sink:
-            return
+            c.hitc[c.hit_slot(t[2], t[6])] += 1
+        if not self.null_sink:
+            self.submit(hits, ip, port, transport)
+
+    def submit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:
         now_ms = int(self.wallclock() * 1000)
         submit = self.sink.submit
         for t in hits:
@@ -428,6 +492,4 @@ class Pipeline:
 
     # -- used by the adapters -----------------------------------------------------------------
     def count(self, transport: str, response: bytes | None) -> None:
-        key = (transport, response[3] & 0xF if response is not None and len(response) > 3 else -1)
-        r = self.c.responses
-        r[key] = r.get(key, 0) + 1
+        self.c.resp[response_slot(transport, response)] += 1

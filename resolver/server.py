@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from .config import Endpoint
@@ -63,23 +64,86 @@ class Inflight:
         return len(pending)
 
 
-class UdpServer(asyncio.DatagramProtocol):
-    def __init__(self, pipeline: Pipeline, inflight: Inflight) -> None:
+UDP_BATCH = 64          # datagrams handled per readiness callback before yielding to the loop
+UDP_MAX_QUERY = 4096    # larger datagrams are cut by the kernel and then refused as malformed
+
+
+class UdpListener:
+    """UDP: the socket is read directly in a loop on readiness (``loop.add_reader``), up to
+    UDP_BATCH datagrams per wake-up; measured here, this costs less per query than a
+    DatagramProtocol. The hot path (a remembered answer for these exact query bytes) reads the
+    pipeline's tables through a closure; everything else goes through ``Pipeline.handle``. Both
+    count and report hits the same way (``Pipeline.fast`` is the reference version)."""
+
+    def __init__(self, sock: socket.socket, pipeline: Pipeline, inflight: Inflight) -> None:
+        self.sock = sock
         self.pipeline = pipeline
         self.inflight = inflight
-        self.transport: asyncio.DatagramTransport | None = None
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        self.readable = self._reader()
+        self.loop.add_reader(sock.fileno(), self.readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def stop_reading(self) -> None:
+        if not self.closed:
+            self.loop.remove_reader(self.sock.fileno())
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        r = self.pipeline.fast(data, addr[0], addr[1], UDP)
-        if r is MISS:
-            r = self.pipeline.handle(data, addr[0], addr[1], UDP)
+    def close(self) -> None:
+        self.stop_reading()
+        self.closed = True
+        self.sock.close()
+
+    def send(self, out: bytes, addr: tuple[Any, ...]) -> None:
+        if self.closed:
+            return
+        try:
+            self.sock.sendto(out, addr)
+        except OSError:   # full send buffer or an unreachable client: UDP, nothing to retry
+            self.pipeline.c.send_errors += 1
+
+    def _reader(self) -> Callable[[], None]:
+        p = self.pipeline
+        recvfrom = self.sock.recvfrom
+        sendto = self.sock.sendto
+        remembered = p.fast_udp
+        acl = p.acl.memo
+        clock = p.clock
+        resp = p.c.resp
+        hitc = p.c.hitc
+        submit = p.submit
+        null_sink = p.null_sink
+        slow = self._handle
+
+        def readable() -> None:
+            for _ in range(UDP_BATCH):
+                try:
+                    data, addr = recvfrom(UDP_MAX_QUERY)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    continue
+                f = remembered.get(data[2:])
+                if f is not None and acl.get(addr[0]) and (not f[0] or f[0] == int(clock())):
+                    if f[1] is not None:
+                        try:
+                            sendto(data[:2] + f[1], addr)
+                        except OSError:
+                            p.c.send_errors += 1
+                    resp[f[3]] += 1
+                    for i in f[4]:
+                        hitc[i] += 1
+                    if f[2] and not null_sink:
+                        submit(f[2], addr[0], addr[1], UDP)
+                    continue
+                slow(data, addr)
+
+        return readable
+
+    def _handle(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        r = self.pipeline.handle(data, addr[0], addr[1], UDP)
         if r.__class__ is bytes:
             self.pipeline.count(UDP, r)
-            self.transport.sendto(r, addr)  # type: ignore[union-attr]
+            self.send(r, addr)
         elif r is None:
             self.pipeline.count(UDP, None)
         else:
@@ -88,11 +152,8 @@ class UdpServer(asyncio.DatagramProtocol):
     async def _slow(self, p: Pending, addr: tuple[Any, ...]) -> None:
         r = await self.pipeline.resolve(p)
         self.pipeline.count(UDP, r)
-        if r is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(r, addr)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP errors for earlier replies: nothing to do
-        pass
+        if r is not None:
+            self.send(r, addr)
 
 
 class TcpServer(asyncio.Protocol):

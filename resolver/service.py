@@ -27,7 +27,7 @@ from .hits import HitSink, NullSink
 from .logs import Logger
 from .metrics import snapshot
 from .pipeline import Pipeline, StageCounters
-from .server import Inflight, TcpServer, UdpServer, open_socket
+from .server import Inflight, TcpServer, UdpListener, open_socket
 from .upstream import UpstreamClient, UpstreamStats
 
 
@@ -56,7 +56,7 @@ class ResolverService:
         self.counters = StageCounters()
         self.pipeline = Pipeline(r, self.holder, self.cache, self.upstream, sink, counters=self.counters)
         self.inflight = Inflight()
-        self.udp: list[asyncio.DatagramTransport] = []
+        self.udp: list[UdpListener] = []
         self.tcp: list[asyncio.Server] = []
         self._prepared: dict[int, tuple[Policy, list[ZoneLoad], tuple[str, ...]]] = {}
 
@@ -66,10 +66,7 @@ class ResolverService:
         r = self.cfg.resolver
         try:
             for ep in r.listen:
-                usock = open_socket(ep, socket.SOCK_DGRAM)
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: UdpServer(self.pipeline, self.inflight), sock=usock)
-                self.udp.append(transport)
+                self.udp.append(UdpListener(open_socket(ep, socket.SOCK_DGRAM), self.pipeline, self.inflight))
                 tsock = open_socket(ep, socket.SOCK_STREAM)
                 server = await loop.create_server(
                     lambda: TcpServer(self.pipeline, self.inflight, r.tcp_idle_timeout_ms / 1000, r.max_tcp_clients),
@@ -85,8 +82,8 @@ class ResolverService:
         for s in self.tcp:
             s.close()
         left = await self.inflight.drain(grace)
-        for t in self.udp:
-            t.close()
+        for u in self.udp:
+            u.close()
         self.udp.clear()
         self.tcp.clear()
         return left
@@ -105,7 +102,7 @@ class ResolverService:
         if item is None:
             raise PolicyLoadError(f"generation {generation} was not prepared")
         policy, _loads, sources = item
-        self.holder.swap(policy, generation, loaded_at, sources)
+        self.pipeline.swap(policy, generation, loaded_at, sources)
 
     def abort(self, generation: int) -> None:
         self._prepared.pop(generation, None)

@@ -116,7 +116,7 @@ def test_a_swap_invalidates_remembered_answers() -> None:
     data, out = w.ask("blocked.example.")
     assert msg(out).rcode() == dns.rcode.NXDOMAIN
     empty = ZONE.split("blocked.example", maxsplit=1)[0]
-    w.holder.swap(policy((empty, rpz.ZoneSettings())), 2, 1.0)
+    w.p.swap(policy((empty, rpz.ZoneSettings())), 2, 1.0)
     assert w.p.fast(data, "192.0.2.7", 1, UDP) is MISS
     assert isinstance(w.p.handle(data, "192.0.2.7", 1, UDP), Pending)   # now forwarded
 

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from resolver import metrics, sdnotify
-from resolver.pipeline import StageCounters
+from resolver.pipeline import StageCounters, response_slot
 from resolver.upstream import UpstreamStats
 
 
@@ -32,9 +32,9 @@ def test_snapshots_merge_and_render() -> None:
     snaps = []
     for _ in range(2):
         c = StageCounters()
-        c.responses[("udp", 3)] = 5
-        c.responses[("udp", -1)] = 1
-        c.hits[("rpz.test.", "nxdomain")] = 4
+        c.resp[response_slot("udp", b"\x00\x00\x81\x83")] += 5
+        c.resp[response_slot("udp", None)] += 1
+        c.hitc[c.hit_slot("rpz.test.", "nxdomain")] += 4
         c.refused["acl"] = 2
         u = UpstreamStats()
         u.outcome("127.0.0.1:53", "ok")
