@@ -205,6 +205,7 @@ class Pipeline:
         self.not_ready = Rcode.SERVFAIL if cfg.not_ready_rcode == "servfail" else Rcode.REFUSED
         self.inflight: dict[Key, asyncio.Future[Any]] = {}
         self.null_sink = isinstance(sink, NullSink)
+        self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
 
@@ -336,8 +337,7 @@ class Pipeline:
             active.remember(key, v)
         return v
 
-    @staticmethod
-    def _verdict(d: Any, qtype: int, links: tuple[tuple[ReplyRR, ...], ...] | None = None) -> Verdict:
+    def _verdict(self, d: Any, qtype: int, links: tuple[tuple[ReplyRR, ...], ...] | None = None) -> Verdict:
         """What to do about decision ``d``: before the response (``links`` None) or after it."""
         if d is None:
             return _NO_MATCH
@@ -348,8 +348,8 @@ class Pipeline:
         if kind is ActionKind.DISABLED:
             if links is None:      # wait for the complete evaluation, which reports these hits once
                 return _NEED_POST
-            return Verdict(PASSTHRU, d, None, hit_templates(d, qtype))   # log only, answer the truth
-        hits = hit_templates(d, qtype)
+            return Verdict(PASSTHRU, d, None, hit_templates(d, qtype, self.qname_text))  # log only: the truth
+        hits = hit_templates(d, qtype, self.qname_text)
         if kind is ActionKind.DROP:
             return Verdict(DROP, d, None, hits)
         if kind is ActionKind.PASSTHRU:

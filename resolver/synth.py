@@ -89,12 +89,17 @@ def is_garden(d: Decision, qtype: int) -> bool:
 HitTemplate = tuple[str, int, str, int, str, str, str, str | None]
 
 
-def hit_templates(d: Decision, qtype: int) -> tuple[HitTemplate, ...]:
+def hit_templates(d: Decision, qtype: int, qname_text: bool = True) -> tuple[HitTemplate, ...]:
     """The per-hit fields that do not depend on the client, for every rule the decision applied
-    or logged (DISABLED zones' best matches first, then the applied rule)."""
+    or logged (DISABLED zones' best matches first, then the applied rule). ``qname_text`` False
+    leaves the QNAME and the rule owner (text computed per rule) empty, for a data plane whose sink
+    discards the records anyway: the counters need only zone and action."""
     out = []
     decisions = d.disabled if d.action is ActionKind.DISABLED else (*d.disabled, d)
     for x in decisions:
-        out.append((names.to_text(x.qname), qtype, x.zone, x.serial, x.trigger.label, x.owner, x.action.label,
-                    x.order_ref))
+        if qname_text:
+            out.append((names.to_text(x.qname), qtype, x.zone, x.serial, x.trigger.label, x.owner, x.action.label,
+                        x.order_ref))
+        else:
+            out.append(("", qtype, x.zone, x.serial, x.trigger.label, "", x.action.label, x.order_ref))
     return tuple(out)
