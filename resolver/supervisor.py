@@ -81,6 +81,9 @@ class Supervisor:
                 link.on_exit = self._worker_exited
         self.log("info", "listening", listen=[str(e) for e in self.cfg.resolver.listen], workers=n,
                  upstreams=[str(e) for e in self.cfg.resolver.upstreams])
+        if self.cfg.resolver.serve_without_policy:
+            self.log("warning", "unfiltered_until_policy", hint="resolver.serve_without_policy = true: queries are "
+                     "forwarded unfiltered until the first policy loads; keep it false for court-ordered lists")
         await self._open_control()
         if self.cfg.resolver.metrics_listen is not None:
             self.metrics_server = await serve_metrics(self.cfg.resolver.metrics_listen,
