@@ -140,6 +140,9 @@ def test_workers_share_the_load_and_a_dead_worker_is_replaced(tmp_path: Path, un
     try:
         children = _children(peer.proc.pid)
         assert len(children) == 2, children
+        for pid in children:   # both map the one compiled snapshot (shared pages, no copy per worker)
+            with open(f"/proc/{pid}/maps") as f:
+                assert "/run/policy/gen1-zone0.snap" in f.read(), pid
         os.kill(children[0], signal.SIGKILL)
         wait_until(lambda: len(_children(peer.proc.pid)) == 2 and children[0] not in _children(peer.proc.pid),
                    30, "replacement worker")
