@@ -117,6 +117,7 @@ def start_knot(workdir: Path) -> Peer:
     port = free_port()
     (workdir / "example.zone").write_text(zones.AUTH_EXAMPLE)
     (workdir / "walled.test.zone").write_text(zones.AUTH_WALLED)
+    (workdir / "signed.example.zone").write_text(zones.AUTH_SIGNED)
     conf = workdir / "knot.conf"
     conf.write_text(f"""
 server:
@@ -136,6 +137,8 @@ template:
 zone:
   - domain: example.
   - domain: walled.test.
+  - domain: signed.example.
+    dnssec-signing: on
 """)
     log = workdir / "knot.log"
     proc = subprocess.Popen([knotd, "-c", str(conf)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -174,6 +177,9 @@ stub-zone:
     stub-addr: 127.0.0.1@{auth_port}
 stub-zone:
     name: "walled.test."
+    stub-addr: 127.0.0.1@{auth_port}
+stub-zone:
+    name: "signed.example."
     stub-addr: 127.0.0.1@{auth_port}
 """)
     log = workdir / "unbound.log"
@@ -229,11 +235,11 @@ logging {{ channel e {{ stderr; severity warning; }}; category default {{ e; }};
 
 def resolver_config(workdir: Path, port: int, upstreams: list[int], zones_: list[dict[str, object]], *,
                     workers: int = 1, allow: tuple[str, ...] = ("127.0.0.0/8",), extra: str = "",
-                    metrics_port: int | None = None) -> Path:
+                    metrics_port: int | None = None, v6: bool = False) -> Path:
     """Write a config.toml for our resolver; zone dicts become [[policy.zone]] tables."""
     lines = [
         "[node]", 'id = "test-node"', f'state_dir = "{workdir}/state"', f'runtime_dir = "{workdir}/run"', "",
-        "[resolver]", f'listen = ["127.0.0.1:{port}"]',
+        "[resolver]", f'listen = ["127.0.0.1:{port}"' + (f', "[::1]:{port}"]' if v6 else "]"),
         "upstreams = [" + ", ".join(f'"127.0.0.1:{p}"' for p in upstreams) + "]",
         "allow = [" + ", ".join(f'"{a}"' for a in allow) + "]", f"workers = {workers}",
         "upstream_timeout_ms = 500", "query_timeout_ms = 2000",
