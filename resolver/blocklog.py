@@ -123,7 +123,7 @@ class VerifyReport:
     audit: hashchain.ChainCheck = field(default_factory=lambda: hashchain.ChainCheck(True, 0))
 
     def __str__(self) -> str:
-        if not self.ok:
+        if self.first_bad is not None:
             return f"blocked-lookup log BROKEN at record {self.first_bad}: {self.reason} ({self.records} records " \
                    f"verified before it)"
         if not self.audit.ok:
@@ -372,11 +372,15 @@ class BlocklogStore:
         total = int(self.conn.execute("SELECT count(*) FROM hits").fetchone()[0])
         head_seq, head = self.head()
         prev, expect, n, crossed = hashchain.GENESIS, 1, 0, 0
+        canons = {}      # recomputed from the columns queries read, so a changed order_ref shows too
+        for i, node, *cols in self.conn.execute("SELECT id, node, zone, serial, trigger, rule_owner, action, "
+                                                "order_ref FROM contexts"):
+            canons[i] = context_canon(node, ("", 0, *cols))  # type: ignore[arg-type]
         rows = self.conn.execute(
-            "SELECT h.seq, h.time_ms, h.qname, h.qtype, h.transport, h.batch, h.client, h.link, c.canon "
-            "FROM hits h JOIN contexts c ON c.id = h.ctx ORDER BY h.seq")
+            "SELECT seq, time_ms, qname, qtype, transport, batch, client, link, ctx FROM hits ORDER BY seq")
         link = hashchain.link
-        for seq, t_ms, qname, qtype, transport, batch, client, stored, canon in rows:
+        for seq, t_ms, qname, qtype, transport, batch, client, stored, ctx in rows:
+            canon = canons.get(ctx, "")
             if seq != expect:
                 anchor, expect, k = _cross(gaps, expect)
                 crossed += k
