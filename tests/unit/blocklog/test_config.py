@@ -17,7 +17,7 @@ HEAD = '[node]\nid = "edge-1"\nstate_dir = "/var/lib/he"\nruntime_dir = "/run/he
 RESOLVER = '[resolver]\nupstreams = ["127.0.0.1:5300"]\n[[policy.zone]]\nfeed = "hotline-tw"\n'
 
 
-def blocklog(text: str):  # noqa: ANN201
+def blocklog(text: str):
     doc = parse_config((HEAD + text).encode(), "he.toml")
     cfg = load_blocklog(doc)
     return cfg, [str(e) for e in doc.errors]
@@ -76,7 +76,8 @@ def test_a_key_file_that_is_not_a_key(tmp_path: Path) -> None:
 
 
 def test_the_resolver_config_carries_it_and_checks_feed_overrides() -> None:
-    cfg = config.parse((HEAD + RESOLVER + '[blocklog]\nfeed_retention_days = { hotline-tw = 400 }\n').encode(), "he.toml")
+    text = HEAD + RESOLVER + '[blocklog]\nfeed_retention_days = { hotline-tw = 400 }\n'
+    cfg = config.parse(text.encode(), "he.toml")
     assert cfg.blocklog.enabled and cfg.blocklog.retention_for_feed("hotline-tw") == 400
     with pytest.raises(ConfigErrors) as e:
         config.parse((HEAD + RESOLVER + '[blocklog]\nfeed_retention_days = { nosuch = 400 }\n').encode(), "he.toml")

@@ -25,7 +25,7 @@ step = st.one_of(st.tuples(st.just("write"), batch), st.tuples(st.just("purge"),
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(hold, min_size=1, max_size=3), st.lists(step, min_size=1, max_size=12), st.integers(1, 20))
-def test_purges_keep_exactly_what_the_model_keeps(holds, steps, days) -> None:  # noqa: ANN001
+def test_purges_keep_exactly_what_the_model_keeps(holds, steps, days) -> None:
     with tempfile.TemporaryDirectory() as d:
         store = BlocklogStore(str(Path(d) / "b.sqlite"), node="n")
         model: dict[int, tuple[int, str | None]] = {}     # seq -> (time_ms, order)

@@ -31,12 +31,12 @@ def fill_days(store: BlocklogStore, days: int, per_day: int = 4) -> None:
         assert store.write_batch(batch, now_ms=T0 + d * DAY_MS + 300, public_key=PK) == 2 * per_day + 1
 
 
-def keep(days: int):  # noqa: ANN201
+def keep(days: int):
     return lambda zone: days
 
 
 def test_records_keep_every_field_and_the_chain_verifies(store: BlocklogStore) -> None:
-    n = store.write_batch(raws(0, 3) + [(T0 + 5, "2001:db8::7", 53124, (TW77, NO_ORDER), "tcp")], now_ms=T0 + 10,
+    n = store.write_batch([*raws(0, 3), (T0 + 5, "2001:db8::7", 53124, (TW77, NO_ORDER), "tcp")], now_ms=T0 + 10,
                           public_key=PK)
     assert n == 5
     rows = list(store.records())
