@@ -375,7 +375,7 @@ class BlocklogStore:
         canons = {}      # recomputed from the columns queries read, so a changed order_ref shows too
         for i, node, *cols in self.conn.execute("SELECT id, node, zone, serial, trigger, rule_owner, action, "
                                                 "order_ref FROM contexts"):
-            canons[i] = context_canon(node, ("", 0, *cols))  # type: ignore[arg-type]
+            canons[i] = context_canon(node, ("", 0, *cols))
         rows = self.conn.execute(
             "SELECT seq, time_ms, qname, qtype, transport, batch, client, link, ctx FROM hits ORDER BY seq")
         link = hashchain.link
