@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from rpz import names
 from rpz.policy import Policy, PolicyZone, Stage, ZoneSettings
 from rpz.zone import compile_records
-
 from rpz.zonetext import parse_fields
 
 from .rpz_model import ACTIONS, Zone, names_st, zones_st
