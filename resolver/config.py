@@ -121,6 +121,7 @@ class ResolverConfig:
     tcp_idle_timeout_ms: int = 10_000
     max_tcp_clients: int = 1_000
     edns_udp_size: int = 1232
+    upstream_sockets: int = 0
     metrics_listen: Endpoint | None = None
     control_socket: str = ""    # default: <runtime_dir>/control.sock
 
@@ -233,6 +234,7 @@ RESOLVER_KEYS: dict[str, tuple[Any, Converter]] = {
     "tcp_idle_timeout_ms": (10_000, _int(100, 600_000)),
     "max_tcp_clients": (1_000, _int(1, 100_000)),
     "edns_udp_size": (1232, _int(512, 4096)),
+    "upstream_sockets": (0, _int(0, 1024)),
     "metrics_listen": ("", _endpoint_opt),
     "control_socket": ("", _str),
 }
