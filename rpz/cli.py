@@ -142,7 +142,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _rules_with_order(z: Any, ref: str) -> list[str]:
     from . import names
     out = []
-    table = z.qname
+    table = z.base_qname
     for row in table.rows():
         for rule, wild in ((table.rule[row], False), (table.wrule[row], True)):
             if rule and z.ref_of(rule) == ref:

@@ -86,8 +86,10 @@ class _Fast:
                      self.rest_end[mask], self.h64[mask])
 
 
-def compile_text_fast(data: bytes, source: str, apex: bytes | None, progress: Progress | None) -> CompiledZone:
-    if len(data) < FAST_MIN_BYTES:
+def compile_text_fast(data: bytes, source: str, apex: bytes | None, progress: Progress | None,
+                      min_bytes: int = FAST_MIN_BYTES) -> CompiledZone:
+    """Compile zone text, taking the vectorized path when it is at least ``min_bytes`` long."""
+    if len(data) < min_bytes:
         from .zone import compile_text
         return compile_text(data, source, apex, progress, fast=False)
     return _FastLoader(data, source, apex, progress).run()
@@ -247,7 +249,7 @@ class _FastLoader:
         oend = ws[k] if len(ws) else np.full(len(s), np.iinfo(np.int64).max)
         olen = oend - s
         good = (oend < e) & (olen >= 1) & (olen <= OWNER_W - 2)
-        good &= low[np.maximum(oend - 1, 0)] != 46  # absolute owners take the careful path
+        good &= low[np.clip(oend - 1, 0, len(low) - 1)] != 46  # absolute owners take the careful path
         line_of = np.full(len(starts), -1, dtype=np.int64)
         line_of[idx] = np.arange(len(idx))
 

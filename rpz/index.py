@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,17 @@ def name_hash(key: bytes) -> int:
     """The table hash of a canonical wire name: CPython's own (unsalted) int hash of the name's
     little-endian value, i.e. that value mod 2**61-1. Two C calls, no big-int division."""
     return hash(int.from_bytes(key, "little"))
+
+
+class NameLookup(Protocol):
+    """What evaluation needs of a name table (NameTable, or rpz.overlay.NameOverlay over one)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def match(self, name: bytes) -> tuple[int, bytes, bool] | None: ...
+
+    def state(self, key: bytes) -> tuple[int, int, int] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +104,15 @@ class NameTable:
     def key(self, row: int) -> bytes:
         return bytes(self._blob[self._offs[row] : self._offs[row + 1]])
 
-    def match(self, name: bytes) -> tuple[int, int, bool] | None:
-        """DNS-semantics match of ``name``: (rule id, row, is_wildcard) or None.
+    def state(self, key: bytes) -> tuple[int, int, int] | None:
+        """(rule, wrule, children) of an existing node, or None (the name does not exist)."""
+        row = self.find(key)
+        if row < 0:
+            return None
+        return self.rule[row], self.wrule[row], self.arrays.kids[row]
+
+    def match(self, name: bytes) -> tuple[int, bytes, bool] | None:
+        """DNS-semantics match of ``name``: (rule id, node key, is_wildcard) or None.
 
         An existing node equal to ``name`` decides alone (its own rule, or none for an empty
         non-terminal). Otherwise the closest existing ancestor decides through its wildcard.
@@ -118,9 +137,9 @@ class NameTable:
             if row >= 0:
                 if exact:
                     r = self.rule[row]
-                    return (r, row, False) if r else None
+                    return (r, key, False) if r else None
                 w = self.wrule[row]
-                return (w, row, True) if w else None
+                return (w, key, True) if w else None
             if not name[off]:
                 return None
             off += name[off] + 1

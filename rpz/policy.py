@@ -36,7 +36,7 @@ from enum import Enum
 from . import names
 from .actions import RR, T_ANY, T_CNAME, T_DNAME, Action, ActionKind
 from .errors import PolicyConfigError
-from .index import NameTable
+from .index import NameLookup
 from .triggers import SUFFIX_OF, Prefix, TriggerKind, address_value
 from .zone import CompiledZone
 
@@ -265,13 +265,15 @@ class Policy:
                 return self._decide(pz, zi, hit[0], TriggerKind.IP, st.name, pos, qtype, prefix=hit[1],
                                     matched=hit[2])
         if z.nsdname.size and st.ns_names:
-            best: tuple[tuple[int, tuple[bytes, ...]], bytes, tuple[int, int, bool]] | None = None
+            best: tuple[tuple[int, int, tuple[bytes, ...]], bytes, tuple[int, bytes, bool]] | None = None
             for ns in st.ns_names:
                 m = z.nsdname.match(ns)
                 if m is None:
                     continue
-                # 5.3: exact beats wildcard; 5.5: the NS name last in DNSSEC canonical order wins
-                rank = (0 if m[2] else 1, names.canonical_key(ns))
+                # 5.3: exact beats wildcard, and the wildcard with more labels wins;
+                # 5.5: then the NS name that is last in DNSSEC canonical order
+                rank = (0, names.label_count(m[1]), names.canonical_key(ns)) if m[2] else \
+                    (1, 0, names.canonical_key(ns))
                 if best is None or rank > best[0]:
                     best = (rank, ns, m)
             if best is not None:
@@ -323,9 +325,8 @@ class Policy:
 _MISS = object()
 
 
-def _key(table: NameTable, m: tuple[int, int, bool]) -> bytes:
-    key = table.key(m[1])
-    return b"\x01*" + key if m[2] else key
+def _key(table: NameLookup, m: tuple[int, bytes, bool]) -> bytes:
+    return b"\x01*" + m[1] if m[2] else m[1]
 
 
 def _packed(addr: str | bytes) -> bytes:

@@ -32,6 +32,7 @@ from .zone import CompiledZone, ZoneStats
 from .zonetext import Rejection
 
 MAGIC = b"HEPZSNAP"
+DELTA_MAGIC = b"HEPZDELT"
 FORMAT = 1
 _TABLE_FIELDS = ("blob", "offs", "hashes", "bstart", "rule", "wrule", "kids")
 
@@ -81,10 +82,12 @@ def _as_bytes(x: bytes | memoryview | list[int]) -> bytes | memoryview:
 
 
 def snapshot_bytes(zone: CompiledZone) -> list[bytes | memoryview]:
-    """The snapshot file of ``zone`` as a list of chunks."""
+    """The snapshot file of ``zone`` (one without incremental changes) as a list of chunks."""
+    if zone.changes:
+        raise SnapshotError("a zone with incremental changes is written as a delta (write_snapshot does it)")
     sections: list[tuple[str, bytes | memoryview]] = []
     tables: dict[str, dict[str, int]] = {}
-    for tname, table in (("qname", zone.qname), ("nsdname", zone.nsdname)):
+    for tname, table in (("qname", zone.base_qname), ("nsdname", zone.base_nsdname)):
         arr = table.arrays
         for f in _TABLE_FIELDS:
             sections.append((f"{tname}.{f}", _as_bytes(getattr(arr, f))))
@@ -127,8 +130,25 @@ def snapshot_bytes(zone: CompiledZone) -> list[bytes | memoryview]:
 
 
 def write_snapshot(zone: CompiledZone, path: str) -> None:
-    """Write ``zone`` to ``path`` atomically."""
-    atomic_write(path, snapshot_bytes(zone))
+    """Write ``zone`` to ``path`` atomically.
+
+    A zone derived with ``with_owners`` from a zone opened from a snapshot file is written as a
+    small delta naming that base file (and its checksum) plus the changed owners' records; the
+    base file must stay where it is while the delta is in use.
+    """
+    if not zone.changes:
+        atomic_write(path, snapshot_bytes(zone))
+        return
+    if zone.snapshot_path is None or zone.snapshot_digest is None:
+        raise SnapshotError(f"{path}: the zone has incremental changes over a base that was never written; "
+                            "write the base snapshot first")
+    base = os.path.relpath(os.path.abspath(zone.snapshot_path), os.path.dirname(os.path.abspath(path)))
+    header = {"format": FORMAT, "base": base, "base_sha256": zone.snapshot_digest.hex(), "source": zone.source,
+              "changes": [[o.hex(), [[r.rdtype, r.ttl, r.rdata.hex()] for r in rrs]]
+                          for o, rrs in zone.changes.items()]}
+    hdr = json.dumps(header, separators=(",", ":")).encode()
+    body = DELTA_MAGIC + struct.pack("<II", FORMAT, len(hdr)) + hdr
+    atomic_write(path, [body, hashlib.sha256(body).digest()])
 
 
 def open_snapshot(path: str, verify: bool = True) -> CompiledZone:
@@ -145,6 +165,8 @@ def open_snapshot(path: str, verify: bool = True) -> CompiledZone:
     finally:
         os.close(fd)
     view = memoryview(mm)
+    if view[:8] == DELTA_MAGIC:
+        return _open_delta(path, view, size, verify)
     if view[:8] != MAGIC:
         raise SnapshotError(f"{path}: not a policy snapshot (bad magic); compile it with `hotline-edge rpz compile`")
     fmt, hlen = struct.unpack_from("<II", mm, 8)
@@ -184,4 +206,24 @@ def open_snapshot(path: str, verify: bool = True) -> CompiledZone:
         stats=ZoneStats(st["rules"], st["records"], st["by_trigger"], st["by_action"]))
     zone.mapped = mm
     zone.snapshot_path = path
+    zone.snapshot_digest = bytes(view[size - 32 :])
     return zone
+
+
+def _open_delta(path: str, view: memoryview, size: int, verify: bool) -> CompiledZone:
+    fmt, hlen = struct.unpack_from("<II", view, 8)
+    if fmt != FORMAT:
+        raise SnapshotError(f"{path}: delta format {fmt}, this version reads format {FORMAT}")
+    if verify and hashlib.sha256(view[: size - 32]).digest() != view[size - 32 :]:
+        raise SnapshotError(f"{path}: checksum mismatch: the delta is truncated or corrupted")
+    try:
+        header = json.loads(bytes(view[16 : 16 + hlen]))
+    except ValueError as exc:
+        raise SnapshotError(f"{path}: unreadable delta header: {exc}") from exc
+    base_path = os.path.join(os.path.dirname(os.path.abspath(path)), header["base"])
+    base = open_snapshot(base_path, verify)
+    if base.snapshot_digest is None or base.snapshot_digest.hex() != header["base_sha256"]:
+        raise SnapshotError(f"{path}: its base {base_path} is not the snapshot it was made from "
+                            "(checksum differs); rewrite the delta or restore the base")
+    changes = {bytes.fromhex(o): [RR(t, ttl, bytes.fromhex(h)) for t, ttl, h in rrs] for o, rrs in header["changes"]}
+    return base.with_owners(changes, source=header.get("source"))

@@ -7,13 +7,15 @@ action (rpz.actions), and refuse bad owners one by one into ``rejections``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import names
 from .actions import RR, Action, classify
 from .errors import RecordError, ZoneReadError
-from .index import NameTable, PrefixTable, StringTable, build_name_table
+from .index import NameLookup, NameTable, PrefixTable, StringTable, build_name_table
 from .triggers import Prefix, Trigger, TriggerKind, parse_owner
 from .zonetext import ParsedRR, Rejection, ZoneReader
 
@@ -37,23 +39,27 @@ class ZoneStats:
     by_trigger: dict[str, int] = field(default_factory=dict)
     by_action: dict[str, int] = field(default_factory=dict)
 
-    def count(self, trigger: Trigger, action: Action) -> None:
-        self.rules += 1
+    def count(self, trigger: Trigger, action: Action, n: int = 1) -> None:
+        self.rules += n
         t = trigger.kind.label + (" wildcard" if trigger.wildcard else "")
-        self.by_trigger[t] = self.by_trigger.get(t, 0) + 1
+        self.by_trigger[t] = self.by_trigger.get(t, 0) + n
         a = action.kind.label
-        self.by_action[a] = self.by_action.get(a, 0) + 1
+        self.by_action[a] = self.by_action.get(a, 0) + n
+
+    def uncount(self, trigger: Trigger, action: Action) -> None:
+        self.count(trigger, action, -1)
 
 
 class CompiledZone:
-    """One policy zone, ready for lookups. Immutable once built."""
+    """One policy zone, ready for lookups. Immutable once built; ``with_owners`` derives a new one."""
 
     def __init__(self, *, origin: bytes, soa: RR, source: str, actions: list[Action],
                  rule_action: list[int] | memoryview, rule_ref: list[int] | memoryview,
-                 refs: StringTable, qname: NameTable, nsdname: NameTable,
+                 refs: StringTable, qname: NameLookup, nsdname: NameLookup,
                  client_ip: PrefixTable, ip: PrefixTable, nsip: PrefixTable,
                  rejections: list[Rejection], stats: ZoneStats) -> None:
         self.origin = origin
+        self._name = names.to_text(origin)
         self.soa = soa
         self.serial = int.from_bytes(soa.rdata[-20:-16], "big")
         # the SOA as it goes into the additional section: TTL capped by its own MINIMUM (RFC 2308)
@@ -65,6 +71,11 @@ class CompiledZone:
         self.refs = refs
         self.qname = qname
         self.nsdname = nsdname
+        self.base_qname: NameTable = qname if isinstance(qname, NameTable) else qname.base  # type: ignore[attr-defined]
+        self.base_nsdname: NameTable = nsdname if isinstance(nsdname, NameTable) else nsdname.base  # type: ignore[attr-defined]
+        self.base_rules = len(rule_action)
+        self.ext_rules: list[tuple[int, str | None]] = []  # rules added by with_owners: (action id, ref)
+        self.changes: dict[bytes, tuple[RR, ...]] = {}  # owners replaced since the base was built
         self.client_ip = client_ip
         self.ip = ip
         self.nsip = nsip
@@ -72,19 +83,125 @@ class CompiledZone:
         self.stats = stats
         self.mapped: object | None = None  # the mmap a snapshot zone lives in (kept alive with it)
         self.snapshot_path: str | None = None
+        self.snapshot_digest: bytes | None = None
         self.has_client_ip = len(client_ip) > 0
         self.has_response_triggers = len(ip) > 0 or nsdname.size > 0 or len(nsip) > 0
 
     @property
     def name(self) -> str:
-        return names.to_text(self.origin)
+        return self._name
 
     def action_of(self, rule: int) -> Action:
-        return self.actions[self.rule_action[rule]]
+        if rule < self.base_rules:
+            return self.actions[self.rule_action[rule]]
+        return self.actions[self.ext_rules[rule - self.base_rules][0]]
 
     def ref_of(self, rule: int) -> str | None:
-        r = self.rule_ref[rule]
-        return self.refs.get(r) if r else None
+        if rule < self.base_rules:
+            r = self.rule_ref[rule]
+            return self.refs.get(r) if r else None
+        return self.ext_rules[rule - self.base_rules][1]
+
+    def with_owners(self, changes: Mapping[bytes, Sequence[RR]], source: str | None = None) -> CompiledZone:
+        """A new zone: this one with the complete record sets of some owners replaced.
+
+        ``changes`` maps absolute owner names (wire) to every record the owner now has; an empty
+        sequence removes the owner. The apex's SOA, when given, becomes the new SOA (serial). What
+        a full compile would reject is rejected here too (and the owner has no rule).
+        """
+        from .overlay import NameOverlay
+        z = copy.copy(self)
+        z.source = source or self.source
+        z.actions = list(self.actions)
+        z.ext_rules = list(self.ext_rules)
+        z.changes = dict(self.changes)
+        z.rejections = list(self.rejections)
+        z.stats = ZoneStats(self.stats.rules, self.stats.records, dict(self.stats.by_trigger),
+                            dict(self.stats.by_action))
+        overlays = {}
+        for attr, base_attr in (("qname", "base_qname"), ("nsdname", "base_nsdname")):
+            cur = getattr(self, attr)
+            overlays[attr] = NameOverlay(getattr(self, base_attr), getattr(cur, "nodes", None),
+                                         getattr(cur, "maxdepth", None))
+        z.qname, z.nsdname = overlays["qname"], overlays["nsdname"]
+        prefixes = {TriggerKind.CLIENT_IP: dict(self.client_ip.entries), TriggerKind.IP: dict(self.ip.entries),
+                    TriggerKind.NSIP: dict(self.nsip.entries)}
+        action_ids = {a: i for i, a in enumerate(z.actions)}
+        for raw_owner, rrs in changes.items():
+            owner = raw_owner.lower()
+            z.changes[owner] = tuple(rrs)
+            z._change_owner(owner, list(rrs), overlays, prefixes, action_ids)
+        z.client_ip = PrefixTable(list(prefixes[TriggerKind.CLIENT_IP].items()))
+        z.ip = PrefixTable(list(prefixes[TriggerKind.IP].items()))
+        z.nsip = PrefixTable(list(prefixes[TriggerKind.NSIP].items()))
+        z.has_client_ip = len(z.client_ip) > 0
+        z.has_response_triggers = len(z.ip) > 0 or z.nsdname.size > 0 or len(z.nsip) > 0
+        return z
+
+    def _rule_for(self, action: Action, ref: str | None, action_ids: dict[Action, int]) -> int:
+        aid = action_ids.get(action)
+        if aid is None:
+            aid = action_ids[action] = len(self.actions)
+            self.actions.append(action)
+        self.ext_rules.append((aid, ref))
+        return self.base_rules + len(self.ext_rules) - 1
+
+    def _change_owner(self, owner: bytes, rrs: list[RR], overlays: dict[str, Any],
+                      prefixes: dict[TriggerKind, dict[Prefix, int]], action_ids: dict[Action, int]) -> None:
+        if owner == self.origin:
+            for rr in rrs:
+                if rr.rdtype == 6:
+                    self.soa = rr
+                    self.serial = int.from_bytes(rr.rdata[-20:-16], "big")
+                    self.soa_answer = RR(6, min(rr.ttl, int.from_bytes(rr.rdata[-4:], "big")), rr.rdata)
+            return
+        rel = names.relativize(owner, self.origin)
+        if rel is None:
+            self.rejections.append(Rejection(self.source, None, names.to_text(owner),
+                                             f"outside the zone {names.to_text(self.origin)}"))
+            return
+        try:
+            trigger = parse_owner(rel)
+        except RecordError as exc:
+            self.rejections.append(Rejection(self.source, None, names.to_text(owner), exc.reason))
+            return
+        rule = 0
+        new_action: Action | None = None
+        if rrs:
+            try:
+                new_action, ref = classify(sorted(set(rrs)), owner)
+                rule = self._rule_for(new_action, ref, action_ids)
+            except RecordError as exc:
+                self.rejections.append(Rejection(self.source, None, names.to_text(owner), exc.reason))
+        old = self._rule_of(trigger, overlays, prefixes)
+        if old:
+            self.stats.uncount(trigger, self.action_of(old))
+        if rule and new_action is not None:
+            self.stats.count(trigger, new_action)
+        if trigger.kind in (TriggerKind.QNAME, TriggerKind.NSDNAME):
+            ov = overlays["qname" if trigger.kind is TriggerKind.QNAME else "nsdname"]
+            if trigger.wildcard:
+                ov.set_wildcard(trigger.name, rule)
+            else:
+                ov.set_rule(trigger.name, rule)
+        else:
+            assert trigger.prefix is not None
+            table = prefixes[trigger.kind]
+            if rule:
+                table[trigger.prefix] = rule
+            else:
+                table.pop(trigger.prefix, None)
+
+    @staticmethod
+    def _rule_of(trigger: Trigger, overlays: dict[str, Any], prefixes: dict[TriggerKind, dict[Prefix, int]]) -> int:
+        if trigger.kind in (TriggerKind.QNAME, TriggerKind.NSDNAME):
+            ov = overlays["qname" if trigger.kind is TriggerKind.QNAME else "nsdname"]
+            st = ov.state(trigger.name)
+            if st is None:
+                return 0
+            return int(st[1] if trigger.wildcard else st[0])
+        assert trigger.prefix is not None
+        return prefixes[trigger.kind].get(trigger.prefix, 0)
 
     def __repr__(self) -> str:
         return f"<CompiledZone {self.name} serial {self.serial}: {self.stats.rules} rules>"
@@ -199,7 +316,7 @@ class ZoneBuilder:
 
 
 def compile_text(data: bytes, source: str = "<zone>", origin: str | bytes | None = None,
-                 progress: Progress | None = None, fast: bool = False) -> CompiledZone:
+                 progress: Progress | None = None, fast: bool = True) -> CompiledZone:
     """Compile master-file text. ZoneReadError when the zone as a whole is unusable."""
     apex = _origin_wire(origin)
     if fast:

@@ -1,0 +1,421 @@
+"""``hotline-edge api | subscribers | audit``: the admin API's commands.
+
+Heavy imports (FastAPI, uvicorn, argon2, the store) stay inside the command functions so the CLI
+starts fast. Exit codes: 0 ok, 1 problems found, 2 usage or unreadable input, 3 run-time failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import json
+import os
+import re
+import sys
+from datetime import timedelta
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/hotline-edge/config.toml"
+
+HELP_SERVE = """\
+Run the admin API (FastAPI under uvicorn): the warrant-checked disclosure workflow, the audit
+chain and transparency statistics. Every route but /healthz needs a bearer token.
+
+  hotline-edge api serve --config /etc/hotline-edge/config.toml
+  hotline-edge api serve --listen 127.0.0.1:8080 --database /tmp/compliance.sqlite
+
+  curl -s http://127.0.0.1:8080/healthz
+  curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/whoami
+
+Keep it on loopback (the default) and put a TLS reverse proxy in front for remote staff.
+Exit status: 2 bad configuration or keys, 3 cannot bind or open the database.
+"""
+
+HELP_ISSUE = """\
+Issue, list and revoke API tokens. A token has one role and an expiry; only its argon2id hash is
+stored. The token is printed once, on stdout.
+
+  hotline-edge api token issue --role officer --subject "Chan Tai Man" --ttl 8h
+  hotline-edge api token issue --role auditor --subject audit-team --ttl 30d --note "Q3 review"
+  hotline-edge api token list
+  hotline-edge api token revoke 3f9a0c1d2e4b5a67
+
+Roles: officer (intake, verification, scoping, execution), approver (approves or rejects; never
+for a case they prepared), hotline, operator (session imports, metrics), auditor (audit, stats).
+"""
+
+HELP_KEYGEN = """\
+Create the two key pairs the admin API uses, in DIR (private keys mode 0600):
+
+  package-ed25519.pem / .pub.pem    signs every disclosure package ([api] signing_key)
+  compliance-x25519.key / .pub      opens sealed blocked-lookup addresses ([api] compliance_private_key);
+                                    the .pub line goes to the resolvers ([blocklog] compliance_public_key)
+
+  hotline-edge api keygen --out /etc/hotline-edge/keys
+"""
+
+HELP_IMPORT = """\
+Import subscriber sessions so disclosure cases can resolve an address (+port) at an instant:
+RADIUS accounting (Start/Stop with Framed-IP-Address), DHCP leases, CGNAT port-block logs, and
+subscriber accounts. CSV with a header row, or JSON (array, or one object per line). Rows are
+validated one by one; bad rows are reported as FILE:LINE: reason and the rest are imported.
+Re-importing the same file changes nothing (idempotent).
+
+  hotline-edge subscribers import radius-2026-03-01.csv
+  hotline-edge subscribers import cgnat-blocks.jsonl --kind cgnat
+  hotline-edge subscribers import leases.csv --kind dhcp --dry-run
+
+Exit status: 0 all rows imported, 1 some rows rejected (the rest imported), 2 unreadable file or
+configuration, 3 the database failed.
+"""
+
+HELP_PURGE = """\
+Delete subscriber session records and CGNAT port blocks that ended more than
+[api] session_retention_days ago, except those a preservation hold covers (a hold placed on a
+disclosure case while the records were still retained, until the hold's end). Run it daily (a
+systemd timer). The counts go to stdout and to the audit log.
+
+  hotline-edge subscribers purge --config /etc/hotline-edge/config.toml
+
+Exit status: 0 done, 2 unreadable configuration, 3 database failure.
+"""
+
+HELP_AUDIT = """\
+Recompute the compliance audit hash chain and report the first broken link, if any.
+
+  hotline-edge audit verify --config /etc/hotline-edge/config.toml
+  hotline-edge audit verify --database /var/lib/hotline-edge/compliance.sqlite --json
+
+Publish the printed head (e.g. in the transparency report) so a truncated or rebuilt chain is
+detectable too. Exit status: 0 intact, 1 broken, 2 unreadable configuration, 3 database failure.
+"""
+
+
+def register(sub: Any) -> None:
+    api = sub.add_parser("api", help="admin API: serve, tokens, keys",
+                         description="The admin API and its credentials.")
+    asub = api.add_subparsers(dest="api_command", metavar="SUBCOMMAND", required=True)
+
+    s = asub.add_parser("serve", help="run the admin API", description=HELP_SERVE,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(s)
+    s.add_argument("--listen", metavar="HOST:PORT", help="override [api] listen (default 127.0.0.1:8080)")
+    s.set_defaults(func=cmd_serve)
+
+    t = asub.add_parser("token", help="issue, list, revoke API tokens", description=HELP_ISSUE,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    ti = tsub.add_parser("issue", help="issue a token (printed once)")
+    _common(ti)
+    ti.add_argument("--role", required=True, choices=["officer", "approver", "hotline", "operator", "auditor"])
+    ti.add_argument("--subject", required=True, help="the person or system that will use it")
+    ti.add_argument("--ttl", default="12h", help="lifetime: 30m, 8h, 30d (default 12h)")
+    ti.add_argument("--note", default="")
+    ti.set_defaults(func=cmd_token_issue)
+    tl = tsub.add_parser("list", help="list tokens (never the secrets)")
+    _common(tl)
+    tl.set_defaults(func=cmd_token_list)
+    tr = tsub.add_parser("revoke", help="revoke a token by id")
+    _common(tr)
+    tr.add_argument("token_id")
+    tr.set_defaults(func=cmd_token_revoke)
+
+    k = asub.add_parser("keygen", help="create the package signing and compliance key pairs",
+                        description=HELP_KEYGEN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("--out", required=True, metavar="DIR")
+    k.add_argument("--force", action="store_true", help="overwrite existing key files")
+    k.set_defaults(func=cmd_keygen)
+
+    subs = sub.add_parser("subscribers", help="subscriber sessions: import, purge",
+                          description="Subscriber session records used to answer disclosure cases.")
+    ssub = subs.add_subparsers(dest="subscribers_command", metavar="SUBCOMMAND", required=True)
+    i = ssub.add_parser("import", help="import RADIUS/DHCP/CGNAT/account records", description=HELP_IMPORT,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(i)
+    i.add_argument("file", metavar="FILE")
+    i.add_argument("--kind", choices=["radius", "dhcp", "cgnat", "accounts"], help="default: from the columns")
+    i.add_argument("--format", choices=["csv", "json"], help="default: from the file name or content")
+    i.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+    i.set_defaults(func=cmd_import)
+
+    pu = ssub.add_parser("purge", help="delete session records past retention (unless held)",
+                         description=HELP_PURGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(pu)
+    pu.set_defaults(func=cmd_purge)
+
+    au = sub.add_parser("audit", help="compliance audit chain: verify",
+                        description="The hash-chained compliance audit log.")
+    ausub = au.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    v = ausub.add_parser("verify", help="verify the audit hash chain", description=HELP_AUDIT,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(v)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_audit_verify)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help=f"configuration file (default: $HOTLINE_EDGE_CONFIG or {DEFAULT_CONFIG} if present)")
+    p.add_argument("--database", metavar="PATH", help="override [api] database")
+
+
+def _log(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), file=sys.stderr)
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    """[api] from the configuration; raises rpz.tomlconf.ConfigError(s) on bad input."""
+    from rpz.tomlconf import ConfigDoc, load_config
+
+    from .config import load_api_config
+    path = args.config or os.environ.get("HOTLINE_EDGE_CONFIG")
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    doc = load_config(path) if path else ConfigDoc("<defaults>", {})
+    cfg = load_api_config(doc)
+    overrides = {}
+    if getattr(args, "database", None):
+        overrides["database"] = args.database
+    if getattr(args, "listen", None):
+        from .config import split_listen
+        split_listen(args.listen)
+        overrides["listen"] = args.listen
+    if overrides:
+        from dataclasses import replace
+        cfg = replace(cfg, **overrides)
+    return cfg
+
+
+def _with_config(args: argparse.Namespace) -> Any:
+    from rpz.errors import RpzError
+    try:
+        return load_config(args)
+    except (RpzError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    import uvicorn
+
+    from .app import configure_logging, create_app
+    from .errors import KeyMaterialError, StoreError
+    configure_logging()
+    try:
+        app = create_app(cfg)
+    except KeyMaterialError as exc:
+        _log("error", error=str(exc))
+        return 2
+    except StoreError as exc:
+        _log("error", error=str(exc))
+        return 3
+    host, port = cfg.host_port
+    _log("api.listening", listen=f"{host}:{port}", database=cfg.database)
+    try:
+        uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", log_config=None)
+    except OSError as exc:
+        _log("error", error=f"cannot listen on {host}:{port}: {exc}")
+        return 3
+    return 0
+
+
+def parse_ttl(text: str) -> timedelta:
+    m = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a lifetime like 30m, 8h or 30d")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(minutes=n) if unit == "m" else timedelta(hours=n) if unit == "h" else timedelta(days=n)
+
+
+def _authority(cfg: Any) -> Any:
+    from .clock import SystemClock
+    from .store import Store
+    from .tokens import TokenAuthority, make_hasher
+    return TokenAuthority(Store(cfg.database), SystemClock(), make_hasher(cfg.argon2_time_cost, cfg.argon2_memory_kib),
+                          timedelta(days=cfg.token_max_ttl_days))
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .errors import StoreError
+    from .roles import Role
+    try:
+        ttl = parse_ttl(args.ttl)
+        token, record = _authority(cfg).issue(Role(args.role), args.subject, ttl, args.note, actor=_actor())
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    print(token)
+    print(f"token {record.id}: role {record.role}, subject {record.subject}, expires "
+          f"{record.expires_at.isoformat()} (shown once; store it now)", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .store import Store
+    with Store(cfg.database).read() as tx:
+        tokens = tx.list_tokens()
+    for t in tokens:
+        state = "revoked" if t.revoked_at else "active"
+        print(f"{t.id}  {t.role:<9} {t.subject:<24} expires {t.expires_at.isoformat()}  {state}  {t.note}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .errors import NotFound
+    try:
+        _authority(cfg).revoke(args.token_id, actor=_actor())
+    except NotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"token {args.token_id} revoked", file=sys.stderr)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from nacl.public import PrivateKey
+
+    from .blocklog import encode_key
+    from .package import pem_private, pem_public
+    os.makedirs(args.out, mode=0o700, exist_ok=True)
+    sign_key = Ed25519PrivateKey.generate()
+    box_key = PrivateKey.generate()
+    files = {
+        "package-ed25519.pem": (pem_private(sign_key), 0o600),
+        "package-ed25519.pub.pem": (pem_public(sign_key.public_key()), 0o644),
+        "compliance-x25519.key": ((encode_key(box_key) + "\n").encode(), 0o600),
+        "compliance-x25519.pub": ((encode_key(box_key.public_key) + "\n").encode(), 0o644),
+    }
+    for name in files:
+        if os.path.exists(os.path.join(args.out, name)) and not args.force:
+            print(f"{os.path.join(args.out, name)} exists; use --force to replace it", file=sys.stderr)
+            return 2
+    for name, (data, mode) in files.items():
+        path = os.path.join(args.out, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+        print(path)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from rpz.progress import ProgressBar
+
+    from .clock import SystemClock
+    from .errors import SessionImportError, StoreError
+    from .service import DisclosureService
+    from .sessions import SessionKind, parse_text
+    from .store import Store
+    from .tokens import Principal
+    try:
+        with open(args.file, "rb") as f:
+            raw = f.read()
+        parsed = parse_text(raw.decode("utf-8"), args.file, SessionKind(args.kind) if args.kind else None,
+                            args.format)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{args.file}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    except SessionImportError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for rej in parsed.rejected:
+        print(str(rej), file=sys.stderr)
+    if args.dry_run:
+        print(f"{args.file}: {parsed.kind.value}: {len(parsed.rows)} valid, {len(parsed.rejected)} rejected "
+              "(dry run, nothing written)")
+        return 1 if parsed.rejected else 0
+    from .roles import Role
+    from .sessions import ParseResult
+    bar = ProgressBar(f"importing {os.path.basename(args.file)}")
+    who = Principal("-", _actor(), Role.OPERATOR, SystemClock().now())
+    digest = hashlib.sha256(raw).hexdigest()
+    totals = [0, 0, 0]
+    try:
+        svc = DisclosureService(Store(cfg.database), cfg, SystemClock(), None)
+        batch = 2000
+        for start in range(0, max(len(parsed.rows), 1), batch):
+            chunk = ParseResult(parsed.kind, parsed.rows[start:start + batch],
+                                parsed.rejected if start == 0 else ())
+            counts = svc.import_sessions(who, chunk, args.file, digest)
+            totals = [totals[0] + counts.inserted, totals[1] + counts.updated, totals[2] + counts.unchanged]
+            bar(min(start + batch, len(parsed.rows)), len(parsed.rows))
+    except StoreError as exc:
+        bar.close()
+        print(str(exc), file=sys.stderr)
+        return 3
+    bar.close()
+    print(f"{args.file}: {parsed.kind.value}: {totals[0]} new, {totals[1]} updated, {totals[2]} unchanged, "
+          f"{len(parsed.rejected)} rejected")
+    return 1 if parsed.rejected else 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .clock import SystemClock
+    from .errors import StoreError
+    from .roles import Role
+    from .service import DisclosureService
+    from .store import Store
+    from .tokens import Principal
+    try:
+        svc = DisclosureService(Store(cfg.database), cfg, SystemClock(), None)
+        counts = svc.purge_sessions(Principal("-", _actor(), Role.OPERATOR, SystemClock().now()))
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    print(f"purged {counts['sessions']} session records and {counts['port_blocks']} port blocks "
+          f"older than {cfg.session_retention_days} days")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .errors import StoreError
+    from .store import Store
+    if cfg.database != ":memory:" and not os.path.exists(cfg.database):
+        print(f"{cfg.database}: no compliance database here (check [api] database or --database)", file=sys.stderr)
+        return 2
+    try:
+        with Store(cfg.database).read() as tx:
+            check = tx.verify_audit()
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps({"ok": check.ok, "checked": check.checked, "first_bad": check.first_bad,
+                          "reason": check.reason, "head": check.head.hex()}))
+    else:
+        print(str(check) + (f" (full head {check.head.hex()})" if check.ok else ""))
+    return 0 if check.ok else 1

@@ -1,0 +1,66 @@
+"""Compiled snapshots: round trip, corruption, deltas."""
+
+import pytest
+
+from rpz.actions import RR, ActionKind
+from rpz.errors import SnapshotError
+from rpz.snapshot import open_snapshot, write_snapshot
+
+from .conftest import ask, make_policy, make_zone, wire
+
+BODY = ("bad.example CNAME .\n*.bad.example CNAME .\nld.example A 192.0.2.80\n"
+        'ld.example TXT "order=TW-2026-0042"\n24.0.2.0.192.rpz-ip CNAME *.\n'
+        "ns.evil.example.rpz-nsdname CNAME rpz-drop.\n32.7.2.0.192.rpz-client-ip CNAME rpz-passthru.\n")
+
+
+def test_round_trip_answers_the_same(tmp_path):
+    z = make_zone(BODY, serial=42)
+    path = tmp_path / "z.snap"
+    write_snapshot(z, str(path))
+    s = open_snapshot(str(path))
+    assert (s.serial, s.stats.rules, s.name) == (42, z.stats.rules, z.name)
+    for zz in (z, s):
+        p = make_policy(zz)
+        assert ask(p, "w.bad.example").action is ActionKind.NXDOMAIN
+        assert ask(p, "ld.example").order_ref == "TW-2026-0042"
+        assert ask(p, "x", answer_ips=["192.0.2.1"]).action is ActionKind.NODATA
+        assert ask(p, "x", ns=["ns.evil.example"]).action is ActionKind.DROP
+        assert ask(p, "bad.example", client="192.0.2.7").action is ActionKind.PASSTHRU
+
+
+def test_corruption_and_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "z.snap"
+    write_snapshot(make_zone(BODY), str(path))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.snap").write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="checksum"):
+        open_snapshot(str(tmp_path / "bad.snap"))
+    (tmp_path / "text.snap").write_bytes(b"$ORIGIN rpz.test.\n" * 10)
+    with pytest.raises(SnapshotError, match="not a policy snapshot"):
+        open_snapshot(str(tmp_path / "text.snap"))
+    with pytest.raises(SnapshotError, match="cannot open"):
+        open_snapshot(str(tmp_path / "missing.snap"))
+
+
+def test_delta_over_a_base(tmp_path):
+    base_path = tmp_path / "base.snap"
+    write_snapshot(make_zone(BODY, serial=1), str(base_path))
+    base = open_snapshot(str(base_path))
+    soa = base.soa
+    new_soa = RR(6, soa.ttl, soa.rdata[:-20] + (2).to_bytes(4, "big") + soa.rdata[-16:])
+    changed = base.with_owners({
+        wire("rpz.test"): [new_soa],
+        wire("bad.example.rpz.test"): [],
+        wire("new.example.rpz.test"): [RR(5, 60, b"\x00")],
+    })
+    write_snapshot(changed, str(tmp_path / "delta.snap"))
+    assert (tmp_path / "delta.snap").stat().st_size < 2000
+    d = open_snapshot(str(tmp_path / "delta.snap"))
+    p = make_policy(d)
+    assert d.serial == 2
+    assert ask(p, "bad.example") is None and ask(p, "x.bad.example").action is ActionKind.NXDOMAIN
+    assert ask(p, "new.example").action is ActionKind.NXDOMAIN
+    write_snapshot(make_zone(BODY, serial=9), str(base_path))  # base replaced under the delta
+    with pytest.raises(SnapshotError, match="not the snapshot it was made from"):
+        open_snapshot(str(tmp_path / "delta.snap"))
