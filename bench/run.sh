@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One command per benchmark; results go to BENCHMARKS.md by hand (see bench/README.md).
+#   bench/run.sh resolver                  ours vs Unbound, BIND, PowerDNS Recursor on the 1M-rule zone
+#   bench/run.sh resolver ours unbound     a subset
+#   SIZE=100000 PASSES=1 DUR=10 bench/run.sh resolver     quicker
+#   bench/run.sh summarize /tmp/hotline-bench/results-...  the tables of an earlier run
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+bash "$ROOT/scripts/bootstrap.sh" >&2
+PY=${HOTLINE_EDGE_VENV:-$ROOT/.venv}/bin/python
+what=${1:-}
+shift || true
+case "$what" in
+  resolver)  exec "$PY" "$ROOT/bench/resolver_bench.py" "$@" ;;
+  summarize) exec "$PY" "$ROOT/bench/resolver_bench.py" --summarize "$@" ;;
+  *) echo "usage: bench/run.sh resolver [ours unbound bind pdns] | summarize OUTDIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,55 @@
+"""sd_notify over a real unix socket; metrics snapshots merged and rendered in Prometheus format."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from resolver import metrics, sdnotify
+from resolver.pipeline import StageCounters, response_slot
+from resolver.upstream import UpstreamStats
+
+
+def test_notify_writes_to_the_socket(tmp_path: Path) -> None:
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(path))
+        assert sdnotify.notify("READY=1\nSTATUS=ok", {"NOTIFY_SOCKET": str(path)})
+        assert s.recv(100) == b"READY=1\nSTATUS=ok"
+    assert not sdnotify.notify("READY=1", {})
+    assert not sdnotify.notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")})
+
+
+def test_watchdog_interval_is_for_this_process_only() -> None:
+    assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 2.0
+    assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}) == 2.0
+    assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+    assert sdnotify.watchdog_interval({}) is None
+
+
+def test_snapshots_merge_and_render() -> None:
+    snaps = []
+    for _ in range(2):
+        c = StageCounters()
+        c.resp[response_slot("udp", b"\x00\x00\x81\x83")] += 5
+        c.resp[response_slot("udp", None)] += 1
+        c.hitc[c.hit_slot("rpz.test.", "nxdomain")] += 4
+        c.refused["acl"] = 2
+        u = UpstreamStats()
+        u.outcome("127.0.0.1:53", "ok")
+        u.observe("127.0.0.1:53", 0.002)
+        snaps.append(metrics.snapshot(c, u, cache_entries=7, tcp_connections=1))
+    merged = metrics.merge(snaps)
+    assert merged["responses"][("udp", 3)] == 10 and merged["cache"]["entries"] == 14
+    body = metrics.render(metrics.ResolverCollector(lambda: (merged, {"zones": {"rpz.test.": 9}, "ready": True,
+                                                                      "loaded_at": 1.0, "workers": 2,
+                                                                      "reloads": {"ok": 1}}))).decode()
+    assert 'hotline_edge_resolver_queries_total{rcode="nxdomain",transport="udp"} 10.0' in body
+    assert 'hotline_edge_resolver_queries_total{rcode="none",transport="udp"} 2.0' in body
+    assert 'hotline_edge_resolver_policy_hits_total{action="nxdomain",zone="rpz.test."} 8.0' in body
+    assert 'hotline_edge_resolver_upstream_latency_seconds_bucket{le="0.0025",upstream="127.0.0.1:53"} 2.0' in body
+    assert 'hotline_edge_resolver_policy_serial{zone="rpz.test."} 9.0' in body
+    assert "hotline_edge_resolver_workers 2.0" in body
+    for name in metrics.METRIC_NAMES:
+        assert name.removesuffix("_total") in body, name
