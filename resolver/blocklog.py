@@ -28,6 +28,7 @@ one transaction together with its audit record (STYLE.md habit 12). Time is alwa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -41,7 +42,7 @@ import sqlite_utils
 
 from rpz import hashchain
 
-from .blocklog_seal import BatchSealer, blob
+from .blocklog_seal import NONCE_LEN, BatchSealer, blob
 from .errors import BlocklogError, HoldError
 
 DAY_MS = 86_400_000
@@ -208,7 +209,7 @@ class BlocklogStore:
             raise BlocklogError(f"{path}: cannot open the blocked-lookup log: {exc}") from exc
         except OSError as exc:
             raise BlocklogError(f"{path}: cannot create the blocked-lookup log's directory: {exc.strerror}") from exc
-        self._ctx: dict[tuple[Any, ...], tuple[int, str]] = {}
+        self._ctx: dict[tuple[Any, ...], tuple[int, str, str, str | None, str]] = {}  # (id, canon, zone, order, action)
         self._head: tuple[int, bytes] | None = None
         self._batch_id: int | None = None
 
@@ -272,60 +273,81 @@ class BlocklogStore:
             raise BlocklogError(f"{self.path}: cannot write a batch of {n} records: {exc}") from exc
 
     def _write(self, c: sqlite3.Connection, raws: Sequence[Raw], now_ms: int, public_key: bytes | None) -> int:
+        """The hot loop of the writer, written out for speed: it builds exactly ``payload()`` and
+        ``hashchain.link()`` (verify() recomputes both from the stored columns, so the tests hold
+        them equal)."""
         if self._head is None or self._batch_id is None:
             self._head = self.head()
             self._batch_id = int(c.execute("SELECT coalesce(max(id), 0) FROM batches").fetchone()[0])
         seq, prev = self._head
         batch = self._batch_id + 1
         sealer = BatchSealer(public_key) if public_key is not None else None
-        seal = sealer.seal if sealer is not None else None
-        link = hashchain.link
+        encrypt = sealer.aead.encrypt if sealer is not None else None
+        sha = hashlib.sha256
         ctx_of = self._ctx.get
-        node = self.node
-        rows = []
-        daily: dict[tuple[str, str, str, str], list[int]] = {}
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        daily: dict[tuple[int, int], list[int]] = {}
         first_seq = seq + 1
-        tmin = tmax = raws[0][0]
-        days: dict[int, str] = {}
         for t_ms, ip, port, tpls, transport in raws:
-            tmin = min(tmin, t_ms)
-            tmax = max(tmax, t_ms)
+            jip = _jstr(ip)
             for t in tpls:
                 seq += 1
-                key = t[2:]
-                ctx = ctx_of(key)
+                ctx = ctx_of(t[2:])
                 if ctx is None:
-                    ctx = self._context(c, key, t)
-                client = seal(seq, ip, port) if seal is not None else None
-                prev = link(prev, payload(seq, t_ms, t[0], t[1], transport, batch, client, ctx[1]))
-                rows.append((seq, t_ms, ctx[0], t[0], t[1], transport, batch, client, prev))
-                d = t_ms // DAY_MS
-                day = days.get(d)
-                if day is None:
-                    day = days[d] = day_of(t_ms)
-                agg_key = (day, t[7] or "", t[2], t[6])
-                agg = daily.get(agg_key)
+                    ctx = self._context(c, t[2:], t)
+                if encrypt is not None:
+                    client: bytes | None = encrypt(seq.to_bytes(NONCE_LEN, "big"),
+                                                   f'{{"ip": {jip}, "port": {port:d}}}'.encode(), None)
+                    cj = f'"{client.hex()}"'  # type: ignore[union-attr]
+                else:
+                    client, cj = None, "null"
+                body = f'[{seq},{t_ms},{_jstr(t[0])},{t[1]},"{transport}",{batch},{cj},{ctx[1]}]'.encode()
+                prev = sha(prev + sha(body).digest()).digest()
+                append((seq, t_ms, ctx[0], t[0], t[1], transport, batch, client, prev))
+                k = (t_ms // DAY_MS, ctx[0])
+                agg = daily.get(k)
                 if agg is None:
-                    daily[agg_key] = [1, t_ms, t_ms]
+                    daily[k] = [1, t_ms, t_ms]
                 else:
                     agg[0] += 1
-                    agg[1] = min(agg[1], t_ms)
-                    agg[2] = max(agg[2], t_ms)
+                    if t_ms > agg[2]:
+                        agg[2] = t_ms
+                    elif t_ms < agg[1]:
+                        agg[1] = t_ms
+        times = [r[0] for r in raws]
         c.executemany("INSERT INTO hits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         c.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  (batch, first_seq, seq, len(rows), tmin, tmax, now_ms, prev,
+                  (batch, first_seq, seq, len(rows), min(times), max(times), now_ms, prev,
                    sealer.sealed_key if sealer is not None else None))
         c.execute("INSERT INTO chain (id, seq, link) VALUES (1, ?, ?) "
                   "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, link = excluded.link", (seq, prev))
-        c.executemany("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                      "ON CONFLICT(day, node, order_ref, zone, action) DO UPDATE SET hits = hits + excluded.hits, "
-                      "first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)",
-                      [(k[0], node, k[1], k[2], k[3], v[0], v[1], v[2]) for k, v in daily.items()])
+        self._add_daily(c, daily)
         self._head = (seq, prev)
         self._batch_id = batch
         return len(rows)
 
-    def _context(self, c: sqlite3.Connection, key: tuple[Any, ...], t: Template) -> tuple[int, str]:
+    def _add_daily(self, c: sqlite3.Connection, daily: dict[tuple[int, int], list[int]]) -> None:
+        """Per (day, context) counts -> the daily table's (day, node, order, zone, action) rows."""
+        info = {i: (zone, order or "", action) for _k, (i, _c, zone, order, action) in self._ctx.items()}
+        merged: dict[tuple[str, str, str, str], list[int]] = {}
+        for (d, ctx), (n, first, last) in daily.items():
+            zone, order, action = info[ctx]
+            key = (day_of(d * DAY_MS), order, zone, action)
+            cur = merged.get(key)
+            if cur is None:
+                merged[key] = [n, first, last]
+            else:
+                cur[0] += n
+                cur[1] = min(cur[1], first)
+                cur[2] = max(cur[2], last)
+        c.executemany("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT(day, node, order_ref, zone, action) DO UPDATE SET hits = hits + excluded.hits, "
+                      "first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)",
+                      [(k[0], self.node, k[1], k[2], k[3], v[0], v[1], v[2]) for k, v in merged.items()])
+
+    def _context(self, c: sqlite3.Connection, key: tuple[Any, ...], t: Template) -> tuple[int, str, str, str | None,
+                                                                                             str]:
         canon = context_canon(self.node, t)
         row = c.execute("SELECT id FROM contexts WHERE canon = ?", (canon,)).fetchone()
         if row is None:
@@ -334,8 +356,8 @@ class BlocklogStore:
             ctx_id = int(cur.lastrowid or 0)
         else:
             ctx_id = int(row[0])
-        self._ctx[key] = (ctx_id, canon)
-        return ctx_id, canon
+        self._ctx[key] = (ctx_id, canon, t[2], t[7], t[6])
+        return self._ctx[key]
 
     # -- audit --------------------------------------------------------------------------------------
 

@@ -43,15 +43,16 @@ class BatchSealer:
     """One data key for one batch: ``seal(seq, ip, port)`` gives the record's ciphertext;
     ``sealed_key`` is what the batch row stores."""
 
-    __slots__ = ("_aead", "sealed_key")
+    __slots__ = ("aead", "sealed_key")
 
     def __init__(self, public_key: bytes, random: Callable[[int], bytes] = os.urandom) -> None:
         key = random(32)
         self.sealed_key = SealedBox(PublicKey(public_key)).encrypt(key)
-        self._aead = ChaCha20Poly1305(key)
+        self.aead = ChaCha20Poly1305(key)
 
     def seal(self, seq: int, ip: str, port: int) -> bytes:
-        return self._aead.encrypt(nonce(seq), f'{{"ip": {_jstr(ip)}, "port": {port:d}}}'.encode(), None)
+        """(The writer's loop does the same inline: BlocklogStore._write.)"""
+        return self.aead.encrypt(nonce(seq), f'{{"ip": {_jstr(ip)}, "port": {port:d}}}'.encode(), None)
 
 
 def nonce(seq: int) -> bytes:
