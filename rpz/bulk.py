@@ -47,7 +47,7 @@ def compile_records_bulk(apex: bytes, records: Iterable[Record], source: str,
     while i <= n:
         rec = recs[i] if i < n else None
         owner = rec[0].lower() if rec is not None else b""
-        if rec is not None and owner == run_owner and run:
+        if rec is not None and owner == run_owner and run and rec[1] != 6:
             run.append(rec)
             i += 1
             continue

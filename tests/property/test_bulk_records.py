@@ -49,3 +49,14 @@ def test_bulk_equals_careful(zones, with_refs, queries):
 
 def test_dnspython_class_is_in():
     assert dns.rdataclass.IN == 1
+
+
+def test_soa_anywhere_in_the_apex_records():
+    """Transfers may give the apex NS before the SOA, or the SOA twice (AXFR ends with it)."""
+    z = Zone("ord.rpz.test.", [])
+    recs = _records(z, False)
+    ns, soa = recs[1], recs[0]
+    bad = (names.from_text("x.ord.rpz.test."), 5, 60, b"\x00")
+    for order in ([ns, soa, bad], [bad, ns, soa, soa], [soa, bad, soa]):
+        a = compile_records(z.origin, order, "bulk")
+        assert a.serial == 1 and a.stats.rules == 1
