@@ -85,13 +85,14 @@ def make_node(workdir: Path, *, workers: int = 2, extra: str = "") -> Node:
     return Node(workdir, cfg, port, mport, key)
 
 
-def wait_for(cond, deadline_s: float, what: str) -> None:
+def wait_for(cond, deadline_s: float, what: str, state=None) -> None:  # type: ignore[no-untyped-def]
+    """Wait for cond() with a deadline; on timeout say what was waited for and, if given, state()."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if cond():
             return
         time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within {deadline_s}s")
+    raise TimeoutError(f"{what}: not within {deadline_s}s" + (f" ({state()})" if state else ""))
 
 
 def blocked_queries(path: Path, n: int = 2000) -> Path:
