@@ -81,6 +81,34 @@ systemd timer). The counts go to stdout and to the audit log.
 Exit status: 0 done, 2 unreadable configuration, 3 database failure.
 """
 
+HELP_HOTLINE_STATUS = """\
+Is an order enforced on this node? The rules carrying it in the policy the resolver loads (zone,
+serial, feed, name, action), since when (the first applied feed version that held it: serial and
+time), the span in force now, hits per day and the last hit. No personal data. The same as
+GET /hotline/orders/{order_ref}.
+
+  hotline-edge hotline status TW-2026-0042
+  hotline-edge hotline status TW-2026-0042 --json --config /etc/hotline-edge/config.toml
+
+Exit status: 0 in force here, 1 not in force (or unknown here), 2 unreadable configuration,
+3 the node's policy or state cannot be read.
+"""
+
+HELP_HOTLINE_PROBE = """\
+Ask this node's resolver for the order's target (a real DNS query over UDP with EDNS to its first
+listen address) and compare with what the policy promises: rcode, Extended DNS Error, answer. A
+wildcard-only order is asked as hotline-probe.<name>. The probe is itself a lookup of a blocked
+name, so it is logged (from the node's own address) and counted in the hits. The same as
+POST /hotline/orders/{order_ref}/probe.
+
+  hotline-edge hotline probe TW-2026-0042
+  hotline-edge hotline probe TW-2026-0042 --json
+
+Verdicts: ENFORCED, NOT_ENFORCED, NO_ANSWER, NOT_SERVING, NOT_ACTIVE. Exit status: 0 ENFORCED,
+1 any other verdict or an unknown order, 2 unreadable configuration, 3 the node's policy or state
+cannot be read.
+"""
+
 HELP_AUDIT = """\
 Recompute the compliance audit hash chain and report the first broken link, if any.
 
@@ -144,6 +172,20 @@ def register(sub: Any) -> None:
     _common(pu)
     pu.set_defaults(func=cmd_purge)
 
+    ho = sub.add_parser("hotline", help="hotline verification: status, probe",
+                        description="Did each takedown order take effect on this node? (docs/blocklog.md)")
+    hsub = ho.add_subparsers(dest="hotline_command", metavar="SUBCOMMAND", required=True)
+    for name, help_, desc, func in (("status", "is an order in force here, since when, hits per day",
+                                     HELP_HOTLINE_STATUS, cmd_hotline_status),
+                                    ("probe", "ask the resolver for an order's target: a verdict",
+                                     HELP_HOTLINE_PROBE, cmd_hotline_probe)):
+        hp = hsub.add_parser(name, help=help_, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        hp.add_argument("--config", metavar="FILE",
+                        help=f"configuration file (default: $HOTLINE_EDGE_CONFIG or {DEFAULT_CONFIG} if present)")
+        hp.add_argument("order", metavar="ORDER", help="the order reference, e.g. TW-2026-0042")
+        hp.add_argument("--json", action="store_true", help="machine-readable result")
+        hp.set_defaults(func=func)
+
     au = sub.add_parser("audit", help="compliance audit chain: verify",
                         description="The hash-chained compliance audit log.")
     ausub = au.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
@@ -164,15 +206,19 @@ def _log(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), file=sys.stderr)
 
 
-def load_config(args: argparse.Namespace) -> Any:
-    """[api] from the configuration; raises rpz.tomlconf.ConfigError(s) on bad input."""
+def config_doc(args: argparse.Namespace) -> Any:
+    """The configuration file as a ConfigDoc (or the defaults when there is none)."""
     from rpz.tomlconf import ConfigDoc, load_config
-
-    from .config import load_api_config
     path = args.config or os.environ.get("HOTLINE_EDGE_CONFIG")
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
-    doc = load_config(path) if path else ConfigDoc("<defaults>", {})
+    return load_config(path) if path else ConfigDoc("<defaults>", {})
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    """[api] from the configuration; raises rpz.tomlconf.ConfigError(s) on bad input."""
+    from .config import load_api_config
+    doc = config_doc(args)
     cfg = load_api_config(doc)
     overrides = {}
     if getattr(args, "database", None):
@@ -202,11 +248,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
+    from rpz.errors import RpzError
+
     from .app import configure_logging, create_app
+    from .blocklog import SqliteBlocklog
     from .errors import KeyMaterialError, StoreError
+    from .hotline import NodeView, routers
     configure_logging()
+    try:   # this node's state: the hotline routes, legal holds, the blocked-lookup log for disclosures
+        view = NodeView.from_doc(config_doc(args))
+    except RpzError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     try:
-        app = create_app(cfg)
+        app = create_app(cfg, blocklog=SqliteBlocklog(view.blocklog.path), routers=routers(view))
     except KeyMaterialError as exc:
         _log("error", error=str(exc))
         return 2
@@ -419,3 +474,77 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     else:
         print(str(check) + (f" (full head {check.head.hex()})" if check.ok else ""))
     return 0 if check.ok else 1
+
+
+def _node_view(args: argparse.Namespace) -> Any:
+    from rpz.errors import RpzError
+
+    from .hotline import NodeView
+    try:
+        return NodeView.from_doc(config_doc(args))
+    except RpzError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def cmd_hotline_status(args: argparse.Namespace) -> int:
+    view = _node_view(args)
+    if view is None:
+        return 2
+    from .errors import NotFound, StoreError
+    try:
+        st = view.status(args.order)
+    except NotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    if args.json:
+        print(st.model_dump_json(indent=2))
+        return 0 if st.active else 1
+    print(f"order {st.order_ref} on node {st.node}: {'IN FORCE' if st.active else 'NOT in force'}")
+    for r in st.rules:
+        print(f"  rule    {r.trigger} {r.name} -> {r.action}  (zone {r.zone} serial {r.serial}"
+              + (f", feed {r.feed})" if r.feed else ")"))
+    if st.since is not None:
+        print(f"  since   {st.since.applied_at}: feed {st.since.feed} serial {st.since.serial}")
+    if st.current is not None:
+        print(f"  now     feed {st.current.feed} serial {st.current.last_serial} (in force since serial "
+              f"{st.current.serial}, {st.current.applied_at})")
+    if st.policy_error:
+        print(f"  policy  {st.policy_error}")
+    for d in st.hits_per_day:
+        print(f"  {d.day}  {d.hits:>8} hits  ({d.zone}, {d.action}; last {d.last_hit})")
+    print(f"  total   {st.hits_total} hits" + (f", last {st.last_hit}" if st.last_hit else ""))
+    return 0 if st.active else 1
+
+
+def cmd_hotline_probe(args: argparse.Namespace) -> int:
+    view = _node_view(args)
+    if view is None:
+        return 2
+    from .errors import Conflict, NotFound, StoreError
+    try:
+        p = view.probe(args.order)
+    except (NotFound, Conflict) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    if args.json:
+        print(p.model_dump_json(indent=2))
+    else:
+        e, a = p.expected, p.actual
+        print(f"{p.verdict}: order {p.order_ref}, {p.qname} {p.qtype} asked at {p.resolver}")
+        print(f"  expected  {e.action or 'not rewritten'}: rcode {e.rcode or 'any'}, EDE {e.ede}"
+              + (f" {e.ede_text!r}" if e.ede_text else "") + (f", answer {e.answer}" if e.answer else ""))
+        if a.answered:
+            print(f"  actual    rcode {a.rcode}, EDE {[(x.code, x.text) for x in a.ede]}, answer {a.answer}"
+                  + (", TC" if a.truncated else ""))
+        else:
+            print(f"  actual    no answer: {a.error}")
+        for d in p.differences:
+            print(f"  - {d}")
+    return 0 if p.verdict == "ENFORCED" else 1
