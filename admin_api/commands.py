@@ -120,6 +120,30 @@ detectable too. Exit status: 0 intact, 1 broken, 2 unreadable configuration, 3 d
 """
 
 
+HELP_DEMO = """\
+Run the whole appliance on loopback with synthetic demo data, needing nothing from the internet:
+
+  hotline side  signing keys and a signed takedown bundle of three orders (feed publish), served
+                from a TUF repository over HTTP on 127.0.0.1
+  node side     feed sync (verify, activate, receipt), the resolver on 127.0.0.1:5353 enforcing the
+                signed feed and a local zone, blocked lookups in a SQLite log with client addresses
+                sealed to the compliance key, feed daemon, the admin API on 127.0.0.1:8080 and a
+                hotline token to try it with
+  upstream      a tiny built-in server for the demo names on 127.0.0.1:5354
+
+It prints `dig` and `curl` lines to try, each with what the node answered just now. Ctrl-C stops
+everything. Each component is the same command an operator runs (serve, feed daemon, api serve)
+with the configuration written to the working folder.
+
+  hotline-edge demo
+  hotline-edge demo --port 5355 --upstream-port 5356 --api-port 8081
+  hotline-edge demo --dir /tmp/hotline-edge-demo       (keep the folder: config, keys, logs)
+
+Exit status: 0 after a clean stop, 3 when a port is in use or a component did not start (the
+last lines of its log are printed).
+"""
+
+
 def register(sub: Any) -> None:
     api = sub.add_parser("api", help="admin API: serve, tokens, keys",
                          description="The admin API and its credentials.")
@@ -194,6 +218,15 @@ def register(sub: Any) -> None:
     _common(v)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_audit_verify)
+
+    d = sub.add_parser("demo", help="run the whole appliance on loopback (demo data)", description=HELP_DEMO,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--port", type=int, default=5353, help="resolver port on 127.0.0.1 (default 5353)")
+    d.add_argument("--upstream-port", type=int, default=5354, help="demo upstream port (default 5354)")
+    d.add_argument("--api-port", type=int, default=8080, help="admin API port on 127.0.0.1 (default 8080)")
+    d.add_argument("--dir", metavar="DIR", help="keep keys, repository, state and logs in DIR (new or empty) "
+                                                "instead of a temporary folder removed at exit")
+    d.set_defaults(func=cmd_demo)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -548,3 +581,6 @@ def cmd_hotline_probe(args: argparse.Namespace) -> int:
         for d in p.differences:
             print(f"  - {d}")
     return 0 if p.verdict == "ENFORCED" else 1
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoPorts, run
+    return run(DemoPorts(dns=args.port, upstream=args.upstream_port, api=args.api_port), args.dir, sys.stdout)
