@@ -158,17 +158,34 @@ def register(sub: Any) -> None:
     t = asub.add_parser("token", help="issue, list, revoke API tokens", description=HELP_ISSUE,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    ti = tsub.add_parser("issue", help="issue a token (printed once)")
+    raw = argparse.RawDescriptionHelpFormatter
+    ti = tsub.add_parser("issue", help="issue a token (printed once)", formatter_class=raw, description="""\
+Issue a token of one role for one subject. The token is printed once on stdout (only its argon2id
+hash is stored); its id, role and expiry go to stderr. The lifetime is capped by
+[api] token_max_ttl_days.
+
+  hotline-edge api token issue --role officer --subject "Chan Tai Man" --ttl 8h
+  TOKEN=$(hotline-edge api token issue --role hotline --subject analyst@hotline.test --ttl 30d)
+""")
     _common(ti)
     ti.add_argument("--role", required=True, choices=["officer", "approver", "hotline", "operator", "auditor"])
     ti.add_argument("--subject", required=True, help="the person or system that will use it")
     ti.add_argument("--ttl", default="12h", help="lifetime: 30m, 8h, 30d (default 12h)")
     ti.add_argument("--note", default="")
     ti.set_defaults(func=cmd_token_issue)
-    tl = tsub.add_parser("list", help="list tokens (never the secrets)")
+    tl = tsub.add_parser("list", help="list tokens (never the secrets)", formatter_class=raw, description="""\
+Every token: id, role, subject, expiry, active or revoked, note. Never the secrets.
+
+  hotline-edge api token list --config /etc/hotline-edge/config.toml
+""")
     _common(tl)
     tl.set_defaults(func=cmd_token_list)
-    tr = tsub.add_parser("revoke", help="revoke a token by id")
+    tr = tsub.add_parser("revoke", help="revoke a token by id", formatter_class=raw, description="""\
+Revoke a token at once (by the id `token list` shows); the revocation is audited.
+Exit status: 0 revoked, 1 no such token.
+
+  hotline-edge api token revoke 3f9a0c1d2e4b5a67
+""")
     _common(tr)
     tr.add_argument("token_id")
     tr.set_defaults(func=cmd_token_revoke)

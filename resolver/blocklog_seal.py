@@ -7,7 +7,7 @@ six cores. So each batch the writer commits gets a fresh random 32-byte data key
 ``crypto_box_seal`` to the compliance public key; each record's address is encrypted under that
 key with ChaCha20-Poly1305 (about 2 us), the nonce being the record's chain position (unique per
 key, since the key is new per batch). The data key exists only in the writer's memory while the
-batch is built (docs/decisions/0005-blocklog-writer.md).
+batch is built (docs/decisions/0004-blocklog.md).
 
 A sealed address handed to the disclosure workflow is self-contained:
 
