@@ -4,6 +4,9 @@
 #   bench/run.sh resolver ours unbound     a subset
 #   SIZE=100000 PASSES=1 DUR=10 bench/run.sh resolver     quicker
 #   bench/run.sh summarize /tmp/hotline-bench/results-...  the tables of an earlier run
+#   bench/run.sh rpz [--sizes 1000000,8000000 --refs pdns,unbound,bind]   policy core: load, memory, decisions/s
+#   bench/run.sh feeds [...]               feed sync: IXFR, AXFR, bundle (bench/feeds.py --help)
+#   bench/run.sh blocklog [...]            blocked-lookup log: writer alone, cost on the blocked path
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/bootstrap.sh" >&2
@@ -13,5 +16,9 @@ shift || true
 case "$what" in
   resolver)  exec "$PY" "$ROOT/bench/resolver_bench.py" "$@" ;;
   summarize) exec "$PY" "$ROOT/bench/resolver_bench.py" --summarize "$@" ;;
-  *) echo "usage: bench/run.sh resolver [ours unbound bind pdns] | summarize OUTDIR" >&2; exit 2 ;;
+  rpz)       exec "$PY" "$ROOT/bench/rpz_bench.py" "$@" ;;
+  feeds)     exec "$PY" "$ROOT/bench/feeds.py" "$@" ;;
+  blocklog)  exec "$PY" "$ROOT/bench/blocklog_bench.py" "$@" ;;
+  *) echo "usage: bench/run.sh resolver [ours unbound bind pdns] | summarize OUTDIR | rpz | feeds | blocklog" >&2
+     exit 2 ;;
 esac
