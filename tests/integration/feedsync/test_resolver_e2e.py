@@ -61,7 +61,7 @@ def test_ixfr_enforced_by_the_resolver_within_2s(tmp_path) -> None:  # type: ign
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resolver = None
     try:
-        _wait(lambda: os.path.exists(os.path.join(state, "feeds", "twnic", "active.rpz")), 20, "first AXFR")
+        _wait(lambda: os.path.exists(os.path.join(state, "feeds", "twnic", "active.rpz")), 90, "first AXFR")
         resolver = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "serve", "--config", path],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: query(dns_port, "bad.test.") == dns.rcode.NXDOMAIN, 20, "the resolver enforcing bad.test")
