@@ -295,16 +295,17 @@ BLOCKLOG_KEYS = ("path", "queue_size", "flush_interval_ms", "compliance_public_k
 
 # -- loading ---------------------------------------------------------------------------------------
 
-def load(path: str) -> Config:
-    """Read and validate ``path``. ConfigError/ConfigErrors (rpz.tomlconf) on any problem."""
-    return validate(load_config(path))
+def load(path: str, *, need_upstreams: bool = True) -> Config:
+    """Read and validate ``path``. ConfigError/ConfigErrors (rpz.tomlconf) on any problem.
+    ``need_upstreams`` False: the Unbound plugin reads the same file, and Unbound resolves itself."""
+    return validate(load_config(path), need_upstreams=need_upstreams)
 
 
 def parse(raw: bytes, file: str = "<config>") -> Config:
     return validate(parse_config(raw, file))
 
 
-def validate(doc: ConfigDoc) -> Config:
+def validate(doc: ConfigDoc, *, need_upstreams: bool = True) -> Config:
     """Every error of the sections the resolver owns, collected; ConfigErrors if any."""
     data = doc.data
     for key in data:
@@ -314,7 +315,7 @@ def validate(doc: ConfigDoc) -> Config:
     node_vals = _keys(doc, ("node",), node_raw, NODE_KEYS)
     res_raw = _table(doc, ("resolver",), data.get("resolver", {}))
     res_vals = _keys(doc, ("resolver",), res_raw, RESOLVER_KEYS)
-    if not res_vals.get("upstreams"):
+    if need_upstreams and not res_vals.get("upstreams"):
         doc.collect(("resolver", "upstreams") if "upstreams" in res_raw else ("resolver",),
                     'at least one upstream resolver is required, e.g. upstreams = ["127.0.0.1:5300"]')
     if "allow" in res_raw and not res_vals.get("allow"):

@@ -1,0 +1,307 @@
+"""What the Unbound plugin does beside answering queries: load the policy, swap it, and be told to.
+
+Runs in threads of the Unbound process (pythonmod releases the interpreter lock between module
+calls, so they make progress while Unbound serves):
+
+    loader      reads the configuration (the resolver's own file, ``[[policy.zone]]`` in order),
+                compiles zone text into snapshots (big zones in a child process, so Unbound's memory
+                never holds a compiler's peak), maps them, and swaps ONE reference in the engine
+    watcher     every ``WATCH_INTERVAL_S`` compares the configuration file and every zone source
+                (a feed's ``active.snap`` is replaced by rename, so its inode changes) with what was
+                loaded, and reloads on a difference
+    control     ``<runtime_dir>/control.sock``, the resolver's protocol (docs/contracts.md): one JSON
+                request per line, ``{"cmd": "reload"}`` -> ``{"ok": true, "zones": {...}}`` and
+                ``{"cmd": "status"}``; so ``hotline-edge reload`` and feedsync work unchanged
+
+Queries are never held for a reload: the new policy is built beside the old one, then the engine's
+reference is replaced in one assignment. A query reads the reference once and finishes on it.
+A failed load keeps the running policy (or none: queries are then refused, never unfiltered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rpz.tomlconf import ConfigError, ConfigErrors
+
+from . import sdnotify
+from .active import build_policy, remove_old_snapshots, sources_of
+from .config import Config, load
+from .errors import PolicyLoadError
+from .unbound_glue import Engine
+
+WATCH_INTERVAL_S = 0.25
+RETRY_INTERVAL_S = 5.0          # with no policy loaded, try again this often even without a change
+BIG_ZONE_BYTES = 8 * 1024 * 1024
+MAX_REQUEST = 4096
+Log = Callable[..., None]
+
+
+def signature(cfg: Config) -> tuple[tuple[str, int, int, int], ...]:
+    """What a reload depends on: the configuration file and each zone's current source file."""
+    paths = ([cfg.file] if cfg.file else []) + [cfg.zone_path(z) for z in cfg.zones]
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((os.path.abspath(p), st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((os.path.abspath(p), -1, -1, -1))
+    return tuple(out)
+
+
+class Runtime:
+    """Loads, swaps and reports the policy of one Unbound process."""
+
+    def __init__(self, config_path: str, engine: Engine, log: Log, *, python: str | None = None,
+                 watch_interval: float = WATCH_INTERVAL_S) -> None:
+        self.config_path = config_path
+        self.engine = engine
+        self.log = log
+        self.python = python or venv_python()
+        self.watch_interval = watch_interval
+        self.cfg: Config | None = None
+        self.generation = 0
+        self.serials: dict[str, int] = {}
+        self.loaded_at = 0.0
+        self.loaded_sig: tuple[tuple[str, int, int, int], ...] = ()
+        self.tried_sig: tuple[tuple[str, int, int, int], ...] | None = None
+        self.tried_at = 0.0
+        self.reloads = {"ok": 0, "failed": 0}
+        self.last_error = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: socket.socket | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the first policy (failures are logged: queries are refused until a load works),
+        then start the watcher and the control socket."""
+        self.reload("start")
+        self._spawn(self._watch, "hotline-edge-watch")
+        sock = self.control_path()
+        if sock:
+            try:
+                self._server = listen_unix(sock)
+            except OSError as exc:
+                self.log("error", "control_socket_failed", path=sock, error=str(exc),
+                         hint="the runtime directory must exist and be writable by Unbound's user")
+            else:
+                self._spawn(self._serve, "hotline-edge-control")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            path = self.control_path()
+            with contextlib.suppress(OSError):
+                self._server.close()
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+
+    def control_path(self) -> str:
+        return self.cfg.control_socket if self.cfg is not None else ""
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # -- loading -----------------------------------------------------------------------------
+    def reload(self, reason: str) -> dict[str, Any]:
+        """Build the policy of the configuration as it is now and swap it in; or change nothing."""
+        with self._lock:
+            t0 = time.monotonic()
+            try:
+                cfg = load(self.config_path, need_upstreams=False)
+            except (ConfigError, ConfigErrors) as exc:
+                return self._failed(reason, f"configuration: {exc}", None)
+            except OSError as exc:
+                return self._failed(reason, f"{self.config_path}: {exc.strerror}", None)
+            if self.cfg is None:
+                self.cfg = cfg
+            sig = signature(cfg)
+            gen = self.generation + 1
+            snapdir = os.path.join(cfg.node.runtime_dir, "unbound-policy")
+            try:
+                mapped = self._compile(cfg, snapdir, gen)
+                policy, loads = build_policy(mapped, self.log)
+            except PolicyLoadError as exc:
+                return self._failed(reason, str(exc), sig)
+            loaded_at = time.time()
+            self.engine.swap(policy, gen, loaded_at, sources_of(cfg))
+            remove_old_snapshots(snapdir, gen)
+            self.cfg = cfg
+            self.generation = gen
+            self.serials = policy.serials()
+            self.loaded_at = loaded_at
+            self.loaded_sig = self.tried_sig = sig
+            self.reloads["ok"] += 1
+            self.last_error = ""
+            self.log("info", "policy_active", reason=reason, generation=gen, zones=self.serials,
+                     rules=sum(z.rules for z in loads), rejected=sum(z.rejected for z in loads),
+                     seconds=round(time.monotonic() - t0, 3))
+            sdnotify.notify("STATUS=hotline-edge policy " + ", ".join(f"{z} serial {s}"
+                                                                       for z, s in self.serials.items()))
+            return {"ok": True, "zones": self.serials, "generation": gen}
+
+    def _failed(self, reason: str, error: str, sig: tuple[tuple[str, int, int, int], ...] | None) -> dict[str, Any]:
+        self.reloads["failed"] += 1
+        self.last_error = error
+        self.tried_sig = sig
+        self.tried_at = time.monotonic()
+        self.log("error", "policy_reload_failed", reason=reason, error=error,
+                 keeping=f"generation {self.generation}" if self.generation else "nothing (queries are refused)")
+        return {"ok": False, "error": error}
+
+    def _compile(self, cfg: Config, snapdir: str, gen: int) -> Config:
+        """Zone text -> snapshots (a child process for big zones); snapshots are used as they are."""
+        zones = []
+        for i, z in enumerate(cfg.zones):
+            path = cfg.zone_path(z)
+            if z.source == "snapshot" or path.endswith(".snap"):
+                zones.append(z)
+                continue
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                size = 0
+            if size < BIG_ZONE_BYTES:
+                zones.append(z)      # small: build_policy compiles it here
+                continue
+            os.makedirs(snapdir, mode=0o750, exist_ok=True)
+            out = os.path.join(snapdir, f"gen{gen}-zone{i}.snap")
+            self._compile_child(path, out, z.origin)
+            zones.append(dataclasses.replace(z, source="snapshot", path=out))
+        return dataclasses.replace(cfg, zones=tuple(zones))
+
+    def _compile_child(self, path: str, out: str, origin: str | None) -> None:
+        argv = [self.python, "-c", "import sys; from admin_api.cli import main; sys.exit(main())",
+                "rpz", "compile", path, "-o", out] + (["--origin", origin] if origin else [])
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600,
+                               env=dict(os.environ, PYTHONNOUSERSITE="1"))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PolicyLoadError(f"{path}: cannot compile in a child process ({self.python}): {exc}") from exc
+        if r.returncode not in (0, 1):     # 1: compiled, some records rejected (listed by rpz check)
+            raise PolicyLoadError(f"{path}: compile failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        self.log("info", "zone_compiled", file=path, snapshot=out, seconds=round(time.monotonic() - t0, 3),
+                 summary=r.stdout.strip()[-300:])
+
+    # -- watching ----------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_interval):
+            try:
+                self.check()
+            except Exception as exc:
+                self.log("error", "watch_failed", error=repr(exc))
+
+    def check(self) -> dict[str, Any] | None:
+        """Reload when a source changed since the last attempt (or, with nothing loaded, every
+        RETRY_INTERVAL_S). Returns the reload's reply, or None when nothing was done."""
+        cfg = self.cfg
+        if cfg is None:
+            if time.monotonic() - self.tried_at >= RETRY_INTERVAL_S:
+                return self.reload("retry")
+            return None
+        sig = signature(cfg)
+        if sig in (self.loaded_sig, self.tried_sig):
+            if self.generation == 0 and time.monotonic() - self.tried_at >= RETRY_INTERVAL_S:
+                return self.reload("retry")
+            return None
+        return self.reload("watch")
+
+    # -- control socket ----------------------------------------------------------------------
+    def _serve(self) -> None:
+        server = self._server
+        assert server is not None
+        server.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), name="hotline-edge-control-client",
+                             daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            buf = b""
+            try:
+                while not self._stop.is_set():
+                    while b"\n" not in buf:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            return
+                        buf += chunk
+                        if len(buf) > MAX_REQUEST:
+                            return
+                    line, buf = buf.split(b"\n", 1)
+                    conn.sendall(json.dumps(self.handle(line)).encode() + b"\n")
+            except OSError:
+                return
+
+    def handle(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+            cmd = req.get("cmd") if isinstance(req, dict) else None
+        except ValueError:
+            cmd = None
+        if cmd == "reload":
+            return self.reload("control")
+        if cmd == "status":
+            return self.status()
+        return {"ok": False, "error": 'unknown request; send one JSON object per line: {"cmd": "reload"} '
+                                      'or {"cmd": "status"}'}
+
+    def status(self) -> dict[str, Any]:
+        c = self.engine.counters
+        return {"ok": True, "ready": self.generation > 0, "mode": "unbound_plugin", "generation": self.generation,
+                "zones": self.serials, "loaded_at": self.loaded_at or None,
+                "snapshot_age_s": round(time.time() - self.loaded_at, 3) if self.loaded_at else None,
+                "reloads": dict(self.reloads), "last_error": self.last_error or None,
+                "counters": {"queries": c.queries, "hits": sum(c.hits.values()), **c.as_dict()}}
+
+
+def listen_unix(path: str) -> socket.socket:
+    """A unix stream socket at ``path`` (a stale file from an earlier run is replaced), mode 0660."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(path)
+        os.chmod(path, 0o660)
+        s.listen(16)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def venv_python() -> str:
+    """The interpreter of the environment our package is installed in (not Unbound's binary)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    prefix = os.environ.get("HOTLINE_EDGE_VENV") or sys.prefix
+    for cand in (os.path.join(prefix, "bin", "python3"), os.path.join(prefix, "bin", "python")):
+        if os.access(cand, os.X_OK) and not cand.endswith("unbound"):
+            return cand
+    repo_venv = os.path.join(os.path.dirname(here), ".venv", "bin", "python")
+    return repo_venv if os.access(repo_venv, os.X_OK) else "/usr/bin/python3"
