@@ -5,6 +5,7 @@
 | TCP-Only: UDP or TCP client?  | the client's address only          | comm_reply.c -> comm_point.fd -> SO_TYPE    |
 | DROP: send no response        | no ``is_drop``                     | module_qstate.is_drop = 1                   |
 | garden CNAME: resolve target  | no sub-queries                     | module_env.attach_sub (the module API)      |
+| expire any cached answer      | a query_info of the current query  | a query_info filled in for any name         |
 
 Each is read from the headers of the version it was checked against (util/module.h and
 util/netevent.h of 1.17.1) and verified on the live structures before it is used once:
@@ -38,6 +39,7 @@ CHECKED_VERSIONS = ("1.17.",)
 BIT_RD, BIT_CD = 0x0100, 0x0010
 _SOL_SOCKET, _SO_TYPE = socket.SOL_SOCKET, socket.SO_TYPE
 Log = Callable[..., None]
+_KINDS: dict[int, str] = {int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_STREAM): "tcp"}
 
 _ATTACH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint16, ctypes.c_int,
                            ctypes.c_int, ctypes.POINTER(ctypes.c_void_p))
@@ -61,6 +63,47 @@ def unbound_version(exe: str = "/proc/self/exe") -> str:
     return m.group(1) if m else ""
 
 
+def unbound_config_file(cmdline: str = "/proc/self/cmdline") -> str:
+    """The configuration file the running Unbound was started with (``-c FILE``)."""
+    try:
+        with open(cmdline, "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        argv = []
+    for i, a in enumerate(argv):
+        if a == b"-c" and i + 1 < len(argv):
+            return os.path.abspath(argv[i + 1].decode())
+        if a.startswith(b"-c") and len(a) > 2:
+            return os.path.abspath(a[2:].decode())
+    return "/etc/unbound/unbound.conf"
+
+
+def unbound_option(conf: str, name: str) -> list[str] | None:
+    """The value(s) of one option as Unbound reads ``conf`` (unbound-checkconf -o); None if unknown."""
+    try:
+        r = subprocess.run(["unbound-checkconf", "-o", name, conf], capture_output=True, text=True, timeout=30,
+                           check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()]
+
+
+def loopback_target(interfaces: list[str], port: int) -> tuple[str, int] | None:
+    """Where the plugin can reach its own Unbound: a loopback (or wildcard) listening address."""
+    if not interfaces:
+        return ("127.0.0.1", port)      # Unbound listens on localhost when no interface is given
+    for itf in interfaces:
+        addr, _, p = itf.partition("@")
+        pt = int(p) if p.isdigit() else port
+        if addr in ("0.0.0.0", "127.0.0.1"):  # noqa: S104 - reading Unbound's interface list, not binding
+            return ("127.0.0.1", pt)
+        if addr in ("::0", "::", "::1"):
+            return ("::1", pt)
+    return None
+
+
 class Abi:
     """The verified reach into Unbound's structures; every method degrades to "not available"."""
 
@@ -75,7 +118,10 @@ class Abi:
         self.transport_ok = checked
         self.drop_ok = checked
         self.sub_ok = checked
+        self.qinfo_ok = checked
+        self._qinfo_checked = False
         self._drop_offset: int | None = None
+        self._kinds: dict[int, str] = {}
         libc_name = ctypes.util.find_library("c") or "libc.so.6"
         self._libc = ctypes.CDLL(libc_name, use_errno=True)
 
@@ -85,13 +131,17 @@ class Abi:
 
     # -- the client's transport ------------------------------------------------------------
     def transport(self, comm_reply: Any) -> str:
-        """"udp" or "tcp" for the client behind ``comm_reply`` (mesh_reply.query_reply), or ""."""
+        """"udp" or "tcp" for the client behind ``comm_reply`` (mesh_reply.query_reply), or "".
+        Remembered per comm_point: a listening UDP point or a TCP handler never changes kind."""
         if not self.transport_ok:
             return ""
         try:
             cp = ctypes.c_void_p.from_address(pointer_of(comm_reply)).value     # comm_reply.c
             if not cp:
                 return ""
+            known = self._kinds.get(cp)
+            if known is not None:
+                return known
             fd = ctypes.c_int.from_address(cp + 24).value    # comm_point: ev, event_added, socket, fd
             if fd < 0 or not stat.S_ISSOCK(os.fstat(fd).st_mode):
                 self._off("transport", f"comm_point.fd {fd} is not a socket")
@@ -103,12 +153,13 @@ class Abi:
         except (OSError, ValueError, TypeError) as exc:
             self._off("transport", repr(exc))
             return ""
-        if val.value == socket.SOCK_DGRAM:
-            return "udp"
-        if val.value == socket.SOCK_STREAM:
-            return "tcp"
-        self._off("transport", f"socket type {val.value}")
-        return ""
+        kind = _KINDS.get(int(val.value))
+        if kind is None:
+            self._off("transport", f"socket type {val.value}")
+            return ""
+        if len(self._kinds) < 100_000:
+            self._kinds[cp] = kind
+        return kind
 
     # -- dropping the response ---------------------------------------------------------------
     def drop(self, qstate: Any) -> bool:
@@ -146,6 +197,30 @@ class Abi:
             return None
         self._drop_offset = is_drop_off
         return is_drop_off
+
+    # -- a query_info for any name -----------------------------------------------------------
+    def qinfo(self, make: Callable[[], Any], qname: bytes, qtype: int, qclass: int) -> Any | None:
+        """A query_info (pythonmod's own struct, ``make`` = unboundmodule.query_info) naming
+        ``qname``/``qtype``/``qclass``; its name buffer lives as long as the returned object.
+        util/data/msgreply.h: qname pointer, qname_len, qtype, qclass, local_alias. Checked by
+        reading the fields back through pythonmod; None when that fails (the caller falls back)."""
+        if not self.qinfo_ok:
+            return None
+        qi = make()
+        buf = ctypes.create_string_buffer(qname, len(qname))
+        base = pointer_of(qi)
+        ctypes.c_void_p.from_address(base).value = ctypes.addressof(buf)
+        ctypes.c_size_t.from_address(base + 8).value = len(qname)
+        ctypes.c_uint16.from_address(base + 16).value = qtype
+        ctypes.c_uint16.from_address(base + 18).value = qclass
+        ctypes.c_void_p.from_address(base + 24).value = None
+        qi._hotline_edge_name = buf          # keep the buffer alive with the struct
+        if not self._qinfo_checked:
+            if qi.qname != qname or qi.qtype != qtype or qi.qclass != qclass:
+                self._off("qinfo", "query_info fields did not read back")
+                return None
+            self._qinfo_checked = True
+        return qi
 
     # -- sub-queries -------------------------------------------------------------------------
     def attach_sub(self, qstate: Any, qinfo: Any, flags: int) -> bool:

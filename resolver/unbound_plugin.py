@@ -71,8 +71,18 @@ if __name__ == "__main__":     # run by pythonmod: the environment first, then o
 
 from resolver.logs import Logger  # noqa: E402
 from resolver.service import make_sink  # noqa: E402
-from resolver.unbound_abi import BIT_CD, BIT_RD, Abi, pointer_of, unbound_version  # noqa: E402
+from resolver.unbound_abi import (  # noqa: E402
+    BIT_CD,
+    BIT_RD,
+    Abi,
+    loopback_target,
+    pointer_of,
+    unbound_config_file,
+    unbound_option,
+    unbound_version,
+)
 from resolver.unbound_glue import (  # noqa: E402
+    PASS,
     Answer,
     Client,
     Engine,
@@ -86,6 +96,9 @@ from resolver.wire import ReplyRR  # noqa: E402
 from rpz import names  # noqa: E402 - after add_environment
 
 EDE_OPTION = 15
+T_AAAA = 28
+FLUSH_CHUNK = 2000               # answers expired per flush request (about 10-20 ms of one thread)
+POST_NOT_NEEDED = PASS
 EDE_PROHIBITED = b"\x00\x12"     # RFC 8914 info-code 18: DROP when it cannot be a silent drop
 GARDEN_WAIT_S = 30.0
 
@@ -102,9 +115,19 @@ class Plugin:
         self.not_ready_rcode = ub.RCODE_REFUSED
         self.serve_without_policy = False
         self.garden: dict[int, tuple[float, int, list[ReplyRR]]] = {}
+        self._state = ub._unboundmodule._ext_state_set      # qstate.ext_state[id] = s, without the proxy
+        self._synth: dict[Any, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def init(self, env: Any) -> bool:
+    def _reply_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
+                  region: Any, **kwargs: Any) -> bool:
+        try:
+            self.reply(qstate)
+        except Exception as exc:
+            self.log("error", "reply_callback_failed", error=repr(exc))
+        return True
+
+    def init(self, env: Any, mid: int) -> bool:
         ub = self.ub
         modules = (env.cfg.module_conf or "").split()
         if "validator" not in modules or "python" not in modules or \
@@ -114,10 +137,21 @@ class Plugin:
                      why="without the validator above this module Unbound would serve cached answers "
                          "without asking the policy")
             return False
+        conf = unbound_config_file()
+        if not self._check_unbound(conf):
+            return False
         config = os.environ.get("HOTLINE_EDGE_CONFIG", DEFAULT_CONFIG)
         self.abi = Abi(unbound_version(), self.log)
         self.runtime = Runtime(config, self.engine, self.log)
+        self.runtime.flush_target = loopback_target(unbound_option(conf, "interface") or [], int(env.cfg.port))
+        if self.runtime.flush_target is None:
+            self.log("warning", "no_loopback_interface", unbound_config=conf,
+                     effect="answers a new policy hits are expired only as client queries arrive",
+                     hint='add interface: 127.0.0.1 to the server: section')
         self.runtime.start()
+        self.ub.register_inplace_cb_reply(self._reply_cb, env, mid)
+        self._synth = self.engine.vetting.synth       # the same dict for the life of the process
+        self.ub.register_inplace_cb_reply_cache(self._cache_cb, env, mid)
         cfg = self.runtime.cfg
         if cfg is not None:
             self.engine.sink = make_sink(os.environ.get("HOTLINE_EDGE_HIT_SINK"))
@@ -130,6 +164,21 @@ class Plugin:
                          "= true)")
         self.log("info", "plugin_started", config=config, unbound=self.abi.version, module_config=" ".join(modules),
                  python=sys.version.split()[0], ready=self.engine.active is not None)
+        return True
+
+    def _check_unbound(self, conf: str) -> bool:
+        """Options without which cached answers could bypass the policy: refuse to start."""
+        required = {"ignore-cd-flag": "yes", "serve-expired": "no"}
+        for name, want in required.items():
+            got = unbound_option(conf, name)
+            if got is not None and got != [want]:
+                self.log("critical", "unbound_option_refused", option=name, value=" ".join(got), required=want,
+                         unbound_config=conf, why="with it Unbound would serve cached answers the policy never saw "
+                         "(docs/unbound-plugin.md, 'Unbound settings')")
+                return False
+        if unbound_option(conf, "minimal-responses") == ["yes"]:
+            self.log("warning", "minimal_responses_on", effect="Unbound strips the policy zone's SOA from the "
+                     "additional section of rewritten answers", hint="minimal-responses: no")
         return True
 
     def deinit(self) -> bool:
@@ -152,11 +201,11 @@ class Plugin:
             if "garden" in qdata:
                 self._garden_done(mid, qstate, qdata)
             elif "pre" in qdata or "internal" in qdata:
-                qstate.ext_state[mid] = ub.MODULE_WAIT_MODULE
+                self._state(qstate, mid, ub.MODULE_WAIT_MODULE)
             else:
                 self._new(mid, qstate, qdata)
         else:
-            qstate.ext_state[mid] = ub.MODULE_ERROR
+            self._state(qstate, mid, ub.MODULE_ERROR)
         return True
 
     def inform_super(self, mid: int, qstate: Any, superqstate: Any, qdata: Any) -> bool:
@@ -182,21 +231,28 @@ class Plugin:
         q = qstate.qinfo
         if rl is None or q.qclass != ub.RR_CLASS_IN:
             qdata["internal"] = True            # Unbound's own sub-queries and prefetches: section 6
-            qstate.ext_state[mid] = ub.MODULE_WAIT_MODULE
+            self._state(qstate, mid, ub.MODULE_WAIT_MODULE)
             return
+        qname = bytes(q.qname).lower()
+        if qname == self.engine.flush_name:              # the runtime's request: work through the queue
+            self._invalidate(qstate, FLUSH_CHUNK)
+            qstate.return_rcode = ub.RCODE_REFUSED
+            self._state(qstate, mid, ub.MODULE_FINISHED)
+            return
+        if self.engine.vetting.queue:
+            self._invalidate(qstate, 16)                 # every query helps if that request got lost
         active = self.engine.active
         if active is None:
             if self.serve_without_policy:
                 qdata["internal"] = True
-                qstate.ext_state[mid] = ub.MODULE_WAIT_MODULE
+                self._state(qstate, mid, ub.MODULE_WAIT_MODULE)
                 return
             self.engine.counters.not_ready += 1
             qstate.return_rcode = self.not_ready_rcode
-            qstate.ext_state[mid] = ub.MODULE_FINISHED
+            self._state(qstate, mid, ub.MODULE_FINISHED)
             return
-        cr = rl.query_reply
-        qname = bytes(q.qname).lower()
-        out = self.engine.pre(active, qname, q.qtype, cr.addr)
+        client = rl.query_reply.addr if active.client_dependent else None
+        out = self.engine.pre(active, qname, q.qtype, client)
         qdata["pre"] = out
         qdata["active"] = active
         self._apply(mid, qstate, qdata, out)
@@ -204,50 +260,148 @@ class Plugin:
     # -- the answer is back ------------------------------------------------------------------
     def _moddone(self, mid: int, qstate: Any, qdata: Any) -> None:
         ub = self.ub
-        if qstate.query_flags & BIT_RD:
-            qstate.no_cache_store = 1          # the validator must not store it as servable
-        qstate.ext_state[mid] = ub.MODULE_FINISHED
-        pre: Outcome | None = qdata.get("pre")
-        if pre is None:
+        self._state(qstate, mid, ub.MODULE_FINISHED)
+        rd = qstate.query_flags & BIT_RD
+        vetted = False
+        try:
+            pre: Outcome | None = qdata.get("pre")
+            if pre is None:       # Unbound's own queries (prefetch, garden targets): never vetted
+                return
+            if pre.mode in (Mode.PASSTHRU, Mode.TCP_ONLY):        # PASSTHRU; TCP-Only asked over TCP
+                self._emit(qstate, pre.hits)
+                return
+            msg = qstate.return_msg
+            if msg is None or qstate.return_rcode != ub.RCODE_NOERROR:
+                return
+            active = qdata["active"]
+            q = qstate.qinfo
+            qname, qtype = bytes(q.qname).lower(), q.qtype
+            rrs = self._answer_rrs(msg.rep)
+            stages = None
+            out = POST_NOT_NEEDED
+            if self.engine.needs_post(active, pre, rrs):
+                rl = qstate.mesh_info.reply_list
+                client = rl.query_reply.addr if rl is not None and active.client_dependent else None
+                out, stages = self.engine.post(active, qname, qtype, client, rrs)
+            if out.mode in (Mode.PASS, Mode.POST):
+                if rd and not active.client_dependent:
+                    vetted = self._vet(qstate, active, qname, qtype, q.qclass, msg.rep, rrs, stages)
+                return
+            if out.mode is Mode.PASSTHRU:
+                self._emit(qstate, out.hits)
+                return
+            self._apply(mid, qstate, qdata, out)
+        finally:
+            if rd and not vetted:
+                qstate.no_cache_store = 1          # the validator stores it unvalidated: not servable
+
+    def _vet(self, qstate: Any, active: Any, qname: bytes, qtype: int, qclass: int, rep: Any,
+             rrs: list[ReplyRR], stages: tuple[Any, ...] | None) -> bool:
+        """Let Unbound serve this answer from its cache (the policy hits nothing in it, for anyone)."""
+        if rep.flags & 0xF not in (self.ub.RCODE_NOERROR, self.ub.RCODE_NXDOMAIN):
+            return False
+        if stages is None:
+            stages = self.engine.stages(qname, rrs)
+        expires = time.monotonic() + min(int(rep.ttl), 86_400) + 1
+        return self.engine.vetting.vet(active, self.engine.active, pointer_of(qstate), (qname, qtype, qclass),
+                                       stages, expires)
+
+    def reply(self, qstate: Any) -> None:
+        """Unbound replies from a finished query state (inplace_cb_reply): a vetted answer is in the
+        cache by now; expire it if a policy that hits it took effect since it was vetted."""
+        if qstate is None:
             return
-        if pre.mode in (Mode.PASSTHRU, Mode.TCP_ONLY):        # PASSTHRU; TCP-Only asked over TCP
-            self.engine.emit(pre.hits, self._clients(qstate))
-            return
+        key = self.engine.vetting.stored(pointer_of(qstate), self.engine.active)
+        if key is not None:
+            self.ub.invalidateQueryInCache(qstate, qstate.qinfo)
+            self.engine.vetting.invalidated += 1
+
+    # -- expiring answers a new policy hits ---------------------------------------------------
+    def _invalidate(self, qstate: Any, limit: int) -> int:
+        """Expire up to ``limit`` queued answers in Unbound's message cache (their records too)."""
+        ub = self.ub
+        keys = self.engine.vetting.take(limit)
+        if not keys:
+            return 0
+        saved_msg, saved_flags = qstate.return_msg, qstate.query_flags
+        try:
+            for qname, qtype, qclass in keys:
+                qinfo = self._qinfo(qstate, qname, qtype, qclass)
+                if qinfo is None:
+                    continue
+                for flags in ((BIT_RD, BIT_RD | BIT_CD) if qtype == T_AAAA else (BIT_RD,)):
+                    qstate.query_flags = flags     # the cache files AAAA answers apart for CD=1 (DNS64)
+                    ub.invalidateQueryInCache(qstate, qinfo)
+        finally:
+            qstate.return_msg, qstate.query_flags = saved_msg, saved_flags
+        return len(keys)
+
+    def _qinfo(self, qstate: Any, qname: bytes, qtype: int, qclass: int) -> Any | None:
+        """A query_info for any name: built directly (ABI), else through set_return_msg, which
+        replaces ``qstate.return_msg`` (callers restore it)."""
+        assert self.abi is not None
+        qi = self.abi.qinfo(self.ub.query_info, qname, qtype, qclass)
+        if qi is not None:
+            return qi
+        if not self.ub.set_return_msg(qstate, names.to_text(qname), qtype, qclass, 0, 0, [], [], [], []):
+            return None
+        return qstate.return_msg.qinfo
+
+    # -- policy answers Unbound may serve from its cache ---------------------------------------
+    def _store(self, qstate: Any, out: Outcome) -> None:
+        """Put a policy answer (NXDOMAIN or NODATA, the same for every client) into Unbound's cache,
+        so repeats are answered there; the cache callback reports their hits and adds the EDE."""
         msg = qstate.return_msg
-        if msg is None or qstate.return_rcode != ub.RCODE_NOERROR:
+        active = self.engine.active
+        if msg is None or active is None:
             return
-        active = qdata["active"]
-        rrs = self._answer_rrs(msg.rep)
-        if not self.engine.needs_post(active, pre, rrs):
-            return
-        rl = qstate.mesh_info.reply_list
-        client = rl.query_reply.addr if rl is not None else None
-        out = self.engine.post(active, bytes(qstate.qinfo.qname).lower(), qstate.qinfo.qtype, client, rrs)
-        qdata["post"] = out
-        if out.mode in (Mode.PASS, Mode.POST):
-            return
-        if out.mode is Mode.PASSTHRU:
-            self.engine.emit(out.hits, self._clients(qstate))
-            return
-        self._apply(mid, qstate, qdata, out)
+        key = (bytes(qstate.qinfo.qname).lower(), qstate.qinfo.qtype, qstate.qinfo.qclass)
+        assert out.answer is not None
+        if self.engine.vetting.synthesized(active, self.engine.active, key, out.hits, out.answer.ede):
+            self.ub.storeQueryInCache(qstate, msg.qinfo, msg.rep, 0)
+
+    def _cache_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
+                  region: Any, **kwargs: Any) -> bool:
+        """Unbound answers from its cache (inplace_cb_reply_cache): a stored policy answer gets its
+        EDE and its hits reported; anything else passes untouched."""
+        synth = self._synth
+        if not synth:
+            return True
+        try:
+            got = synth.get((qinfo.qname.lower(), qinfo.qtype, qinfo.qclass))
+            if got is None:
+                return True
+            _gen, hits, ede = got
+            if ede:
+                self.ub.edns_opt_list_append(opt_list_out, EDE_OPTION, bytearray(ede), region)
+            self.engine.counters.cache_answers += 1
+            self.engine.count_answer(hits[-1][6] if hits else "cached")
+            if self.engine.wants_records:
+                cr = kwargs.get("repinfo")
+                if cr is not None:
+                    self.engine.emit(hits, [Client(cr.addr or "", cr.port or 0, self._transport(cr) or "unknown")])
+            else:
+                self.engine.count_hits(hits, 1)
+        except Exception as exc:
+            self.log("error", "cache_callback_failed", error=repr(exc))
+        return True
 
     # -- acting on an outcome ----------------------------------------------------------------
     def _apply(self, mid: int, qstate: Any, qdata: Any, out: Outcome) -> None:
         ub = self.ub
         mode = out.mode
         if mode in (Mode.PASS, Mode.POST, Mode.PASSTHRU):
-            qstate.ext_state[mid] = ub.MODULE_WAIT_MODULE         # hits (PASSTHRU) at MODDONE, every client
+            self._state(qstate, mid, ub.MODULE_WAIT_MODULE)         # hits (PASSTHRU) at MODDONE, every client
             return
         if mode is Mode.TCP_ONLY:
             rl = qstate.mesh_info.reply_list
             if rl is not None and self._transport(rl.query_reply) == "tcp":
                 if qstate.return_msg is None:                       # before resolution: get the truth
-                    qstate.ext_state[mid] = ub.MODULE_WAIT_MODULE
+                    self._state(qstate, mid, ub.MODULE_WAIT_MODULE)
                 else:
-                    self.engine.emit(out.hits, self._clients(qstate))
-                    qstate.ext_state[mid] = ub.MODULE_FINISHED
+                    self._emit(qstate, out.hits)
+                    self._state(qstate, mid, ub.MODULE_FINISHED)
                 return
-        clients = self._clients(qstate)
         if mode is Mode.GARDEN:
             assert out.decision is not None
             if self._start_garden(mid, qstate, qdata, out):
@@ -262,9 +416,11 @@ class Plugin:
         else:
             assert out.answer is not None
             self._answer(qstate, out.answer)
-        self.engine.count_answer(out.decision.action.label if out.decision else mode.name.lower())
-        self.engine.emit(out.hits, clients)
-        qstate.ext_state[mid] = ub.MODULE_FINISHED
+            if out.cacheable:
+                self._store(qstate, out)
+        self.engine.count_answer(out.label)
+        self._emit(qstate, out.hits)
+        self._state(qstate, mid, ub.MODULE_FINISHED)
 
     def _answer(self, qstate: Any, a: Answer) -> None:
         """Make ``a`` the response (set_return_msg parses the records; EDE as an EDNS option)."""
@@ -274,11 +430,9 @@ class Plugin:
             qstate.return_msg = None
             qstate.return_rcode = a.rcode
         else:
-            msg = ub.DNSMessage(names.to_text(bytes(q.qname)), q.qtype, q.qclass, a.flags)
-            msg.answer = list(a.answer)
-            msg.additional = list(a.additional)
-            if not msg.set_return_msg(qstate):
-                self.log("error", "answer_rejected_by_unbound", qname=names.to_text(bytes(q.qname)),
+            if not ub.set_return_msg(qstate, a.question or names.to_text(q.qname), q.qtype, q.qclass, a.flags, 0,
+                                     [], list(a.answer), [], list(a.additional)):
+                self.log("error", "answer_rejected_by_unbound", qname=names.to_text(q.qname),
                          records=list(a.answer) + list(a.additional))
                 qstate.return_msg = None
                 qstate.return_rcode = ub.RCODE_SERVFAIL
@@ -304,11 +458,11 @@ class Plugin:
             return False
         target_qinfo = qstate.return_msg.qinfo     # a query_info for the target, in this query's region
         started = self.abi.attach_sub(qstate, target_qinfo, BIT_RD | (qstate.query_flags & BIT_CD))
-        qstate.return_msg = saved
+        qstate.return_msg = saved   # (attach_sub copied the name into the sub-query's own region)
         if not started:
             return False
         qdata["garden"] = out
-        qstate.ext_state[mid] = ub.MODULE_WAIT_SUBQUERY
+        self._state(qstate, mid, ub.MODULE_WAIT_SUBQUERY)
         return True
 
     def _garden_done(self, mid: int, qstate: Any, qdata: Any) -> None:
@@ -321,11 +475,25 @@ class Plugin:
         else:
             ans = garden_answer(out.decision, out.links, got[1], got[2])
         self._answer(qstate, ans)
-        self.engine.count_answer(out.decision.action.label)
-        self.engine.emit(out.hits, self._clients(qstate))
-        qstate.ext_state[mid] = self.ub.MODULE_FINISHED
+        self.engine.count_answer(out.label)
+        self._emit(qstate, out.hits)
+        self._state(qstate, mid, self.ub.MODULE_FINISHED)
 
     # -- reading Unbound's structures --------------------------------------------------------
+    def _emit(self, qstate: Any, hits: tuple[Any, ...]) -> None:
+        """The hits of this query state, once per client it answers (Unbound may have joined several)."""
+        if not hits:
+            return
+        if self.engine.wants_records:
+            self.engine.emit(hits, self._clients(qstate))
+            return
+        n = 0
+        r = qstate.mesh_info.reply_list
+        while r is not None:
+            n += 1
+            r = r.next
+        self.engine.count_hits(hits, n)
+
     def _clients(self, qstate: Any) -> list[Client]:
         out = []
         mi = qstate.mesh_info
@@ -364,7 +532,7 @@ if __name__ == "__main__":
     _PLUGIN = Plugin(unboundmodule)
 
     def init_standard(id: int, env: Any) -> bool:
-        return _PLUGIN.init(env)
+        return _PLUGIN.init(env, id)
 
     def deinit(id: int) -> bool:
         return _PLUGIN.deinit()

@@ -41,6 +41,8 @@ from .errors import PolicyLoadError
 from .unbound_glue import Engine
 
 WATCH_INTERVAL_S = 0.25
+FLUSH_DEADLINE_S = 5.0
+PRUNE_INTERVAL_S = 30.0
 RETRY_INTERVAL_S = 5.0          # with no policy loaded, try again this often even without a change
 BIG_ZONE_BYTES = 8 * 1024 * 1024
 MAX_REQUEST = 4096
@@ -70,6 +72,7 @@ class Runtime:
         self.log = log
         self.python = python or venv_python()
         self.watch_interval = watch_interval
+        self.flush_target: tuple[str, int] | None = None
         self.cfg: Config | None = None
         self.generation = 0
         self.serials: dict[str, int] = {}
@@ -142,8 +145,10 @@ class Runtime:
                 policy, loads = build_policy(mapped, self.log)
             except PolicyLoadError as exc:
                 return self._failed(reason, str(exc), sig)
+            expired = self._expire_vetted(policy)
             loaded_at = time.time()
             self.engine.swap(policy, gen, loaded_at, sources_of(cfg))
+            self.engine.vetting.end_swap()
             remove_old_snapshots(snapdir, gen)
             self.cfg = cfg
             self.generation = gen
@@ -154,10 +159,49 @@ class Runtime:
             self.last_error = ""
             self.log("info", "policy_active", reason=reason, generation=gen, zones=self.serials,
                      rules=sum(z.rules for z in loads), rejected=sum(z.rejected for z in loads),
-                     seconds=round(time.monotonic() - t0, 3))
+                     cached_answers_expired=expired, seconds=round(time.monotonic() - t0, 3))
             sdnotify.notify("STATUS=hotline-edge policy " + ", ".join(f"{z} serial {s}"
                                                                        for z, s in self.serials.items()))
             return {"ok": True, "zones": self.serials, "generation": gen}
+
+    def _expire_vetted(self, policy: Any) -> int:
+        """Before ``policy`` takes effect: the answers Unbound serves from its cache on its own that
+        ``policy`` would hit are expired there (by a worker thread, asked with a flush query)."""
+        vetting = self.engine.vetting
+        n = vetting.begin_swap(policy, time.monotonic())
+        deadline = time.monotonic() + FLUSH_DEADLINE_S
+        while vetting.queue and time.monotonic() < deadline:
+            if not self._send_flush():
+                break
+        if vetting.queue:
+            self.log("error", "cached_answers_not_expired", left=len(vetting.queue), target=str(self.flush_target),
+                     effect="until client queries let the plugin expire them, Unbound may serve these "
+                            "cached answers without the new policy (at most their TTL)",
+                     hint="Unbound must answer on 127.0.0.1 or ::1 (interface, access-control)")
+        return n
+
+    def _send_flush(self) -> bool:
+        """One flush request to Unbound (a query the plugin answers after expiring a chunk)."""
+        if self.flush_target is None:
+            return False
+        host, port = self.flush_target
+        qid = int.from_bytes(os.urandom(2), "big")
+        pkt = (qid.to_bytes(2, "big") + bytes.fromhex("01000001000000000000") + self.engine.flush_name
+               + bytes.fromhex("00100001"))       # RD=1, one question: TXT IN
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.settimeout(1.0)
+            for _ in range(3):
+                try:
+                    s.sendto(pkt, (host, port))
+                    while s.recv(4096)[:2] != pkt[:2]:
+                        pass
+                    return True
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return False
+        return False
 
     def _failed(self, reason: str, error: str, sig: tuple[tuple[str, int, int, int], ...] | None) -> dict[str, Any]:
         self.reloads["failed"] += 1
@@ -205,10 +249,14 @@ class Runtime:
 
     # -- watching ----------------------------------------------------------------------------
     def _watch(self) -> None:
+        pruned = time.monotonic()
         while not self._stop.wait(self.watch_interval):
             try:
                 self.check()
-            except Exception as exc:
+                if time.monotonic() - pruned > PRUNE_INTERVAL_S:
+                    pruned = time.monotonic()
+                    self.engine.vetting.prune(pruned)
+            except Exception as exc:   # the watcher must outlive any one failure
                 self.log("error", "watch_failed", error=repr(exc))
 
     def check(self) -> dict[str, Any] | None:
@@ -278,6 +326,8 @@ class Runtime:
                 "zones": self.serials, "loaded_at": self.loaded_at or None,
                 "snapshot_age_s": round(time.time() - self.loaded_at, 3) if self.loaded_at else None,
                 "reloads": dict(self.reloads), "last_error": self.last_error or None,
+                "vetted": {"answers": len(self.engine.vetting.entries), "total": self.engine.vetting.vetted,
+                           "expired": self.engine.vetting.invalidated},
                 "counters": {"queries": c.queries, "hits": sum(c.hits.values()), **c.as_dict()}}
 
 
