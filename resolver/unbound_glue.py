@@ -45,6 +45,7 @@ import rpz
 from rpz import NEED_RESPONSE, ActionKind, Decision, Stage, TriggerKind, names
 
 from .active import ActivePolicy, PolicyHolder
+from .errors import ResolverError
 from .hits import HitRecord, HitSink, NullSink
 from .synth import HitTemplate, hit_templates, is_garden
 from .wire import T_CNAME, T_DNAME, ReplyRR, ede_option, walk_chain
@@ -53,6 +54,11 @@ T_SOA = 6
 # flag bits of pythonmod's set_return_msg (PKT_*), not DNS header bits
 PKT_QR, PKT_AA, PKT_TC, PKT_RD, PKT_CD, PKT_RA, PKT_AD = 1, 2, 4, 8, 16, 32, 64
 RCODE_NOERROR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_REFUSED = 0, 2, 3, 5
+
+
+class PluginRefused(ResolverError):
+    """Unbound is set up so that the plugin could not see every query (module order, CD=1 clients
+    served from the cache, expired answers served): the plugin refuses to start, and Unbound with it."""
 
 
 class Mode(IntEnum):

@@ -88,6 +88,7 @@ from resolver.unbound_glue import (  # noqa: E402
     Engine,
     Mode,
     Outcome,
+    PluginRefused,
     garden_answer,
     garden_fallback,
 )
@@ -132,14 +133,12 @@ class Plugin:
         modules = (env.cfg.module_conf or "").split()
         if "validator" not in modules or "python" not in modules or \
                 modules.index("validator") > modules.index("python"):
+            why = "without the validator above this module Unbound would serve cached answers without asking the policy"
             self.log("critical", "module_config_refused", module_config=" ".join(modules),
-                     required="validator python iterator",
-                     why="without the validator above this module Unbound would serve cached answers "
-                         "without asking the policy")
-            return False
+                     required="validator python iterator", why=why)
+            raise PluginRefused(f'module-config "{" ".join(modules)}": use "validator python iterator" ({why})')
         conf = unbound_config_file()
-        if not self._check_unbound(conf):
-            return False
+        self._check_unbound(conf)
         config = os.environ.get("HOTLINE_EDGE_CONFIG", DEFAULT_CONFIG)
         self.abi = Abi(unbound_version(), self.log)
         self.runtime = Runtime(config, self.engine, self.log)
@@ -166,20 +165,20 @@ class Plugin:
                  python=sys.version.split()[0], ready=self.engine.active is not None)
         return True
 
-    def _check_unbound(self, conf: str) -> bool:
+    def _check_unbound(self, conf: str) -> None:
         """Options without which cached answers could bypass the policy: refuse to start."""
         required = {"ignore-cd-flag": "yes", "serve-expired": "no"}
         for name, want in required.items():
             got = unbound_option(conf, name)
             if got is not None and got != [want]:
+                why = "with it Unbound would serve cached answers the policy never saw"
                 self.log("critical", "unbound_option_refused", option=name, value=" ".join(got), required=want,
-                         unbound_config=conf, why="with it Unbound would serve cached answers the policy never saw "
-                         "(docs/unbound-plugin.md, 'Unbound settings')")
-                return False
+                         unbound_config=conf, why=why)
+                raise PluginRefused(f"{conf}: {name}: {' '.join(got)}: set {name}: {want} ({why}; "
+                                    "docs/unbound-plugin.md, 'Unbound settings')")
         if unbound_option(conf, "minimal-responses") == ["yes"]:
             self.log("warning", "minimal_responses_on", effect="Unbound strips the policy zone's SOA from the "
                      "additional section of rewritten answers", hint="minimal-responses: no")
-        return True
 
     def deinit(self) -> bool:
         if self.runtime is not None:
