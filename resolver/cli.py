@@ -70,7 +70,7 @@ Extended DNS Error naming the order, a walled-garden answer, an allowed answer. 
 """
 
 # validators of sections owned by other packages, looked up by name so resolver imports none of them
-OTHER_VALIDATORS = ("feedsync.config:validate_section", "admin_api.config:validate_section")
+OTHER_VALIDATORS = ("feedsync.config:check_config", "admin_api.config:check_config")
 
 
 def _fmt(p: argparse.ArgumentParser) -> None:
@@ -179,8 +179,9 @@ def cmd_checkconf(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         errors.append(str(exc))
     else:
+        runs_resolver = "resolver" in doc.data or "policy" in doc.data
         try:
-            cfg = config_mod.validate(doc)
+            cfg = config_mod.validate(doc, require_resolver=runs_resolver)
         except ConfigErrors as exc:
             errors.extend(str(e) for e in exc.errors)
         doc.errors.clear()
@@ -210,8 +211,12 @@ def cmd_checkconf(args: argparse.Namespace) -> int:
     else:
         assert cfg is not None
         r = cfg.resolver
-        print(f"{args.file}: ok: listen {', '.join(map(str, r.listen))}; upstreams {', '.join(map(str, r.upstreams))}; "
-              f"{len(cfg.zones)} policy zone(s): " + "; ".join(z.describe() for z in cfg.zones))
+        if cfg.zones or r.upstreams:
+            print(f"{args.file}: ok: listen {', '.join(map(str, r.listen))}; upstreams "
+                  f"{', '.join(map(str, r.upstreams))}; {len(cfg.zones)} policy zone(s): "
+                  + "; ".join(z.describe() for z in cfg.zones))
+        else:
+            print(f"{args.file}: ok (no [resolver] on this node)")
     return 2 if errors else 0
 
 

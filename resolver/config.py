@@ -121,6 +121,7 @@ class ResolverConfig:
     tcp_idle_timeout_ms: int = 10_000
     max_tcp_clients: int = 1_000
     edns_udp_size: int = 1232
+    upstream_sockets: int = 0
     metrics_listen: Endpoint | None = None
     control_socket: str = ""    # default: <runtime_dir>/control.sock
 
@@ -233,6 +234,7 @@ RESOLVER_KEYS: dict[str, tuple[Any, Converter]] = {
     "tcp_idle_timeout_ms": (10_000, _int(100, 600_000)),
     "max_tcp_clients": (1_000, _int(1, 100_000)),
     "edns_udp_size": (1232, _int(512, 4096)),
+    "upstream_sockets": (0, _int(0, 1024)),
     "metrics_listen": ("", _endpoint_opt),
     "control_socket": ("", _str),
 }
@@ -295,18 +297,21 @@ BLOCKLOG_KEYS = ("path", "queue_size", "flush_interval_ms", "compliance_public_k
 
 # -- loading ---------------------------------------------------------------------------------------
 
-def load(path: str, *, need_upstreams: bool = True) -> Config:
-    """Read and validate ``path``. ConfigError/ConfigErrors (rpz.tomlconf) on any problem.
-    ``need_upstreams`` False: the Unbound plugin reads the same file, and Unbound resolves itself."""
-    return validate(load_config(path), need_upstreams=need_upstreams)
+def load(path: str) -> Config:
+    """Read and validate ``path``. ConfigError/ConfigErrors (rpz.tomlconf) on any problem."""
+    return validate(load_config(path))
 
 
 def parse(raw: bytes, file: str = "<config>") -> Config:
     return validate(parse_config(raw, file))
 
 
-def validate(doc: ConfigDoc, *, need_upstreams: bool = True) -> Config:
-    """Every error of the sections the resolver owns, collected; ConfigErrors if any."""
+def validate(doc: ConfigDoc, require_resolver: bool = True) -> Config:
+    """Every error of the sections the resolver owns, collected; ConfigErrors if any.
+
+    ``require_resolver`` False (checkconf on a node without the resolver, e.g. the admin node):
+    the upstreams and policy zones a resolver needs are not demanded, what is present is checked.
+    """
     data = doc.data
     for key in data:
         if key not in KNOWN_SECTIONS:
@@ -315,7 +320,7 @@ def validate(doc: ConfigDoc, *, need_upstreams: bool = True) -> Config:
     node_vals = _keys(doc, ("node",), node_raw, NODE_KEYS)
     res_raw = _table(doc, ("resolver",), data.get("resolver", {}))
     res_vals = _keys(doc, ("resolver",), res_raw, RESOLVER_KEYS)
-    if need_upstreams and not res_vals.get("upstreams"):
+    if not res_vals.get("upstreams") and (require_resolver or "upstreams" in res_raw):
         doc.collect(("resolver", "upstreams") if "upstreams" in res_raw else ("resolver",),
                     'at least one upstream resolver is required, e.g. upstreams = ["127.0.0.1:5300"]')
     if "allow" in res_raw and not res_vals.get("allow"):
@@ -325,7 +330,7 @@ def validate(doc: ConfigDoc, *, need_upstreams: bool = True) -> Config:
         if prefix in ("0.0.0.0/0", "::/0"):
             doc.collect(("resolver", "allow", i), f"{prefix} makes this an open resolver; list the customer "
                                                   "prefixes instead")
-    zones = _zones(doc, data.get("policy", {}))
+    zones = _zones(doc, data.get("policy", {}), require_resolver)
     blocklog = _table(doc, ("blocklog",), data.get("blocklog", {}))
     for key in blocklog:
         if key not in BLOCKLOG_KEYS:
@@ -371,7 +376,7 @@ def _keys(doc: ConfigDoc, path: KeyPath, raw: dict[str, Any], spec: dict[str, tu
     return out
 
 
-def _zones(doc: ConfigDoc, policy: Any) -> list[ZoneConfig]:
+def _zones(doc: ConfigDoc, policy: Any, required: bool = True) -> list[ZoneConfig]:
     if not isinstance(policy, dict):
         doc.collect(("policy",), "expected [[policy.zone]] tables")
         return []
@@ -382,7 +387,7 @@ def _zones(doc: ConfigDoc, policy: Any) -> list[ZoneConfig]:
     if not isinstance(items, list):
         doc.collect(("policy", "zone"), "expected [[policy.zone]] tables (an array of tables)")
         return []
-    if not items:
+    if not items and required:
         doc.collect(("policy",), "no [[policy.zone]] configured: there is nothing to enforce")
     if len(items) > 64:
         doc.collect(("policy", "zone", 64), f"{len(items)} policy zones; at most 64 are supported")

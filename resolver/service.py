@@ -52,7 +52,7 @@ class ResolverService:
         self.cache = AnswerCache(r.cache_size, r.cache_min_ttl, r.cache_max_ttl, r.negative_max_ttl)
         self.ustats = UpstreamStats()
         self.upstream = UpstreamClient(r.upstreams, r.upstream_timeout_ms / 1000, r.query_timeout_ms / 1000,
-                                       r.edns_udp_size, stats=self.ustats)
+                                       r.edns_udp_size, stats=self.ustats, pool=r.upstream_sockets)
         self.counters = StageCounters()
         self.pipeline = Pipeline(r, self.holder, self.cache, self.upstream, sink, counters=self.counters)
         self.inflight = Inflight()

@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rpz.tomlconf import ConfigError, ConfigErrors
+from rpz.tomlconf import ConfigError, ConfigErrors, load_config
 
 from . import sdnotify
 from .active import build_policy, remove_old_snapshots, sources_of
-from .config import Config, load
+from .config import Config, validate
 from .errors import PolicyLoadError
 from .unbound_glue import Engine
 
@@ -47,6 +47,17 @@ RETRY_INTERVAL_S = 5.0          # with no policy loaded, try again this often ev
 BIG_ZONE_BYTES = 8 * 1024 * 1024
 MAX_REQUEST = 4096
 Log = Callable[..., None]
+
+
+def load_plugin_config(path: str) -> Config:
+    """The resolver's configuration file as the plugin needs it: Unbound resolves, so no upstreams
+    are demanded (``require_resolver=False``), but there must be policy zones to enforce."""
+    doc = load_config(path)
+    cfg = validate(doc, require_resolver=False)
+    if not cfg.zones:
+        raise ConfigError(path, None, "policy",
+                          "no [[policy.zone]] configured: there is nothing for the Unbound plugin to enforce")
+    return cfg
 
 
 def signature(cfg: Config) -> tuple[tuple[str, int, int, int], ...]:
@@ -130,7 +141,7 @@ class Runtime:
         with self._lock:
             t0 = time.monotonic()
             try:
-                cfg = load(self.config_path, need_upstreams=False)
+                cfg = load_plugin_config(self.config_path)
             except (ConfigError, ConfigErrors) as exc:
                 return self._failed(reason, f"configuration: {exc}", None)
             except OSError as exc:

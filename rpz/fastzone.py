@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import names
 from .actions import RR, T_CNAME, Action, ActionKind, classify
 from .errors import DnsNameError, RecordError, ZoneReadError
-from .index import PrefixTable, StringTable, _Known, build_name_table_matrix
+from .index import PrefixTable, _Known, build_name_table_matrix
 from .triggers import Trigger, TriggerKind
 from .vec import hash64, parents, row_keys, unique_rows
 from .zone import CompiledZone, Progress, ZoneBuilder
@@ -384,78 +384,79 @@ class _FastLoader:
     def _finish(self, builder: ZoneBuilder, fast: _Fast, rules: npt.NDArray[np.uint32],
                 take: npt.NDArray[np.bool_], soa: RR, owners: _Known) -> CompiledZone:
         rows = np.flatnonzero(take)
-        m = fast.owner[rows]
-        lens = fast.olen[rows]
-        r = rules[rows]
-        wild = (m[:, 0] == 1) & (m[:, 1] == 42)
-        # counts
-        kinds = np.array([a.kind for a in builder._action_list], dtype=np.int64)
-        ra = np.asarray(builder.rule_action, dtype=np.int64)
-        act_kind = kinds[ra[r]] if len(r) else np.zeros(0, dtype=np.int64)
-        stats = builder.stats
-        nw = int(wild.sum())
-        for label, cnt in (("QNAME", len(r) - nw), ("QNAME wildcard", nw)):
-            if cnt:
-                stats.by_trigger[label] = stats.by_trigger.get(label, 0) + cnt
-        for k, cnt in zip(*np.unique(act_kind, return_counts=True), strict=True):
-            lab = ActionKind(int(k)).label
-            stats.by_action[lab] = stats.by_action.get(lab, 0) + int(cnt)
-        stats.rules += len(r)
-        stats.records += len(fast.line)
-        # entries: exact owners, "*.name" owners (as exact nodes) and their parents (wildcard rule)
-        pm, pl, _ = parents(m[wild], lens[wild])
-        from .vec import from_keys
-        extra = builder.qname
-        em, el = from_keys(list(extra)) if extra else (np.zeros((0, 8), np.uint8), np.zeros(0, np.int64))
-        er = np.fromiter((v[0] for v in extra.values()), dtype=np.uint32, count=len(extra))
-        ew = np.fromiter((v[1] for v in extra.values()), dtype=np.uint32, count=len(extra))
-        # the owners are distinct already; merge the few other names into them exactly
-        ur = r.copy()
-        uw = np.zeros(len(r), dtype=np.uint32)
-        width = max(m.shape[1], pm.shape[1], em.shape[1])
-        h = fast.h64[rows]
-        known = owners.subset(take)
-        if width > m.shape[1]:
-            m = _widen(m, width)
-            known.m = m
-        add_m, add_l, add_h, add_r, add_w = [], [], [], [], []
-        for xm0, xl, xr, xw in ((pm, pl, np.zeros(len(pl), np.uint32), r[wild]), (em, el, er, ew)):
-            if not len(xl):
-                continue
-            xm = _widen(xm0, width)
-            xh = hash64(xm)
-            rep, inv = unique_rows(xm, xl, xh)
-            # merge duplicates within this group first
-            gr = np.zeros(len(rep), np.uint32)
-            gw = np.zeros(len(rep), np.uint32)
-            np.maximum.at(gr, inv, xr)
-            np.maximum.at(gw, inv, xw)
-            xm, xlu, xh = xm[rep], xl[rep], xh[rep]
-            at = known.index_of(xm, xlu, row_keys(xm, xlu, xh))
-            hit = at >= 0
-            xl = xlu  # noqa: PLW2901 - the distinct names from here on
-            np.maximum.at(ur, at[hit], gr[hit])
-            np.maximum.at(uw, at[hit], gw[hit])
-            new = ~hit
-            if new.any():
-                add_m.append(xm[new])
-                add_l.append(xl[new])
-                add_h.append(xh[new])
-                add_r.append(gr[new])
-                add_w.append(gw[new])
-                known.add(xm[new], xl[new], row_keys(xm[new], xl[new], xh[new]))
-        ur = np.concatenate([ur, *add_r])
-        uw = np.concatenate([uw, *add_w])
-        qname = build_name_table_matrix(known.m, known.lens, ur, uw, np.concatenate([h, *add_h]), known)
-        from .index import build_name_table
-        return CompiledZone(
-            origin=builder.apex, soa=soa, source=builder.source, actions=builder._action_list,
-            rule_action=builder.rule_action, rule_ref=builder.rule_ref, refs=StringTable.build(builder._ref_list),
-            qname=qname, nsdname=build_name_table(builder.nsdname),
-            client_ip=PrefixTable(list(builder.prefixes[TriggerKind.CLIENT_IP].items())),
-            ip=PrefixTable(list(builder.prefixes[TriggerKind.IP].items())),
-            nsip=PrefixTable(list(builder.prefixes[TriggerKind.NSIP].items())),
-            rejections=sorted(builder.rejections, key=lambda x: (x.line is None, x.line or 0)), stats=stats)
+        return finish_zone(builder, fast.owner[rows], fast.olen[rows], fast.h64[rows], rules[rows], soa,
+                           owners.subset(take), len(fast.line))
+
+
+def finish_zone(builder: ZoneBuilder, m: U8, lens: I64, h: npt.NDArray[np.uint64], r: npt.NDArray[np.uint32],
+                soa: RR, known: _Known, nrecords: int) -> CompiledZone:
+    """Build the zone from distinct simple QNAME owners held as wire rows (``*.`` first for a
+    wildcard) with their rule ids, plus whatever the careful path put into ``builder``."""
+    wild = (m[:, 0] == 1) & (m[:, 1] == 42)
+    # counts
+    kinds = np.array([a.kind for a in builder._action_list], dtype=np.int64)
+    ra = np.asarray(builder.rule_action, dtype=np.int64)
+    act_kind = kinds[ra[r]] if len(r) else np.zeros(0, dtype=np.int64)
+    stats = builder.stats
+    nw = int(wild.sum())
+    for label, cnt in (("QNAME", len(r) - nw), ("QNAME wildcard", nw)):
+        if cnt:
+            stats.by_trigger[label] = stats.by_trigger.get(label, 0) + cnt
+    for k, cnt in zip(*np.unique(act_kind, return_counts=True), strict=True):
+        lab = ActionKind(int(k)).label
+        stats.by_action[lab] = stats.by_action.get(lab, 0) + int(cnt)
+    stats.rules += len(r)
+    stats.records += nrecords
+    # entries: exact owners, "*.name" owners (as exact nodes) and their parents (wildcard rule)
+    pm, pl, _ = parents(m[wild], lens[wild])
+    from .vec import from_keys
+    extra = builder.qname
+    em, el = from_keys(list(extra)) if extra else (np.zeros((0, 8), np.uint8), np.zeros(0, np.int64))
+    er = np.fromiter((v[0] for v in extra.values()), dtype=np.uint32, count=len(extra))
+    ew = np.fromiter((v[1] for v in extra.values()), dtype=np.uint32, count=len(extra))
+    # the owners are distinct already; merge the few other names into them exactly
+    ur = r.copy()
+    uw = np.zeros(len(r), dtype=np.uint32)
+    width = max(m.shape[1], pm.shape[1], em.shape[1])
+    if width > m.shape[1]:
+        m = _widen(m, width)
+        known.m = m
+    add_h: list[npt.NDArray[np.uint64]] = []
+    for xm0, xl, xr, xw in ((pm, pl, np.zeros(len(pl), np.uint32), r[wild]), (em, el, er, ew)):
+        if not len(xl):
+            continue
+        xm = _widen(xm0, width)
+        xh = hash64(xm)
+        rep, inv = unique_rows(xm, xl, xh)
+        # merge duplicates within this group first
+        gr = np.zeros(len(rep), np.uint32)
+        gw = np.zeros(len(rep), np.uint32)
+        np.maximum.at(gr, inv, xr)
+        np.maximum.at(gw, inv, xw)
+        xm, xlu, xh = xm[rep], xl[rep], xh[rep]
+        at = known.index_of(xm, xlu, row_keys(xm, xlu, xh))
+        hit = at >= 0
+        xl = xlu  # noqa: PLW2901 - the distinct names from here on
+        np.maximum.at(ur, at[hit], gr[hit])
+        np.maximum.at(uw, at[hit], gw[hit])
+        new = ~hit
+        if new.any():
+            ur = np.concatenate([ur, gr[new]])
+            uw = np.concatenate([uw, gw[new]])
+            add_h.append(xh[new])
+            known.add(xm[new], xl[new], row_keys(xm[new], xl[new], xh[new]))
+    qname = build_name_table_matrix(known.m, known.lens, ur, uw, np.concatenate([h, *add_h]), known)
+    from .index import build_name_table
+    return CompiledZone(
+        origin=builder.apex, soa=soa, source=builder.source, actions=builder._action_list,
+        rule_action=builder.rule_action, rule_ref=builder.rule_ref, refs=builder.ref_table(),
+        qname=qname, nsdname=build_name_table(builder.nsdname),
+        client_ip=PrefixTable(list(builder.prefixes[TriggerKind.CLIENT_IP].items())),
+        ip=PrefixTable(list(builder.prefixes[TriggerKind.IP].items())),
+        nsip=PrefixTable(list(builder.prefixes[TriggerKind.NSIP].items())),
+        rejections=sorted(builder.rejections, key=lambda x: (x.line is None, x.line or 0)), stats=stats)
+
+
 
 
 def _widen(m: U8, width: int) -> U8:

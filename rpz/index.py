@@ -358,7 +358,10 @@ class StringTable:
 
     @classmethod
     def build(cls, strings: Sequence[str]) -> StringTable:
-        enc = [x.encode("utf-8") for x in strings]
+        return cls.build_bytes([x.encode("utf-8") for x in strings])
+
+    @classmethod
+    def build_bytes(cls, enc: Sequence[bytes]) -> StringTable:
         offs = np.zeros(len(enc) + 1, dtype=np.uint32)
         np.cumsum(np.fromiter((len(e) for e in enc), dtype=np.uint32, count=len(enc)), out=offs[1:])
         return cls(b"".join(enc), _mv(offs))

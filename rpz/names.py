@@ -17,8 +17,7 @@ MAX_NAME = 255
 MAX_LABEL = 63
 
 _LEN = [bytes((i,)) for i in range(64)]
-_PLAIN_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/"
-_PLAIN = frozenset(_PLAIN_BYTES)
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/")
 
 
 def from_text(text: str, origin: bytes | None = None) -> bytes:
@@ -96,7 +95,7 @@ def to_text(wire: bytes, omit_final_dot: bool = False) -> str:
         return "."
     parts = []
     for label in labels(wire):
-        if not label.translate(None, _PLAIN_BYTES):     # every octet plain (checked in C)
+        if all(b in _PLAIN for b in label):
             parts.append(label.decode("ascii"))
         else:
             parts.append(_escape(label))

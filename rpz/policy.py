@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -317,8 +317,9 @@ class Policy:
             soa_owner=z.origin, soa=z.soa_answer, ttl_cap=cap, note=note, rule_key=key, prefix=prefix,
             matched=matched)
         if s.ede_code is not None and akind not in (ActionKind.PASSTHRU, ActionKind.DISABLED):
-            text = s.ede_text.format_map(_TemplateFields(d)) if s.ede_text else ""
-            d = dataclasses.replace(d, ede_code=s.ede_code, ede_text=text)
+            # set on the new, not yet shared object: cheaper than dataclasses.replace per decision
+            object.__setattr__(d, "ede_code", s.ede_code)
+            object.__setattr__(d, "ede_text", s.ede_text.format_map(_TemplateFields(d)) if s.ede_text else "")
         return d
 
 
@@ -355,20 +356,24 @@ _OVERRIDE_ACTIONS = {
 class _TemplateFields(dict[str, str]):
     """Template fields computed only when the template uses them."""
 
+    __slots__ = ("d",)
+
     def __init__(self, d: Decision) -> None:
         super().__init__()
         self.d = d
 
     def __missing__(self, key: str) -> str:
-        d = self.d
-        value = {
-            "order_ref": lambda: d.order_ref or "-",
-            "zone": lambda: d.zone,
-            "serial": lambda: str(d.serial),
-            "trigger": lambda: d.trigger.label,
-            "owner": lambda: d.owner,
-            "action": lambda: d.action.label,
-            "qname": lambda: names.to_text(d.qname),
-        }[key]()
+        value = _FIELDS[key](self.d)
         self[key] = value
         return value
+
+
+_FIELDS: dict[str, Callable[[Decision], str]] = {
+    "order_ref": lambda d: d.order_ref or "-",
+    "zone": lambda d: d.zone,
+    "serial": lambda d: str(d.serial),
+    "trigger": lambda d: d.trigger.label,
+    "owner": lambda d: d.owner,
+    "action": lambda d: d.action.label,
+    "qname": lambda d: names.to_text(d.qname),
+}

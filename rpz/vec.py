@@ -102,6 +102,7 @@ def from_keys(keys: list[bytes], width: int | None = None) -> tuple[U8M, I64]:
     w = int(lens.max()) if n else 1
     if width is not None:
         w = max(w, width)
+    w = max(8, -(-w // 8) * 8)  # at least 8 columns, a multiple of 8 (whole 64-bit words)
     flat = np.frombuffer(b"".join(keys), dtype=np.uint8)
     m = np.zeros((n, w), dtype=np.uint8)
     if n:

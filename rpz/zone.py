@@ -219,6 +219,7 @@ class ZoneBuilder:
         self._action_list: list[Action] = []
         self._refs: dict[str, int] = {}
         self._ref_list: list[str] = [""]
+        self.extra_refs: list[bytes] = []  # references added in bulk (rpz.bulk), numbered after _ref_list
         self._rules: dict[tuple[int, int], int] = {}
         self.rule_action: list[int] = [0]
         self.rule_ref: list[int] = [0]
@@ -236,17 +237,25 @@ class ZoneBuilder:
         self.groups.setdefault(owner, []).append((rr, line))
         self.stats.records += 1
 
-    def rule_id(self, action: Action, ref: str | None) -> int:
+    def action_id(self, action: Action) -> int:
         aid = self._actions.get(action)
         if aid is None:
             aid = self._actions[action] = len(self._action_list)
             self._action_list.append(action)
-        rid = 0
-        if ref:
-            rid = self._refs.get(ref, 0)
-            if not rid:
-                rid = self._refs[ref] = len(self._ref_list)
-                self._ref_list.append(ref)
+        return aid
+
+    def ref_id(self, ref: str | None) -> int:
+        if not ref:
+            return 0
+        rid = self._refs.get(ref, 0)
+        if not rid:
+            rid = self._refs[ref] = len(self._ref_list)
+            self._ref_list.append(ref)
+        return rid
+
+    def rule_id(self, action: Action, ref: str | None) -> int:
+        aid = self.action_id(action)
+        rid = self.ref_id(ref)
         key = (aid, rid)
         rule = self._rules.get(key)
         if rule is None:
@@ -254,6 +263,9 @@ class ZoneBuilder:
             self.rule_action.append(aid)
             self.rule_ref.append(rid)
         return rule
+
+    def ref_table(self) -> StringTable:
+        return StringTable.build_bytes([r.encode("utf-8") for r in self._ref_list] + self.extra_refs)
 
     def place(self, trigger: Trigger, rule: int) -> None:
         """Put a rule under its trigger in the right table."""
@@ -307,7 +319,7 @@ class ZoneBuilder:
         self.rejections.sort(key=lambda r: (r.line is None, r.line or 0))
         return CompiledZone(
             origin=self.apex, soa=soa, source=self.source, actions=self._action_list,
-            rule_action=self.rule_action, rule_ref=self.rule_ref, refs=StringTable.build(self._ref_list),
+            rule_action=self.rule_action, rule_ref=self.rule_ref, refs=self.ref_table(),
             qname=build_name_table(self.qname), nsdname=build_name_table(self.nsdname),
             client_ip=PrefixTable(list(self.prefixes[TriggerKind.CLIENT_IP].items())),
             ip=PrefixTable(list(self.prefixes[TriggerKind.IP].items())),
@@ -345,10 +357,14 @@ def compile_text(data: bytes, source: str = "<zone>", origin: str | bytes | None
 
 
 def compile_records(origin: str | bytes, records: Iterable[tuple[bytes, int, int, bytes]],
-                    source: str = "<records>", progress: Progress | None = None) -> CompiledZone:
-    """Compile (owner wire, rdtype, ttl, rdata wire) tuples, as a zone transfer yields them."""
+                    source: str = "<records>", progress: Progress | None = None, bulk: bool = True) -> CompiledZone:
+    """Compile (owner wire, rdtype, ttl, rdata wire) tuples, as a zone transfer yields them.
+    ``bulk`` decides the common owner shapes in bulk (rpz.bulk); both ways mean the same."""
     apex = _origin_wire(origin)
     assert apex is not None
+    if bulk:
+        from .bulk import compile_records_bulk
+        return compile_records_bulk(apex, records, source, progress)
     builder = ZoneBuilder(apex, source)
     soa: RR | None = None
     for raw_owner, rdtype, ttl, rdata in records:

@@ -145,13 +145,7 @@ def _materialise(rendered_text: str, etc: pathlib.Path) -> str:
     return rendered_text.replace("/etc/hotline-edge/", f"{etc}/")
 
 
-@pytest.mark.parametrize("host", [
-    "edge-tpe-1",
-    pytest.param("edge-admin-1", marks=pytest.mark.xfail(
-        reason="checkconf also demands [resolver] upstreams and a [[policy.zone]] on an API-only node "
-               "(the admin node has neither); resolver's checkconf should validate only the sections present",
-        strict=False)),
-])
+@pytest.mark.parametrize("host", ["edge-tpe-1", "edge-admin-1"])
 def test_example_config_passes_checkconf(host: str, rendered: dict[str, dict], tmp_path: pathlib.Path) -> None:  # type: ignore[type-arg]
     """The role's rendered config is accepted by the application's own validator (no key drift)."""
     if not _checkconf_ready():

@@ -98,17 +98,20 @@ class TrickyUpstream:
             s.close()
 
 
-def _resolver(work: Path, upstreams: list[int]) -> Peer:
+def _resolver(work: Path, upstreams: list[int], pool: int = 0) -> Peer:
     zone = work / "rpz.zone"
     zone.write_text(zones.POLICY_MAIN)
     port = free_port()
-    return start_resolver(work, resolver_config(work, port, upstreams, [{"file": str(zone)}]), port)
+    cfg = resolver_config(work, port, upstreams, [{"file": str(zone)}], extra=f"upstream_sockets = {pool}")
+    return start_resolver(work, cfg, port)
 
 
-@pytest.fixture(scope="module")
-def tricky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TrickyUpstream, Peer]]:
+@pytest.fixture(scope="module", params=[0, 4], ids=["socket-per-query", "pool-of-4"])
+def tricky(tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[tuple[TrickyUpstream, Peer]]:
     up = TrickyUpstream()
-    peer = _resolver(tmp_path_factory.mktemp("tricky"), [up.port])
+    peer = _resolver(tmp_path_factory.mktemp("tricky"), [up.port], request.param)
+    peer.extra["pool"] = request.param
     yield up, peer
     peer.stop()
     up.close()
@@ -137,8 +140,11 @@ def test_fresh_id_and_source_port_per_query(tricky: tuple[TrickyUpstream, Peer])
     assert len(seen) == 40
     ports = {p for p, _, _ in seen}
     ids = {i for _, i, _ in seen}
-    assert len(ports) >= 36, f"source ports repeat: {len(ports)} distinct of 40"
     assert len(ids) >= 36, f"query IDs repeat: {len(ids)} distinct of 40"
+    if peer.extra["pool"] == 0:
+        assert len(ports) >= 36, f"source ports repeat: {len(ports)} distinct of 40"
+    else:   # a pool of 4 live sockets: 4 ports in turn
+        assert len(ports) == 4, ports
 
 
 def test_truncated_upstream_reply_is_retried_over_tcp(tricky: tuple[TrickyUpstream, Peer]) -> None:

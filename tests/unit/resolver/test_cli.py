@@ -48,3 +48,21 @@ def test_subcommands_are_registered() -> None:
     text = build_parser().format_help()
     for cmd in ("serve", "checkconf", "reload", "demo"):
         assert cmd in text
+
+
+def test_checkconf_on_a_node_without_the_resolver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "admin.toml"
+    conf.write_text('[node]\nid = "edge-admin-1"\n[blocklog]\nretention_days = 180\n')
+    assert main(["checkconf", str(conf)]) == 0
+    assert "no [resolver] on this node" in capsys.readouterr().out
+    # a [resolver] section without what a resolver needs is still an error
+    conf.write_text('[resolver]\nworkers = 1\n')
+    assert main(["checkconf", str(conf)]) == 2
+    assert "at least one upstream" in capsys.readouterr().err
+
+
+def test_checkconf_runs_the_other_sections_validators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text('[node]\nid = "n"\n[[feed]]\nname = "x"\ntype = "nonsense"\n')
+    assert main(["checkconf", str(conf)]) == 2
+    assert f"{conf}:5: feed[0].type" in capsys.readouterr().err
