@@ -4,6 +4,9 @@
 #   bench/run.sh resolver ours unbound     a subset
 #   SIZE=100000 PASSES=1 DUR=10 bench/run.sh resolver     quicker
 #   bench/run.sh summarize /tmp/hotline-bench/results-...  the tables of an earlier run
+#   bench/run.sh unbound-plugin            Unbound + our plugin vs Unbound's native RPZ (1M rules)
+#   SIZE=100000 PASSES=1 DUR=5 bench/run.sh unbound-plugin   quicker
+#   bench/run.sh unbound-plugin --summarize /tmp/hotline-bench/plugin-...
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/bootstrap.sh" >&2
@@ -12,6 +15,7 @@ what=${1:-}
 shift || true
 case "$what" in
   resolver)  exec "$PY" "$ROOT/bench/resolver_bench.py" "$@" ;;
+  unbound-plugin) exec "$PY" "$ROOT/bench/unbound_plugin_bench.py" "$@" ;;
   summarize) exec "$PY" "$ROOT/bench/resolver_bench.py" --summarize "$@" ;;
-  *) echo "usage: bench/run.sh resolver [ours unbound bind pdns] | summarize OUTDIR" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh resolver [ours unbound bind pdns] | unbound-plugin [native plugin] | summarize OUTDIR" >&2; exit 2 ;;
 esac
