@@ -128,7 +128,7 @@ ede_text = "order {{order_ref}}"
         conf.write_text(unbound_conf(self.run, self.data, server, "validator python iterator", py))
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
         env.update({"PYTHONPATH": UNBOUNDMODULE_DIR, "HOTLINE_EDGE_CONFIG": str(cfg),
-                    "HOTLINE_EDGE_VENV": str(Path(self.a.python).resolve().parent.parent)})
+                    "HOTLINE_EDGE_VENV": str(Path(self.a.python).parent.parent)})
         return self.spawn(["unbound", "-d", "-c", str(conf)], server, cpu=1, env=env)
 
     # -- reload under load --------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import ipaddress
 import os
 import re
 import socket
@@ -78,6 +79,20 @@ def unbound_config_file(cmdline: str = "/proc/self/cmdline") -> str:
     return "/etc/unbound/unbound.conf"
 
 
+def checkconf_file(exe: str = "/proc/self/exe", cmdline: str = "/proc/self/cmdline") -> str | None:
+    """When this process is ``unbound-checkconf [-f] [-o OPTION] [FILE]`` (it initialises the python
+    module to check it): the file it checks. None in a running Unbound."""
+    try:
+        if os.path.basename(os.readlink(exe)) != "unbound-checkconf":
+            return None
+        with open(cmdline, "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
+    files = [a for i, a in enumerate(argv[1:], 1) if not a.startswith("-") and argv[i - 1] != "-o"]
+    return os.path.abspath(files[-1]) if files else "/etc/unbound/unbound.conf"
+
+
 def unbound_option(conf: str, name: str) -> list[str] | None:
     """The value(s) of one option as Unbound reads ``conf`` (unbound-checkconf -o); None if unknown."""
     try:
@@ -101,6 +116,11 @@ def loopback_target(interfaces: list[str], port: int) -> tuple[str, int] | None:
             return ("127.0.0.1", pt)
         if addr in ("::0", "::", "::1"):
             return ("::1", pt)
+        try:
+            if ipaddress.ip_address(addr).is_loopback:     # any of 127.0.0.0/8
+                return (addr, pt)
+        except ValueError:
+            continue                                       # an interface name (eth0): not a loopback address
     return None
 
 

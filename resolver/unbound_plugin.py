@@ -75,6 +75,7 @@ from resolver.unbound_abi import (  # noqa: E402
     BIT_CD,
     BIT_RD,
     Abi,
+    checkconf_file,
     loopback_target,
     pointer_of,
     unbound_config_file,
@@ -137,8 +138,12 @@ class Plugin:
             self.log("critical", "module_config_refused", module_config=" ".join(modules),
                      required="validator python iterator", why=why)
             raise PluginRefused(f'module-config "{" ".join(modules)}": use "validator python iterator" ({why})')
-        conf = unbound_config_file()
+        checked = checkconf_file()
+        conf = checked or unbound_config_file()
         self._check_unbound(conf)
+        if checked is not None:      # unbound-checkconf initialises modules: settings checked, no policy loaded
+            self.log("info", "plugin_settings_ok", unbound_config=checked, module_config=" ".join(modules))
+            return True
         config = os.environ.get("HOTLINE_EDGE_CONFIG", DEFAULT_CONFIG)
         self.abi = Abi(unbound_version(), self.log)
         self.runtime = Runtime(config, self.engine, self.log)

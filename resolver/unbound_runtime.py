@@ -253,8 +253,9 @@ class Runtime:
                                env=dict(os.environ, PYTHONNOUSERSITE="1"))
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PolicyLoadError(f"{path}: cannot compile in a child process ({self.python}): {exc}") from exc
-        if r.returncode not in (0, 1):     # 1: compiled, some records rejected (listed by rpz check)
-            raise PolicyLoadError(f"{path}: compile failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        if r.returncode not in (0, 1) or not os.path.exists(out):   # 1: compiled, some records rejected
+            raise PolicyLoadError(f"{path}: compile failed in a child process ({self.python}, exit "
+                                  f"{r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
         self.log("info", "zone_compiled", file=path, snapshot=out, seconds=round(time.monotonic() - t0, 3),
                  summary=r.stdout.strip()[-300:])
 
@@ -366,3 +367,64 @@ def venv_python() -> str:
             return cand
     repo_venv = os.path.join(os.path.dirname(here), ".venv", "bin", "python")
     return repo_venv if os.access(repo_venv, os.X_OK) else "/usr/bin/python3"
+
+
+def checkconf(path: str) -> list[str]:
+    """Every problem of ``path`` for a node whose policy runs inside Unbound: the resolver's sections
+    without upstreams (Unbound resolves), at least one policy zone, and feedsync's and the admin API's
+    sections as ``hotline-edge checkconf`` checks them. Empty when the file is fine."""
+    import importlib
+
+    from .cli import OTHER_VALIDATORS
+    errors: list[str] = []
+    try:
+        load_plugin_config(path)
+    except ConfigErrors as exc:
+        errors.extend(str(e) for e in exc.errors)
+    except ConfigError as exc:
+        errors.append(str(exc))
+        return errors
+    except OSError as exc:
+        return [f"{path}: {exc.strerror}"]
+    doc = load_config(path)
+    for spec in OTHER_VALIDATORS:
+        mod_name, _, func = spec.partition(":")
+        try:
+            validator = getattr(importlib.import_module(mod_name), func)
+        except (ImportError, AttributeError):
+            continue
+        try:
+            validator(doc)
+        except ConfigErrors as exc:
+            errors.extend(str(e) for e in exc.errors)
+        except ConfigError as exc:
+            errors.append(str(exc))
+        errors.extend(str(e) for e in doc.errors)
+        doc.errors.clear()
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(
+        prog="python -m resolver.unbound_runtime",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check the configuration file the Unbound plugin reads (hotline_edge_mode: unbound_plugin).\n\n"
+                    "Like `hotline-edge checkconf`, but Unbound resolves, so [resolver] upstreams are not\n"
+                    "required; at least one [[policy.zone]] is. Exit codes as hotline-edge checkconf: 0 ok, 2 the\n"
+                    "file has problems (one per line on stderr).\n\n"
+                    "example:\n  /opt/hotline-edge/venv/bin/python -m resolver.unbound_runtime checkconf "
+                    "/etc/hotline-edge/config.toml")
+    ap.add_argument("command", choices=["checkconf"])
+    ap.add_argument("file")
+    a = ap.parse_args(argv)
+    errors = checkconf(a.file)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if not errors:
+        print(f"{a.file}: ok (Unbound plugin)")
+    return 2 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
