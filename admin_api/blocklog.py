@@ -7,24 +7,29 @@ a Protocol, and opens sealed addresses with the compliance private key -- only f
 APPROVED (the execution step), only for records inside the query's window and order/name, and only
 for queries that are part of the frozen scope.
 
-Sealed plaintext (the contract with the writer): UTF-8 JSON ``{"ip": "<address>", "port": <int>}``.
+Sealed plaintext (the contract with the writer): UTF-8 JSON ``{"ip": "<address>", "port": <int>}``,
+sealed as resolver.blocklog_seal describes (a per-batch data key sealed with ``crypto_box_seal`` to the
+compliance key, the address under it; a plain ``crypto_box_seal`` of the plaintext opens too).
 Keys on disk: base64 of the 32 raw key bytes, one line (private key mode 0600).
+
+``SqliteBlocklog`` is the source over the node's log (resolver.blocklog, read-only).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from .clock import to_ms
-from .errors import KeyMaterialError, SealedRecordError
+from .errors import KeyMaterialError, SealedRecordError, StoreError
 from .model import CaseRecord, Query, QueryKind
 from .workflow import RELEASE_REQUIRES
 
@@ -72,6 +77,40 @@ class InMemoryBlocklog:
                 yield h
 
 
+class SqliteBlocklog:
+    """A BlocklogSource over the node's blocked-lookup log (``[blocklog] path``), read-only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def sealed_hits(self, *, order_ref: str | None, qname: str | None,
+                    start: datetime, end: datetime) -> Iterable[SealedHit]:
+        import dns.rdatatype
+
+        from resolver.blocklog import BlocklogStore
+        from resolver.errors import BlocklogError
+        try:
+            store = BlocklogStore(self.path, readonly=True)
+        except BlocklogError as exc:
+            if "no blocked-lookup log here" in str(exc):
+                return []
+            raise StoreError(str(exc)) from exc
+        lo, hi = to_ms(start), to_ms(end)
+        try:
+            rows: dict[int, Any] = {}
+            for kw in ({"order_ref": order_ref} if order_ref is not None else None,
+                       {"qname": qname} if qname is not None else None):
+                if kw is not None:
+                    rows.update((r.seq, r) for r in store.records(start_ms=lo, end_ms=hi, **kw))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the blocked-lookup log: {exc}") from exc
+        finally:
+            store.close()
+        return [SealedHit(r.time_ms, r.qname, dns.rdatatype.to_text(dns.rdatatype.RdataType.make(r.qtype)),
+                          r.order_ref or "", r.zone, r.action, r.node, r.sealed_client or b"")
+                for _seq, r in sorted(rows.items())]
+
+
 def seal_client(public_key: PublicKey, ip: str, port: int) -> bytes:
     """What the writer does (kept here for tests and the demo; the resolver owns its own writer)."""
     return SealedBox(public_key).encrypt(json.dumps({"ip": ip, "port": port}).encode("utf-8"))
@@ -91,7 +130,7 @@ class BlocklogOpener:
     """Holds the compliance private key; opens a sealed address only when the case allows it."""
 
     def __init__(self, private_key: PrivateKey) -> None:
-        self._box = SealedBox(private_key)
+        self._key = private_key
 
     def open_for(self, case: CaseRecord, query: Query, hit: SealedHit) -> ClientAddress:
         if case.state is not RELEASE_REQUIRES:
@@ -102,12 +141,13 @@ class BlocklogOpener:
         if not hit_in_query(hit, query):
             raise SealedRecordError(f"case {case.id}: record at {hit.time_ms} for {hit.order_ref}/{hit.qname} "
                                     f"is outside the query's window or order/name")
+        from resolver.blocklog_seal import open_client
+        from resolver.errors import BlocklogError
         try:
-            plain = json.loads(self._box.decrypt(hit.sealed_client))
-            return ClientAddress(str(plain["ip"]), int(plain["port"]))
-        except (CryptoError, ValueError, KeyError, TypeError) as exc:
-            raise SealedRecordError(f"case {case.id}: a sealed client address does not open with the "
-                                    f"compliance key (wrong key, or a damaged record): {exc}") from exc
+            ip, port = open_client(self._key, hit.sealed_client)
+            return ClientAddress(ip, port)
+        except BlocklogError as exc:
+            raise SealedRecordError(f"case {case.id}: {exc}") from exc
 
 
 def load_private_key(path: str) -> PrivateKey:

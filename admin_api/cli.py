@@ -21,11 +21,11 @@ from collections.abc import Sequence
 
 # (module, what it adds) in the order --help lists them
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "resolver.cli",        # serve, checkconf, demo, reload
+    "resolver.cli",        # serve, checkconf, reload
     "rpz.cli",             # rpz check | query | compile
     "feedsync.cli",        # feed sync | daemon | status | approve | publish | keygen
     "resolver.blocklog_cli",  # log verify | export, retention purge
-    "admin_api.commands",  # api serve, hotline status | probe, subscribers import, audit verify
+    "admin_api.commands",  # api, subscribers, hotline, audit, demo
 )
 
 EPILOG = """\

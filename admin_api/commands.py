@@ -81,6 +81,34 @@ systemd timer). The counts go to stdout and to the audit log.
 Exit status: 0 done, 2 unreadable configuration, 3 database failure.
 """
 
+HELP_HOTLINE_STATUS = """\
+Is an order enforced on this node? The rules carrying it in the policy the resolver loads (zone,
+serial, feed, name, action), since when (the first applied feed version that held it: serial and
+time), the span in force now, hits per day and the last hit. No personal data. The same as
+GET /hotline/orders/{order_ref}.
+
+  hotline-edge hotline status TW-2026-0042
+  hotline-edge hotline status TW-2026-0042 --json --config /etc/hotline-edge/config.toml
+
+Exit status: 0 in force here, 1 not in force (or unknown here), 2 unreadable configuration,
+3 the node's policy or state cannot be read.
+"""
+
+HELP_HOTLINE_PROBE = """\
+Ask this node's resolver for the order's target (a real DNS query over UDP with EDNS to its first
+listen address) and compare with what the policy promises: rcode, Extended DNS Error, answer. A
+wildcard-only order is asked as hotline-probe.<name>. The probe is itself a lookup of a blocked
+name, so it is logged (from the node's own address) and counted in the hits. The same as
+POST /hotline/orders/{order_ref}/probe.
+
+  hotline-edge hotline probe TW-2026-0042
+  hotline-edge hotline probe TW-2026-0042 --json
+
+Verdicts: ENFORCED, NOT_ENFORCED, NO_ANSWER, NOT_SERVING, NOT_ACTIVE. Exit status: 0 ENFORCED,
+1 any other verdict or an unknown order, 2 unreadable configuration, 3 the node's policy or state
+cannot be read.
+"""
+
 HELP_AUDIT = """\
 Recompute the compliance audit hash chain and report the first broken link, if any.
 
@@ -89,6 +117,30 @@ Recompute the compliance audit hash chain and report the first broken link, if a
 
 Publish the printed head (e.g. in the transparency report) so a truncated or rebuilt chain is
 detectable too. Exit status: 0 intact, 1 broken, 2 unreadable configuration, 3 database failure.
+"""
+
+
+HELP_DEMO = """\
+Run the whole appliance on loopback with synthetic demo data, needing nothing from the internet:
+
+  hotline side  signing keys and a signed takedown bundle of three orders (feed publish), served
+                from a TUF repository over HTTP on 127.0.0.1
+  node side     feed sync (verify, activate, receipt), the resolver on 127.0.0.1:5353 enforcing the
+                signed feed and a local zone, blocked lookups in a SQLite log with client addresses
+                sealed to the compliance key, feed daemon, the admin API on 127.0.0.1:8080 and a
+                hotline token to try it with
+  upstream      a tiny built-in server for the demo names on 127.0.0.1:5354
+
+It prints `dig` and `curl` lines to try, each with what the node answered just now. Ctrl-C stops
+everything. Each component is the same command an operator runs (serve, feed daemon, api serve)
+with the configuration written to the working folder.
+
+  hotline-edge demo
+  hotline-edge demo --port 5355 --upstream-port 5356 --api-port 8081
+  hotline-edge demo --dir /tmp/hotline-edge-demo       (keep the folder: config, keys, logs)
+
+Exit status: 0 after a clean stop, 3 when a port is in use or a component did not start (the
+last lines of its log are printed).
 """
 
 
@@ -106,17 +158,34 @@ def register(sub: Any) -> None:
     t = asub.add_parser("token", help="issue, list, revoke API tokens", description=HELP_ISSUE,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    ti = tsub.add_parser("issue", help="issue a token (printed once)")
+    raw = argparse.RawDescriptionHelpFormatter
+    ti = tsub.add_parser("issue", help="issue a token (printed once)", formatter_class=raw, description="""\
+Issue a token of one role for one subject. The token is printed once on stdout (only its argon2id
+hash is stored); its id, role and expiry go to stderr. The lifetime is capped by
+[api] token_max_ttl_days.
+
+  hotline-edge api token issue --role officer --subject "Chan Tai Man" --ttl 8h
+  TOKEN=$(hotline-edge api token issue --role hotline --subject analyst@hotline.test --ttl 30d)
+""")
     _common(ti)
     ti.add_argument("--role", required=True, choices=["officer", "approver", "hotline", "operator", "auditor"])
     ti.add_argument("--subject", required=True, help="the person or system that will use it")
     ti.add_argument("--ttl", default="12h", help="lifetime: 30m, 8h, 30d (default 12h)")
     ti.add_argument("--note", default="")
     ti.set_defaults(func=cmd_token_issue)
-    tl = tsub.add_parser("list", help="list tokens (never the secrets)")
+    tl = tsub.add_parser("list", help="list tokens (never the secrets)", formatter_class=raw, description="""\
+Every token: id, role, subject, expiry, active or revoked, note. Never the secrets.
+
+  hotline-edge api token list --config /etc/hotline-edge/config.toml
+""")
     _common(tl)
     tl.set_defaults(func=cmd_token_list)
-    tr = tsub.add_parser("revoke", help="revoke a token by id")
+    tr = tsub.add_parser("revoke", help="revoke a token by id", formatter_class=raw, description="""\
+Revoke a token at once (by the id `token list` shows); the revocation is audited.
+Exit status: 0 revoked, 1 no such token.
+
+  hotline-edge api token revoke 3f9a0c1d2e4b5a67
+""")
     _common(tr)
     tr.add_argument("token_id")
     tr.set_defaults(func=cmd_token_revoke)
@@ -144,6 +213,20 @@ def register(sub: Any) -> None:
     _common(pu)
     pu.set_defaults(func=cmd_purge)
 
+    ho = sub.add_parser("hotline", help="hotline verification: status, probe",
+                        description="Did each takedown order take effect on this node? (docs/blocklog.md)")
+    hsub = ho.add_subparsers(dest="hotline_command", metavar="SUBCOMMAND", required=True)
+    for name, help_, desc, func in (("status", "is an order in force here, since when, hits per day",
+                                     HELP_HOTLINE_STATUS, cmd_hotline_status),
+                                    ("probe", "ask the resolver for an order's target: a verdict",
+                                     HELP_HOTLINE_PROBE, cmd_hotline_probe)):
+        hp = hsub.add_parser(name, help=help_, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        hp.add_argument("--config", metavar="FILE",
+                        help=f"configuration file (default: $HOTLINE_EDGE_CONFIG or {DEFAULT_CONFIG} if present)")
+        hp.add_argument("order", metavar="ORDER", help="the order reference, e.g. TW-2026-0042")
+        hp.add_argument("--json", action="store_true", help="machine-readable result")
+        hp.set_defaults(func=func)
+
     au = sub.add_parser("audit", help="compliance audit chain: verify",
                         description="The hash-chained compliance audit log.")
     ausub = au.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
@@ -152,6 +235,15 @@ def register(sub: Any) -> None:
     _common(v)
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_audit_verify)
+
+    d = sub.add_parser("demo", help="run the whole appliance on loopback (demo data)", description=HELP_DEMO,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--port", type=int, default=5353, help="resolver port on 127.0.0.1 (default 5353)")
+    d.add_argument("--upstream-port", type=int, default=5354, help="demo upstream port (default 5354)")
+    d.add_argument("--api-port", type=int, default=8080, help="admin API port on 127.0.0.1 (default 8080)")
+    d.add_argument("--dir", metavar="DIR", help="keep keys, repository, state and logs in DIR (new or empty) "
+                                                "instead of a temporary folder removed at exit")
+    d.set_defaults(func=cmd_demo)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -164,15 +256,19 @@ def _log(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), file=sys.stderr)
 
 
-def load_config(args: argparse.Namespace) -> Any:
-    """[api] from the configuration; raises rpz.tomlconf.ConfigError(s) on bad input."""
+def config_doc(args: argparse.Namespace) -> Any:
+    """The configuration file as a ConfigDoc (or the defaults when there is none)."""
     from rpz.tomlconf import ConfigDoc, load_config
-
-    from .config import load_api_config
     path = args.config or os.environ.get("HOTLINE_EDGE_CONFIG")
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
-    doc = load_config(path) if path else ConfigDoc("<defaults>", {})
+    return load_config(path) if path else ConfigDoc("<defaults>", {})
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    """[api] from the configuration; raises rpz.tomlconf.ConfigError(s) on bad input."""
+    from .config import load_api_config
+    doc = config_doc(args)
     cfg = load_api_config(doc)
     overrides = {}
     if getattr(args, "database", None):
@@ -202,11 +298,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
+    from rpz.errors import RpzError
+
     from .app import configure_logging, create_app
+    from .blocklog import SqliteBlocklog
     from .errors import KeyMaterialError, StoreError
+    from .hotline import NodeView, routers
     configure_logging()
+    try:   # this node's state: the hotline routes, legal holds, the blocked-lookup log for disclosures
+        view = NodeView.from_doc(config_doc(args))
+    except RpzError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     try:
-        app = create_app(cfg)
+        app = create_app(cfg, blocklog=SqliteBlocklog(view.blocklog.path), routers=routers(view))
     except KeyMaterialError as exc:
         _log("error", error=str(exc))
         return 2
@@ -419,3 +524,80 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     else:
         print(str(check) + (f" (full head {check.head.hex()})" if check.ok else ""))
     return 0 if check.ok else 1
+
+
+def _node_view(args: argparse.Namespace) -> Any:
+    from rpz.errors import RpzError
+
+    from .hotline import NodeView
+    try:
+        return NodeView.from_doc(config_doc(args))
+    except RpzError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def cmd_hotline_status(args: argparse.Namespace) -> int:
+    view = _node_view(args)
+    if view is None:
+        return 2
+    from .errors import NotFound, StoreError
+    try:
+        st = view.status(args.order)
+    except NotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    if args.json:
+        print(st.model_dump_json(indent=2))
+        return 0 if st.active else 1
+    print(f"order {st.order_ref} on node {st.node}: {'IN FORCE' if st.active else 'NOT in force'}")
+    for r in st.rules:
+        print(f"  rule    {r.trigger} {r.name} -> {r.action}  (zone {r.zone} serial {r.serial}"
+              + (f", feed {r.feed})" if r.feed else ")"))
+    if st.since is not None:
+        print(f"  since   {st.since.applied_at}: feed {st.since.feed} serial {st.since.serial}")
+    if st.current is not None:
+        print(f"  now     feed {st.current.feed} serial {st.current.last_serial} (in force since serial "
+              f"{st.current.serial}, {st.current.applied_at})")
+    if st.policy_error:
+        print(f"  policy  {st.policy_error}")
+    for d in st.hits_per_day:
+        print(f"  {d.day}  {d.hits:>8} hits  ({d.zone}, {d.action}; last {d.last_hit})")
+    print(f"  total   {st.hits_total} hits" + (f", last {st.last_hit}" if st.last_hit else ""))
+    return 0 if st.active else 1
+
+
+def cmd_hotline_probe(args: argparse.Namespace) -> int:
+    view = _node_view(args)
+    if view is None:
+        return 2
+    from .errors import Conflict, NotFound, StoreError
+    try:
+        p = view.probe(args.order)
+    except (NotFound, Conflict) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    if args.json:
+        print(p.model_dump_json(indent=2))
+    else:
+        e, a = p.expected, p.actual
+        print(f"{p.verdict}: order {p.order_ref}, {p.qname} {p.qtype} asked at {p.resolver}")
+        print(f"  expected  {e.action or 'not rewritten'}: rcode {e.rcode or 'any'}, EDE {e.ede}"
+              + (f" {e.ede_text!r}" if e.ede_text else "") + (f", answer {e.answer}" if e.answer else ""))
+        if a.answered:
+            print(f"  actual    rcode {a.rcode}, EDE {[(x.code, x.text) for x in a.ede]}, answer {a.answer}"
+                  + (", TC" if a.truncated else ""))
+        else:
+            print(f"  actual    no answer: {a.error}")
+        for d in p.differences:
+            print(f"  - {d}")
+    return 0 if p.verdict == "ENFORCED" else 1
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoPorts, run
+    return run(DemoPorts(dns=args.port, upstream=args.upstream_port, api=args.api_port), args.dir, sys.stdout)

@@ -39,6 +39,8 @@ class Permission(StrEnum):
     AUDIT_VERIFY = "audit:verify"
     STATS_READ = "stats:read"            # transparency counts, no personal data
     HOTLINE_READ = "hotline:read"        # hotline verification routes (blocked-lookup part)
+    BLOCKLOG_HOLD = "blocklog:hold"      # create and release legal holds on the blocked-lookup log
+    BLOCKLOG_HOLDS_READ = "blocklog:holds:read"
     METRICS_READ = "metrics:read"        # Prometheus scrape with a bearer token
 
 
@@ -46,13 +48,14 @@ R, P = Role, Permission
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     R.OFFICER: frozenset({P.WHOAMI, P.REGISTRY_READ, P.REGISTRY_WRITE, P.CASE_CREATE, P.CASE_READ,
-                          P.CASE_WORK, P.CASE_REJECT, P.CASE_RESULTS, P.STATS_READ}),
+                          P.CASE_WORK, P.CASE_REJECT, P.CASE_RESULTS, P.STATS_READ, P.BLOCKLOG_HOLD,
+                          P.BLOCKLOG_HOLDS_READ}),
     R.APPROVER: frozenset({P.WHOAMI, P.REGISTRY_READ, P.CASE_READ, P.CASE_REJECT, P.CASE_APPROVE,
-                           P.CASE_RESULTS}),
+                           P.CASE_RESULTS, P.BLOCKLOG_HOLDS_READ}),
     R.HOTLINE: frozenset({P.WHOAMI, P.HOTLINE_READ}),
     R.OPERATOR: frozenset({P.WHOAMI, P.SESSIONS_IMPORT, P.HOTLINE_READ, P.METRICS_READ}),
     R.AUDITOR: frozenset({P.WHOAMI, P.REGISTRY_READ, P.CASE_READ, P.AUDIT_READ, P.AUDIT_VERIFY,
-                          P.STATS_READ}),
+                          P.STATS_READ, P.BLOCKLOG_HOLDS_READ}),
 }
 
 

@@ -7,6 +7,8 @@
                  reverted version and per alarm (rpz.hashchain: link_i = H(link_{i-1} || H(payload_i)))
     holds        versions held by the blast-radius guard, and operator approvals
     receipts     Ed25519-signed apply receipts, and whether they reached the hotline
+    order_spans  per feed and order reference, each run of applied versions that held the order:
+                 from which serial and time, until which (open while it is still in force)
 
 A state change and its audit record commit in one transaction (STYLE.md habit 12). Migrations are
 explicit, numbered, and recorded in ``PRAGMA user_version``.
@@ -88,6 +90,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE feed_state ADD COLUMN pinned_by TEXT;
     ALTER TABLE feed_state ADD COLUMN pinned_at REAL;
+""",
+    # 3: which applied versions held each order (the hotline asks "since when is order X enforced")
+    """
+    CREATE TABLE order_spans (
+        feed TEXT NOT NULL,
+        order_ref TEXT NOT NULL,
+        serial INTEGER NOT NULL,       -- first feed serial of this span
+        zone_serial INTEGER,
+        version TEXT,
+        applied_at REAL NOT NULL,
+        last_serial INTEGER NOT NULL,  -- newest applied serial that still held it
+        ended_serial INTEGER,          -- the first applied serial without it (NULL: still in force)
+        ended_at REAL,
+        action TEXT NOT NULL,
+        targets TEXT NOT NULL,         -- JSON list of up to 5 rule owners, relative to the zone
+        rules INTEGER NOT NULL,
+        PRIMARY KEY (feed, order_ref, serial)
+    );
+    CREATE INDEX order_spans_ref ON order_spans(order_ref, applied_at);
 """
 )
 
@@ -300,6 +321,47 @@ class StateDB:
         with self.tx() as c:
             c.execute("UPDATE holds SET status='applied' WHERE feed=? AND serial=? AND digest=?",
                       (feed, serial, digest))
+
+    # --- orders ----------------------------------------------------------------------------------
+
+    def record_orders(self, feed: str, serial: int, zone_serial: int | None, version: str | None, at: float,
+                      orders: Mapping[str, Any]) -> tuple[int, int]:
+        """The version ``serial`` now applied holds ``orders`` ({order_ref: feedsync.orders.OrderRules}):
+        open a span for each order not in force before, close the spans of orders it dropped, refresh
+        the rest. Returns (opened, closed)."""
+        with self.tx() as c:
+            open_now = {ref: s for ref, s in c.execute(
+                "SELECT order_ref, serial FROM order_spans WHERE feed = ? AND ended_at IS NULL", (feed,))}
+            opened = closed = 0
+            for ref, o in orders.items():
+                targets = json.dumps(list(o.targets))
+                if ref in open_now:
+                    c.execute("UPDATE order_spans SET last_serial = ?, action = ?, targets = ?, rules = ? "
+                              "WHERE feed = ? AND order_ref = ? AND serial = ?",
+                              (serial, o.action, targets, o.rules, feed, ref, open_now[ref]))
+                else:
+                    c.execute("INSERT OR REPLACE INTO order_spans (feed, order_ref, serial, zone_serial, version, "
+                              "applied_at, last_serial, action, targets, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (feed, ref, serial, zone_serial, version, at, serial, o.action, targets, o.rules))
+                    opened += 1
+            for ref, first in open_now.items():
+                if ref not in orders:
+                    c.execute("UPDATE order_spans SET ended_serial = ?, ended_at = ? WHERE feed = ? AND order_ref = ? "
+                              "AND serial = ?", (serial, at, feed, ref, first))
+                    closed += 1
+        return opened, closed
+
+    def order_history(self, order_ref: str, feed: str | None = None) -> list[dict[str, Any]]:
+        """Every span of applied versions that held ``order_ref``, oldest first (all feeds, or one)."""
+        q = ("SELECT feed, serial, zone_serial, version, applied_at, last_serial, ended_serial, ended_at, action, "
+             "targets, rules FROM order_spans WHERE order_ref = ?")
+        args: list[Any] = [order_ref]
+        if feed:
+            q += " AND feed = ?"
+            args.append(feed)
+        return [{"feed": f, "serial": s, "zone_serial": zs, "version": v, "applied_at": a, "last_serial": ls,
+                 "ended_serial": es, "ended_at": ea, "action": act, "targets": json.loads(t), "rules": n}
+                for f, s, zs, v, a, ls, es, ea, act, t, n in self.conn.execute(q + " ORDER BY applied_at, feed", args)]
 
     # --- receipts --------------------------------------------------------------------------------
 

@@ -31,13 +31,13 @@ import rpz
 from rpz.errors import ZoneReadError
 
 from . import bundle as bfmt
-from . import engine, receipts, xfr
+from . import engine, orders, receipts, xfr
 from . import serial as serials
 from .bundle import format_time
 from .config import Config, FeedConfig
 from .control import Reloader
 from .engine import Prepared, Verdict
-from .errors import ControlError, FailureCode, FeedRefused, FetchFailed, RefusalCode
+from .errors import ControlError, FailureCode, FeedRefused, FetchFailed, RefusalCode, StateError
 from .log import log
 from .statedb import FeedState, StateDB
 from .store import FeedStore
@@ -405,6 +405,7 @@ class FeedSync:
             if approved:
                 self.db.mark_hold_applied(self.feed.name, p.serial, p.digest)
         self._ids_cache = (name, p.ids)
+        self._record_orders(p, name, now)
         if p.rules is not None:
             self._bundle_rules = (name, p.rules)
         if self.feed.type == "xfr" and self._pending is not None:
@@ -415,6 +416,23 @@ class FeedSync:
         self.store.prune(now, self.feed.keep_days, [name], [name, snap_base or name])
         self._push_receipts()
         return CycleResult(self.feed.name, "applied", p.serial)
+
+    def _record_orders(self, p: Prepared, name: str, now: float) -> None:
+        """Which orders this version holds, for the hotline's "since when" (after the resolver was asked,
+        so it costs nothing on the way to enforcement; an error here is logged, never fatal)."""
+        try:
+            if p.rules is not None:
+                held = orders.from_bundle_rules(p.rules)
+            elif self.feed.type == "xfr" and self._pending is not None:
+                held = orders.from_xfr_owners(self._pending[1].owners.values())
+            else:
+                return
+            opened, closed = self.db.record_orders(self.feed.name, p.serial, p.zone_serial, name, now, held)
+        except (StateError, rpz.RpzError, ValueError) as exc:
+            log("order_index_failed", "warning", feed=self.feed.name, serial=p.serial, error=str(exc))
+            return
+        if opened or closed:
+            log("orders_changed", feed=self.feed.name, serial=p.serial, orders=len(held), started=opened, ended=closed)
 
     def _write_snapshot(self, st: FeedState, p: Prepared, name: str) -> str | None:
         """versions/<name>.snap for the resolver (rpz.snapshot): the proof's zone when it compiled

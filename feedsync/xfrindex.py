@@ -6,6 +6,11 @@ per owner: its master-file lines, its records as (owner wire, type, ttl, rdata w
 ``rpz.compile_records``, and the screening verdict. An AXFR rebuilds it; an IXFR recomputes only the
 owners the transfer touched. Text is produced from wire form with ``rpz.names`` (dnspython's text
 conversion is the slow part of a large zone).
+
+Order references served as ``<rule>.rpz-order TXT "order=..."`` (zone servers refuse a TXT beside
+a CNAME; rpz.actions.companion_base) are folded into their rule's records here, so the compiled
+forms and the incremental changes carry them; the text keeps them where the primary has them, so the
+seed reproduces the primary's zone. A transfer that touches only a reference recomputes its rule.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dns.zone
 
 import rpz
 from rpz import names
+from rpz.actions import order_ref_of
 
 from . import engine
 from .config import FeedConfig
@@ -62,13 +68,23 @@ class XfrIndex:
         self.previous_count = 0
         self.added: set[str] = set()
         self.removed: set[str] = set()
+        self.companion_of: dict[dns.name.Name, dns.name.Name] = {}   # rule owner -> its rpz-order name
 
     # --- building ----------------------------------------------------------------------------------
 
     def rebuild(self, zone: dns.zone.Zone) -> set[dns.name.Name]:
         self.owners.clear()
         self.accepted.clear()
+        self.companion_of.clear()
         return self.update(zone, zone.nodes.keys())
+
+    def _base_of(self, name: dns.name.Name) -> dns.name.Name | None:
+        """The rule owner of an order-reference name ``<rule>.rpz-order.<zone>``, else None."""
+        labels = name.labels
+        k = len(labels) - len(self.origin.labels)
+        if k >= 2 and labels[k - 1].lower() == b"rpz-order":
+            return dns.name.Name(labels[: k - 1] + self.origin.labels)
+        return None
 
     def update(self, zone: dns.zone.Zone, touched: Iterable[dns.name.Name]) -> set[dns.name.Name]:
         """Recompute the touched owners; returns those that now exist (to be proven with rpz).
@@ -77,18 +93,33 @@ class XfrIndex:
         self.previous_count = len(self.accepted)
         gone: set[str] = set()
         new: set[str] = set()
-        for name in list(touched):
+        names_ = set(touched)
+        bases: dict[dns.name.Name, dns.name.Name] = {}
+        for name in list(names_):
+            base = self._base_of(name)
+            if base is not None:      # a reference changed: its rule's records change with it
+                bases[name] = base
+                names_.add(base)
+                node = zone.nodes.get(name)
+                if node is not None and len(node.rdatasets):
+                    self.companion_of[base] = name
+                elif self.companion_of.get(base) == name:
+                    del self.companion_of[base]
+        for name in names_:
             if name == self.origin:
                 self._apex(zone)
                 continue
             old = self.owners.pop(name, None)
-            if old is not None and old.rejection is None:
+            if old is not None and old.rel in self.accepted:
                 self.accepted.discard(old.rel)
                 gone.add(old.rel)
             node = zone.nodes.get(name)
             if node is None or not len(node.rdatasets):
                 continue
-            own = self._owner(name, node)
+            if name in bases:
+                self.owners[name] = self._companion(name, node, bases[name])
+                continue
+            own = self._owner(name, node, zone)
             self.owners[name] = own
             present.add(name)
             if own.rejection is None:
@@ -102,7 +133,11 @@ class XfrIndex:
         """{owner wire: its policy records now} for the given owners (empty: gone or refused) and
         the apex SOA: what ``CompiledZone.with_owners`` takes."""
         out: dict[bytes, list[rpz.RR]] = {}
+        wanted: set[dns.name.Name] = set()
         for n in names:
+            base = self._base_of(n)
+            wanted.add(base if base is not None else n)   # a reference goes with its rule
+        for n in wanted:
             if n == self.origin:
                 continue
             o = self.owners.get(n)
@@ -149,7 +184,26 @@ class XfrIndex:
         self.apex_source = "".join(sorted(src, key=lambda s: " SOA " not in s))
         self.apex_records = recs
 
-    def _owner(self, name: dns.name.Name, node: dns.node.Node) -> Owner:
+    def _companion(self, name: dns.name.Name, node: dns.node.Node, base: dns.name.Name) -> Owner:
+        """An rpz-order name: its lines stay in the text; its order references go with the rule's
+        records (``_owner``); anything else there is refused."""
+        wire = bytes(name.to_wire() or b"")
+        rel = names.to_text(wire[: len(wire) - len(self.origin_wire)] + b"\x00", omit_final_dot=True).lower()
+        lines, bad = [], []
+        for rds in node.rdatasets:
+            for rd in rds:
+                lines.append(f"{rel} {rds.ttl} IN {_type_text(rds.rdtype)} {rd.to_text()}\n")
+                if rds.rdtype != 16 or order_ref_of(bytes(rd.to_wire() or b"")) is None:
+                    bad.append(_type_text(rds.rdtype))
+        rej = None
+        if bad or base == self.origin:
+            rule = base.relativize(self.origin).to_text()
+            rej = {"entry_id": rel, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD",
+                   "detail": f"only TXT \"order=...\" may sit at an rpz-order name (the order reference of the "
+                             f"rule at {rule}); found {', '.join(sorted(set(bad)))}"}
+        return Owner(rel, "".join(lines).encode(), [], rej)
+
+    def _owner(self, name: dns.name.Name, node: dns.node.Node, zone: dns.zone.Zone) -> Owner:
         wire = bytes(name.to_wire() or b"")
         rel = names.to_text(wire[: len(wire) - len(self.origin_wire)] + b"\x00", omit_final_dot=True).lower()
         lines, recs = [], []
@@ -166,6 +220,15 @@ class XfrIndex:
                     rdt = rd.to_text()
                 lines.append(f"{rel} {rds.ttl} IN {tt} {rdt}\n")
                 recs.append((wire, t, int(rds.ttl), rdw))
+        comp = self.companion_of.get(name)
+        cnode = zone.nodes.get(comp) if comp is not None else None
+        if cnode is not None:      # its order reference, served at <name>.rpz-order
+            for rds in cnode.rdatasets:
+                if rds.rdtype == 16:
+                    for rd in rds:
+                        rdw = bytes(rd.to_wire() or b"")
+                        if order_ref_of(rdw) is not None:
+                            recs.append((wire, 16, int(rds.ttl), rdw))
         v = engine.screen_owner(rel, passthru, self.feed, self.psl)
         rej = None if v.reason is None else {"entry_id": rel, "index": -1, "reason": v.reason.value,
                                              "detail": v.detail}

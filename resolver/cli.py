@@ -1,4 +1,4 @@
-"""``hotline-edge serve | checkconf | reload | demo``: the data plane's commands."""
+"""``hotline-edge serve | checkconf | reload``: the data plane's commands."""
 
 from __future__ import annotations
 
@@ -59,16 +59,6 @@ Exit status: 0 reloaded, 1 the resolver refused the new policy (old one still ac
 configuration, 3 the resolver is not reachable.
 """
 
-HELP_DEMO = """\
-Run the demo on loopback, needing nothing from the internet: the resolver on 127.0.0.1:5353 with
-the demo hotline policy (rpz/data/demo-hotline.rpz, synthetic orders under .test), a tiny built-in
-upstream on 127.0.0.1:5354 that answers the demo names, and `dig` lines to try: NXDOMAIN with an
-Extended DNS Error naming the order, a walled-garden answer, an allowed answer. Ctrl-C stops it.
-
-  hotline-edge demo
-  hotline-edge demo --port 5355 --upstream-port 5356
-"""
-
 # validators of sections owned by other packages, looked up by name so resolver imports none of them
 OTHER_VALIDATORS = ("feedsync.config:check_config", "admin_api.config:check_config")
 
@@ -106,12 +96,6 @@ def register(sub: Any) -> None:
     r.add_argument("--status", action="store_true", help="do not reload; show what is active")
     r.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the reload (default 120)")
     r.set_defaults(func=cmd_reload)
-
-    d = sub.add_parser("demo", help="run the demo on loopback", description=HELP_DEMO)
-    _fmt(d)
-    d.add_argument("--port", type=int, default=5353, help="resolver port on 127.0.0.1 (default 5353)")
-    d.add_argument("--upstream-port", type=int, default=5354, help="demo upstream port (default 5354)")
-    d.set_defaults(func=cmd_demo)
 
 
 def _config_path(arg: str | None) -> str:
@@ -265,10 +249,3 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return 3
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from .demo import run_demo
-    return uvloop.run(run_demo(args.port, args.upstream_port, sys.stdout))

@@ -1,5 +1,5 @@
-"""The resolver's configuration: ``[node]``, ``[resolver]``, ``[[policy.zone]]`` (and ``[blocklog]``
-accepted for the blocked-lookup log work).
+"""The resolver's configuration: ``[node]``, ``[resolver]``, ``[[policy.zone]]`` and ``[blocklog]``
+(validated by ``blocklog_config``, which the log commands and the admin API use on their own).
 
 Validated with line numbers from ``rpz.tomlconf``; every error is collected so ``checkconf`` can list
 them all (``FILE:LINE: key.path: what is wrong``). The tables below are the documented surface:
@@ -22,6 +22,9 @@ from typing import Any
 from rpz import ActionKind, Override, ZoneSettings, names
 from rpz.errors import DnsNameError, PolicyConfigError
 from rpz.tomlconf import ConfigDoc, ConfigError, ConfigErrors, KeyPath, load_config, parse_config
+
+from . import blocklog_config
+from .blocklog_config import BlocklogConfig, load_blocklog
 
 DEFAULT_CONFIG = "/etc/hotline-edge/config.toml"
 KNOWN_SECTIONS = ("node", "resolver", "policy", "blocklog", "feed", "api")
@@ -136,7 +139,8 @@ class Config:
     resolver: ResolverConfig
     zones: tuple[ZoneConfig, ...]
     file: str | None = None
-    blocklog: dict[str, Any] = field(default_factory=dict)
+    blocklog: BlocklogConfig = field(default_factory=lambda: BlocklogConfig(
+        enabled=False, path="", socket_path="", node=""))
 
     @property
     def control_socket(self) -> str:
@@ -291,8 +295,7 @@ ZONE_KEYS: dict[str, tuple[Any, Converter]] = {
     "long_cname_fallback": ("nxdomain", _fallback),
 }
 
-# TODO(blocklog): the blocked-lookup log work validates these keys; until then they are accepted.
-BLOCKLOG_KEYS = ("path", "queue_size", "flush_interval_ms", "compliance_public_key", "retention_days")
+BLOCKLOG_KEYS = blocklog_config.KEYS   # [blocklog] is validated by blocklog_config.load_blocklog
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -331,10 +334,11 @@ def validate(doc: ConfigDoc, require_resolver: bool = True) -> Config:
             doc.collect(("resolver", "allow", i), f"{prefix} makes this an open resolver; list the customer "
                                                   "prefixes instead")
     zones = _zones(doc, data.get("policy", {}), require_resolver)
-    blocklog = _table(doc, ("blocklog",), data.get("blocklog", {}))
-    for key in blocklog:
-        if key not in BLOCKLOG_KEYS:
-            doc.collect(("blocklog", key), f"unknown key; known: {', '.join(BLOCKLOG_KEYS)}")
+    blocklog = load_blocklog(doc)
+    for feed in blocklog.feed_retention_days if (zones or require_resolver) else ():
+        if not any(z.source == "feed" and z.path == feed for z in zones):
+            doc.collect(("blocklog", "feed_retention_days", feed), "no [[policy.zone]] has feed = "
+                                                                   f"{feed!r}; the override would never apply")
     doc.raise_collected()
     node_id = node_vals.get("id") or socket.gethostname()
     base = os.path.dirname(os.path.abspath(doc.file)) if doc.file and not doc.file.startswith("<") else ""
@@ -342,7 +346,7 @@ def validate(doc: ConfigDoc, require_resolver: bool = True) -> Config:
     node = NodeConfig(id=node_id, state_dir=node_vals["state_dir"], runtime_dir=node_vals["runtime_dir"])
     res_vals["upstreams"] = res_vals.get("upstreams") or ()
     resolver = ResolverConfig(**res_vals)
-    return Config(node=node, resolver=resolver, zones=resolved, file=doc.file, blocklog=dict(blocklog))
+    return Config(node=node, resolver=resolver, zones=resolved, file=doc.file, blocklog=blocklog)
 
 
 def _resolve_path(z: ZoneConfig, base: str) -> ZoneConfig:

@@ -6,7 +6,10 @@
     ├── UpstreamError             no usable answer from any upstream (timeouts, refusals, bad replies)
     ├── PolicyLoadError           a policy zone could not be loaded; the running policy stays in force
     ├── ConfigError (rpz)         configuration errors come from rpz.tomlconf (file:line: key: reason)
-    └── ControlError              the control socket could not be reached or answered an error
+    ├── ControlError              the control socket could not be reached or answered an error
+    └── BlocklogError             the blocked-lookup log: database unusable, a record or sealed
+        │                         address that does not check out, a bad legal hold
+        └── HoldError             a legal hold that cannot be created or released as asked
 
 Messages say what was wrong, where (peer address, zone file, socket path) and what to do, so they
 can go straight into a log line or a CLI error.
@@ -44,3 +47,12 @@ class PolicyLoadError(ResolverError):
 
 class ControlError(ResolverError):
     """The control socket is unreachable or the resolver answered with an error."""
+
+
+class BlocklogError(ResolverError):
+    """The blocked-lookup log: its database cannot be opened or written, a record or a sealed
+    address does not check out."""
+
+
+class HoldError(BlocklogError):
+    """A legal hold that cannot be created or released as asked (bad scope, unknown id)."""

@@ -153,14 +153,15 @@ class ResolverCollector:
                                 value=m["tcp_connections"])
 
 
-def render(collector: ResolverCollector) -> bytes:
+def render(*collectors: Any) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(collector)
+    for c in collectors:
+        reg.register(c)
     return generate_latest(reg)
 
 
-async def serve_metrics(ep: Endpoint, collector: ResolverCollector) -> asyncio.Server:
+async def serve_metrics(ep: Endpoint, collector: ResolverCollector, *more: Any) -> asyncio.Server:
     """A minimal HTTP endpoint: ``GET /metrics`` (Prometheus text format), anything else 404."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -170,7 +171,7 @@ async def serve_metrics(ep: Endpoint, collector: ResolverCollector) -> asyncio.S
                 pass
             parts = line.split()
             if len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
-                body = render(collector)
+                body = render(collector, *more)
                 head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                         b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
             else:

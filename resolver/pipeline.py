@@ -205,6 +205,8 @@ class Pipeline:
         self.not_ready = Rcode.SERVFAIL if cfg.not_ready_rcode == "servfail" else Rcode.REFUSED
         self.inflight: dict[Key, asyncio.Future[Any]] = {}
         self.null_sink = isinstance(sink, NullSink)
+        # a sink may take a query's hits as they are (docs/contracts.md): no HitRecord per hit
+        self.submit_hits: Callable[..., None] | None = getattr(sink, "submit_hits", None)
         self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
@@ -372,6 +374,9 @@ class Pipeline:
 
     def submit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:
         now_ms = int(self.wallclock() * 1000)
+        if self.submit_hits is not None:
+            self.submit_hits(now_ms, ip, port, hits, transport)
+            return
         submit = self.sink.submit
         for t in hits:
             submit(HitRecord(now_ms, ip, port, *t, transport))

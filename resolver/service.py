@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import socket
 import time
 from typing import Any
@@ -31,9 +32,15 @@ from .server import Inflight, TcpServer, UdpListener, open_socket
 from .upstream import UpstreamClient, UpstreamStats
 
 
-def make_sink(spec: str | None) -> HitSink:
-    """The hit sink named ``module:function`` (a factory taking no arguments), or a NullSink."""
+def make_sink(spec: str | None, cfg: Config | None = None) -> HitSink:
+    """The hit sink named ``module:function`` (a factory taking no arguments); else, when
+    ``[blocklog]`` is on, one that ships hits to the supervisor's log writer; else a NullSink."""
     if not spec:
+        if cfg is not None and cfg.blocklog.enabled:
+            from .blocklog_ship import ShippingSink
+            b = cfg.blocklog
+            return ShippingSink(b.socket_path, queue_size=b.queue_size, interval_s=b.flush_interval_ms / 4000,
+                                log=Logger(f"resolver.blocklog-{os.getpid()}"))
         return NullSink()
     mod_name, _, func = spec.partition(":")
     factory = getattr(importlib.import_module(mod_name), func)
@@ -48,6 +55,7 @@ class ResolverService:
         r = cfg.resolver
         self.cfg = cfg
         self.log = log
+        self.sink = sink
         self.holder = PolicyHolder()
         self.cache = AnswerCache(r.cache_size, r.cache_min_ttl, r.cache_max_ttl, r.negative_max_ttl)
         self.ustats = UpstreamStats()
@@ -86,6 +94,9 @@ class ResolverService:
             u.close()
         self.udp.clear()
         self.tcp.clear()
+        close = getattr(self.sink, "close", None)
+        if close is not None:    # a shipping sink hands over what it still holds
+            await asyncio.get_running_loop().run_in_executor(None, close)
         return left
 
     async def prepare(self, generation: int, cfg: Config) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 Lifecycle:
 
-1. Start the workers (one per core by default; ``workers = 1`` serves from this process). Their
-   sockets are bound at once; until a policy has loaded they answer REFUSED (or SERVFAIL, per
-   ``not_ready_rcode``), never unfiltered.
+1. With ``[blocklog]`` on, open the blocked-lookup log and its writer thread here (the one writer
+   every worker ships its hits to; resolver.blocklog_ship). Start the workers (one per core by
+   default; ``workers = 1`` serves from this process unless the log is on: the writer then keeps
+   this process to itself). Their sockets are bound at once; until a policy has loaded they answer
+   REFUSED (or SERVFAIL, per ``not_ready_rcode``), never unfiltered.
 2. Load the policy: zone text is compiled once into snapshots (in a child process when big), every
    worker maps them beside the running policy (prepare); when all succeeded and agree on the
    serials, every worker swaps its reference (commit). Any failure aborts the whole
@@ -27,18 +29,21 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rpz.tomlconf import ConfigError, ConfigErrors
 
 from . import sdnotify
 from .active import compile_snapshots, remove_old_snapshots
 from .config import Config, load
-from .errors import PolicyLoadError
+from .errors import BlocklogError, PolicyLoadError
 from .hits import HitSink
 from .logs import Logger
 from .metrics import ResolverCollector, merge, serve_metrics
 from .workers import InlineLink, ProcessLink, WorkerFailed, WorkerLink
+
+if TYPE_CHECKING:
+    from .blocklog_ship import BlocklogWriter
 
 BIG_ZONE_BYTES = 8 * 1024 * 1024   # zone text above this is compiled in a child process
 
@@ -67,12 +72,22 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.worker_cfg = cfg
         self.snapshot_dir = os.path.join(cfg.node.runtime_dir, "policy")
+        self.writer: BlocklogWriter | None = None
 
     # -- running ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Workers up and listening, control socket open, first policy load attempted."""
         n = self.cfg.resolver.effective_workers
-        if n == 1:
+        logging_hits = self.cfg.blocklog.enabled and not self.sink_spec and self.sink is None
+        if logging_hits:
+            from .blocklog_ship import BlocklogWriter
+            self.writer = BlocklogWriter(self.cfg.blocklog, self.log.child("resolver.blocklog")).start()
+            self.log("info", "blocklog_open", path=self.cfg.blocklog.path, socket=self.cfg.blocklog.socket_path,
+                     head_seq=self.writer.stats.head_seq, sealed=self.cfg.blocklog.compliance_public_key is not None)
+            if self.cfg.blocklog.compliance_public_key is None:
+                self.log("warning", "blocklog_without_client_addresses", hint="no [blocklog] "
+                         "compliance_public_key: hits are logged without who asked")
+        if n == 1 and not logging_hits:
             self.links = [InlineLink(self.cfg, self.sink_spec, self.log, self.sink)]
         else:
             self.links = [ProcessLink(i, self.cfg, self.sink_spec, self.log) for i in range(n)]
@@ -91,8 +106,12 @@ class Supervisor:
                      "forwarded unfiltered until the first policy loads; keep it false for court-ordered lists")
         await self._open_control()
         if self.cfg.resolver.metrics_listen is not None:
+            extra = []
+            if self.writer is not None:
+                from .blocklog_ship import BlocklogCollector
+                extra.append(BlocklogCollector(self.writer.stats))
             self.metrics_server = await serve_metrics(self.cfg.resolver.metrics_listen,
-                                                      ResolverCollector(self.metrics_source))
+                                                      ResolverCollector(self.metrics_source), *extra)
             self._spawn(self._poll_stats())
         result = await self.reload("start")
         if not result["ok"]:
@@ -108,6 +127,12 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         try:
             await self.start()
+        except BlocklogError as exc:
+            self.log("error", "blocklog_unavailable", error=str(exc),
+                     hint="the blocked-lookup log cannot be opened; fix [blocklog] path / the state directory, "
+                          "or set [blocklog] enabled = false to serve without it")
+            await self.shutdown(0)
+            return 3
         except (OSError, WorkerFailed) as exc:
             self.log("error", "cannot_listen", error=str(exc),
                      hint="another server on the port, or no permission for ports below 1024 "
@@ -129,6 +154,11 @@ class Supervisor:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await asyncio.gather(*(link.stop(grace) for link in self.links), return_exceptions=True)
+        if self.writer is not None:    # after the workers: they ship what they hold as they stop
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+            self.log("info", "blocklog_closed", records=self.writer.stats.records, dropped=self.writer.stats.dropped,
+                     head_seq=self.writer.stats.head_seq)
+            self.writer = None
         self.log("info", "stopped")
 
     def _spawn(self, coro: Any) -> None:

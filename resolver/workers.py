@@ -46,7 +46,7 @@ class WorkerLink(Protocol):
 class InlineLink:
     def __init__(self, cfg: Config, sink_spec: str | None, log: Logger, sink: HitSink | None = None) -> None:
         self.name = "inline"
-        self.service = ResolverService(cfg, sink if sink is not None else make_sink(sink_spec), log)
+        self.service = ResolverService(cfg, sink if sink is not None else make_sink(sink_spec, cfg), log)
 
     async def start(self, preload: tuple[int, Config, float] | None = None) -> None:
         await self.service.start()
@@ -187,7 +187,7 @@ def worker_main(conn: Connection, cfg: Config, index: int, sink_spec: str | None
 async def _worker(conn: Connection, cfg: Config, sink_spec: str | None,
                   preload: tuple[int, Config, float] | None, log: Logger) -> None:
     loop = asyncio.get_running_loop()
-    svc = ResolverService(cfg, make_sink(sink_spec), log)
+    svc = ResolverService(cfg, make_sink(sink_spec, cfg), log)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:

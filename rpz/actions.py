@@ -125,6 +125,37 @@ def order_ref_of(rdata: bytes) -> str | None:
     return None
 
 
+ORDER_LABEL = b"rpz-order"
+_ORDER_SUFFIX = b"\x09rpz-order"
+
+
+def companion_base(owner: bytes, apex: bytes) -> bytes | None:
+    """The rule owner an order-reference name speaks for, else None.
+
+    A rule's order reference is a ``TXT "order=..."`` at the rule's owner. Zone servers (BIND,
+    Knot) refuse a TXT beside a CNAME, and most actions are CNAMEs, so a zone served over a
+    transfer carries the reference at a companion name instead, one label ``rpz-order`` below the
+    rule's name relative to the apex (docs/contracts.md, "Order references"):
+
+        csam-site.test.hotline.rpz.test.            CNAME .
+        csam-site.test.rpz-order.hotline.rpz.test.  TXT "order=TW-2026-0042"
+
+    ``owner`` and ``apex`` are lower-cased wire names. Returns the rule owner's wire name
+    (``csam-site.test.hotline.rpz.test.``), or the apex itself for ``rpz-order.<apex>`` (which
+    names no rule; the caller refuses it)."""
+    la = len(apex)
+    if len(owner) < la + len(_ORDER_SUFFIX) or not owner.endswith(apex) or _ORDER_SUFFIX not in owner:
+        return None
+    cut = len(owner) - la
+    i, last = 0, -1
+    while i < cut:             # walk the labels: the last one above the apex must be rpz-order
+        last = i
+        i += 1 + owner[i]
+    if i != cut or owner[last : cut] != _ORDER_SUFFIX:
+        return None
+    return owner[:last] + apex
+
+
 def classify(rrs: list[RR], self_name: bytes | None) -> tuple[Action, str | None]:
     """Turn all RRs at one owner into (action, order reference). RecordError when unusable."""
     order_ref: str | None = None

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from .actions import ORDER_PREFIX, RR, T_CNAME, T_TXT, Action, ActionKind, cname_action
+from .actions import ORDER_PREFIX, RR, T_CNAME, T_TXT, Action, ActionKind, cname_action, companion_base, order_ref_of
 from .errors import RecordError, ZoneReadError
 from .index import _Known
 from .vec import from_keys, hash64, row_keys
@@ -27,6 +27,7 @@ Record = tuple[bytes, int, int, bytes]
 def compile_records_bulk(apex: bytes, records: Iterable[Record], source: str,
                          progress: Progress | None = None) -> CompiledZone:
     recs = records if isinstance(records, list) else list(records)
+    recs = fold_companions(apex, recs)
     builder = ZoneBuilder(apex, source)
     soa: RR | None = None
     la = len(apex)
@@ -116,6 +117,37 @@ def compile_records_bulk(apex: bytes, records: Iterable[Record], source: str,
     if progress is not None:
         progress(3, 3)
     return zone
+
+
+def fold_companions(apex: bytes, recs: list[Record]) -> list[Record]:
+    """Order references at ``<name>.rpz-order`` (rpz.actions.companion_base) moved to their rule's
+    owner, right after that owner's run of records, so the common shape (action + reference) stays
+    on the bulk path. Anything else at an rpz-order name keeps its owner: the careful builder
+    refuses it with the reason. A zone without such names is returned as it is (one scan)."""
+    if b"rpz-order" not in b"\n".join(r[0] for r in recs).lower():
+        return recs
+    moved: dict[bytes, list[Record]] = {}
+    rest: list[Record] = []
+    for r in recs:
+        owner = r[0].lower()
+        base = companion_base(owner, apex) if b"rpz-order" in owner else None
+        if base is not None and base != apex and r[1] == T_TXT and order_ref_of(r[3]) is not None:
+            moved.setdefault(base, []).append((base, r[1], r[2], r[3]))
+        else:
+            rest.append(r)
+    out: list[Record] = []
+    n = len(rest)
+    for i, r in enumerate(rest):
+        out.append(r)
+        if moved:
+            owner = r[0].lower()
+            if i + 1 == n or rest[i + 1][0].lower() != owner:
+                got = moved.pop(owner, None)
+                if got:
+                    out.extend(got)
+    for extra in moved.values():   # references whose rule is absent: the careful path says so
+        out.extend(extra)
+    return out
 
 
 def _records_of(owner: bytes, recs: list[Record]) -> list[Record]:

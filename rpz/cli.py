@@ -66,7 +66,17 @@ def register(sub: Any) -> None:
     q.set_defaults(func=cmd_query)
 
     k = rsub.add_parser("compile", help="compile a zone into a snapshot file the resolver maps",
-                        description="Compile a zone to the binary snapshot format (atomic write).")
+                        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Compile a zone into the checksummed snapshot format the resolver maps read-only (a million rules
+open in about 0.1 s instead of a text parse of seconds). Written atomically: a reader sees the old
+file or the new one, never half of one. Bad records are left out and counted (`rpz check` lists
+them with their lines).
+
+  hotline-edge rpz compile hotline.rpz -o /var/lib/hotline-edge/hotline.snap
+  hotline-edge rpz compile local.zone --origin local.rpz.test -o local.snap
+
+Then `[[policy.zone]] snapshot = "/var/lib/hotline-edge/hotline.snap"` in the configuration.
+Exit status: 0 written, 1 written without the rejected records, 2 unreadable zone, 3 cannot write.""")
     k.add_argument("zone", metavar="ZONEFILE")
     k.add_argument("-o", "--output", required=True, metavar="SNAPSHOT")
     k.add_argument("--origin", metavar="NAME")

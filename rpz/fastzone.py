@@ -28,7 +28,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import names
-from .actions import RR, T_CNAME, Action, ActionKind, classify
+from .actions import RR, T_CNAME, Action, ActionKind, classify, companion_base
 from .errors import DnsNameError, RecordError, ZoneReadError
 from .index import PrefixTable, _Known, build_name_table_matrix
 from .triggers import Trigger, TriggerKind
@@ -146,7 +146,9 @@ class _FastLoader:
         alone = owners.alone()
         slow_rel: set[bytes] = set()
         for prr in slow_records:
-            rel = names.relativize(prr.owner, apex)
+            # an order reference at <name>.rpz-order joins its rule's owner on the careful path
+            base = companion_base(prr.owner, apex) if b"rpz-order" in prr.owner else None
+            rel = names.relativize(base if base is not None else prr.owner, apex)
             if rel is not None:
                 slow_rel.add(rel)
         if slow_rel:

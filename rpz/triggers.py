@@ -142,6 +142,9 @@ def parse_owner(rel: bytes) -> Trigger:
         raise RecordError("a policy record at the zone apex is not a trigger (only SOA and NS belong there)")
     kind = _SUFFIX.get(labs[-1])
     if kind is None:
+        if labs[-1] == b"rpz-order":
+            raise RecordError("an rpz-order name carries the order reference of a rule, it is not a trigger: "
+                              "fold it into the rule's owner before deciding (rpz.actions.companion_base)")
         if labs[-1].startswith(b"rpz-"):
             raise RecordError(f"unknown trigger type '{labs[-1].decode(errors='replace')}' "
                               "(known: rpz-client-ip, rpz-ip, rpz-nsdname, rpz-nsip)")

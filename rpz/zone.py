@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import names
-from .actions import RR, Action, classify
+from .actions import RR, T_TXT, Action, classify, companion_base, order_ref_of
 from .errors import RecordError, ZoneReadError
 from .index import NameLookup, NameTable, PrefixTable, StringTable, build_name_table
 from .triggers import Prefix, Trigger, TriggerKind, parse_owner
@@ -234,6 +234,19 @@ class ZoneBuilder:
         self.rejections.append(Rejection(self.source, line, text, reason))
 
     def add(self, owner: bytes, rr: RR, line: int | None) -> None:
+        if b"rpz-order" in owner:
+            base = companion_base(owner, self.apex)
+            if base is not None:   # an order reference for the rule at base (rpz.actions.companion_base)
+                self.stats.records += 1
+                if base == self.apex:
+                    self.reject(line, owner, "rpz-order at the zone apex names no rule: put the order "
+                                             "reference at <rule name>.rpz-order")
+                elif rr.rdtype != T_TXT or order_ref_of(rr.rdata) is None:
+                    self.reject(line, owner, f"only TXT \"order=...\" may sit at an rpz-order name (it carries the "
+                                             f"order reference of the rule at {names.to_text(base)})")
+                else:
+                    self.groups.setdefault(base, []).append((rr, line))
+                return
         self.groups.setdefault(owner, []).append((rr, line))
         self.stats.records += 1
 

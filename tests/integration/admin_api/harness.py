@@ -130,7 +130,7 @@ class World:
     app: Any
     signing_key: Ed25519PrivateKey
     compliance_key: PrivateKey
-    blocklog: InMemoryBlocklog
+    blocklog: Any   # InMemoryBlocklog unless the test gave another source
     tokens: dict[str, str] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
@@ -192,12 +192,14 @@ class World:
 
 
 def start_world(tmp: Path, *, gates: Any = None, argon2_time_cost: int = 1, routers: Any = (),
-                session_retention_days: int = 365) -> World:
+                session_retention_days: int = 365, compliance_key: PrivateKey | None = None,
+                blocklog: Any = None) -> World:
+    """``blocklog``: another BlocklogSource (sealed to ``compliance_key``) instead of the in-memory one."""
     clock = ManualClock(T0)
     signing_key = Ed25519PrivateKey.generate()
-    compliance_key = PrivateKey.generate()
+    compliance_key = compliance_key or PrivateKey.generate()
     pub = compliance_key.public_key
-    blocklog = InMemoryBlocklog([
+    blocklog = blocklog or InMemoryBlocklog([
         sealed_hit(pub, datetime(2026, 3, 1, 10, 15, tzinfo=UTC), "100.64.0.5", 40001),
         sealed_hit(pub, datetime(2026, 3, 1, 11, 30, tzinfo=UTC), "198.51.100.7", 53000),
         sealed_hit(pub, datetime(2026, 3, 5, 9, 0, tzinfo=UTC), "198.51.100.20", 53001),   # outside windows

@@ -369,3 +369,53 @@ def test_transfer_reports_progress(tmp_path) -> None:  # type: ignore[no-untyped
         knot.stop()
         n.resolver.close()
         n.db.close()
+
+
+def _order_of(n: XNode, qname: str) -> str | None:
+    """The order reference the resolver would log for qname: from active.snap, the form it maps
+    (a full snapshot after the AXFR, a delta over it after an IXFR), and from active.rpz."""
+    from rpz.snapshot import open_snapshot
+    refs = set()
+    for z in (open_snapshot(os.path.join(n.cfg.feed_dir("twnic"), "active.snap")), n.served()):
+        p = rpz.Policy([rpz.PolicyZone(z, rpz.ZoneSettings())])
+        d = p.evaluate("192.0.2.1", 1, [rpz.Stage(rpz.names.from_text(qname + "."))])
+        refs.add(d.order_ref if d is not None else "(no rule)")
+    assert len(refs) == 1, refs
+    return refs.pop()
+
+
+def test_order_references_at_rpz_order_names_over_axfr_and_ixfr(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Knot refuses a TXT beside a CNAME; the feed serves each order reference at
+    <rule>.rpz-order instead, and an IXFR that changes only a reference changes what is logged."""
+    rules = [*RULES, 'bad.test.rpz-order TXT "order=TW-2026-0001"', '*.bad.test.rpz-order TXT "order=TW-2026-0001"',
+             '24.0.113.0.203.rpz-ip.rpz-order TXT "order=TW-2026-0002"']
+    knot = Knot(str(tmp_path / "knot"), ZONE, rules, 10).start()
+    n = build(tmp_path, knot)
+    try:
+        assert n.sync.cycle().outcome == "applied"
+        assert _order_of(n, "bad.test") == "TW-2026-0001" and _order_of(n, "www.bad.test") == "TW-2026-0001"
+        assert _order_of(n, "shop.fraud.test") is None
+        knot.write_zone([r.replace("TW-2026-0001", "TW-2026-0099") if r.startswith("bad.test.rpz-order") else r
+                         for r in rules] + ['shop.fraud.test.rpz-order TXT "order=HK-2026-0007"',
+                                            'lost.test.rpz-order TXT "order=HK-2026-0008"'], 20)
+        knot.reload()
+        knot.wait_serial(20)
+        res = n.sync.cycle()
+        assert res.outcome == "applied", res
+        assert n.last_audit().record["extra"]["transfer"] == "ixfr"
+        assert _order_of(n, "bad.test") == "TW-2026-0099"          # only the reference changed
+        assert _order_of(n, "www.bad.test") == "TW-2026-0001"
+        assert _order_of(n, "shop.fraud.test") == "HK-2026-0007"
+        assert _order_of(n, "lost.test") == "(no rule)"           # a reference alone makes no rule
+        # the seed keeps the primary's zone as served: a restart continues with IXFR from it
+        n.new_sync()
+        knot.write_zone(rules, 30)
+        knot.reload()
+        knot.wait_serial(30)
+        assert n.sync.cycle().outcome == "applied"
+        assert n.last_audit().record["extra"]["transfer"] == "ixfr"
+        assert _order_of(n, "bad.test") == "TW-2026-0001" and _order_of(n, "shop.fraud.test") is None
+    finally:
+        knot.stop()
+        n.resolver.close()
+        n.db.close()

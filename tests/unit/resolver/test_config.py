@@ -62,7 +62,8 @@ def test_a_complete_configuration(tmp_path: Path) -> None:
     assert cfg.zone_path(z1) == "/var/lib/he/feeds/twnic/active.rpz"
     assert z1.settings().cname_target == b"\x04stop\x07example\x04test\x00"
     assert cfg.control_socket == "/run/hotline-edge/control.sock"
-    assert cfg.blocklog == {"path": "/var/lib/he/blocklog.sqlite"}
+    assert cfg.blocklog.enabled and cfg.blocklog.path == "/var/lib/he/blocklog.sqlite"
+    assert cfg.blocklog.retention_days == 180 and cfg.blocklog.compliance_public_key is None
 
 
 def test_defaults_are_safe(tmp_path: Path) -> None:

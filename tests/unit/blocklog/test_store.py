@@ -1,0 +1,245 @@
+"""The blocked-lookup log store on a real SQLite file: records, chain, tamper evidence, aggregates,
+legal holds, and retention purges across a simulated 181 days (time is always passed in)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from nacl.public import PrivateKey
+
+from resolver.blocklog import DAY_MS, BlocklogStore
+from resolver.blocklog_seal import open_client
+from resolver.errors import BlocklogError, HoldError
+
+from .helpers import NO_ORDER, T0, TW42, TW77, ZONE, raws, template
+
+KEY = PrivateKey.generate()
+PK = bytes(KEY.public_key)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlocklogStore:
+    return BlocklogStore(str(tmp_path / "blocklog.sqlite"), node="edge-1")
+
+
+def fill_days(store: BlocklogStore, days: int, per_day: int = 4) -> None:
+    """One batch per day for ``days`` days: TW42, TW77 and order-less hits alternating."""
+    for d in range(days):
+        batch = raws(d, per_day, TW42) + raws(d, per_day, TW77, start_ms=100) + raws(d, 1, NO_ORDER, start_ms=200)
+        assert store.write_batch(batch, now_ms=T0 + d * DAY_MS + 300, public_key=PK) == 2 * per_day + 1
+
+
+def keep(days: int):
+    return lambda zone: days
+
+
+def test_records_keep_every_field_and_the_chain_verifies(store: BlocklogStore) -> None:
+    n = store.write_batch([*raws(0, 3), (T0 + 5, "2001:db8::7", 53124, (TW77, NO_ORDER), "tcp")], now_ms=T0 + 10,
+                          public_key=PK)
+    assert n == 5
+    rows = list(store.records())
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+    r = rows[3]
+    assert (r.time_ms, r.qname, r.qtype, r.transport, r.node, r.zone, r.serial, r.trigger, r.action, r.order_ref) == \
+        (T0 + 5, "nodata-order.test.", 1, "tcp", "edge-1", ZONE, 7, "QNAME", "nodata", "TW-2026-0077")
+    assert r.rule_owner == "nodata-order.test." + ZONE
+    assert rows[4].order_ref is None
+    assert open_client(KEY, r.sealed_client) == ("2001:db8::7", 53124)
+    report = store.verify()
+    assert report.ok and report.records == 5 and report.head_seq == 5, report
+    assert store.head() == (5, report.head)
+
+
+def test_the_chain_continues_across_connections(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.sqlite")
+    a = BlocklogStore(path, node="edge-1")
+    a.write_batch(raws(0, 3), now_ms=T0, public_key=PK)
+    a.close()
+    b = BlocklogStore(path, node="edge-1")
+    b.write_batch(raws(1, 2), now_ms=T0 + DAY_MS, public_key=None)
+    assert [r.seq for r in b.records()] == [1, 2, 3, 4, 5]
+    assert [r.sealed_client is None for r in b.records()] == [False] * 3 + [True] * 2
+    assert b.verify().ok
+
+
+@pytest.mark.parametrize(("tamper", "first_bad", "words"), [
+    ("UPDATE hits SET qname = 'other.test.' WHERE seq = 3", 3, "does not match"),
+    ("UPDATE hits SET time_ms = time_ms + 1 WHERE seq = 2", 2, "does not match"),
+    ("UPDATE hits SET client = NULL WHERE seq = 4", 4, "does not match"),
+    ("UPDATE contexts SET order_ref = 'TW-2026-9999'", 1, "does not match"),
+    ("DELETE FROM hits WHERE seq = 3", 3, "missing and no purge"),
+    ("DELETE FROM hits WHERE seq >= 5", 5, "newest records were removed"),
+    ("UPDATE hits SET link = zeroblob(32) WHERE seq = 6", 6, "does not match"),
+])
+def test_verify_names_the_first_broken_link(store: BlocklogStore, tamper: str, first_bad: int, words: str) -> None:
+    store.write_batch(raws(0, 6), now_ms=T0, public_key=PK)
+    assert store.verify().ok
+    store.conn.execute(tamper)
+    report = store.verify()
+    assert not report.ok and report.first_bad == first_bad and words in report.reason, report
+    assert f"record {first_bad}" in str(report)
+
+
+def test_a_forged_gap_does_not_hide_a_deletion(store: BlocklogStore) -> None:
+    """A gap row claims records were purged: the anchor must be the real link of the last one."""
+    store.write_batch(raws(0, 6), now_ms=T0, public_key=PK)
+    store.conn.execute("DELETE FROM hits WHERE seq BETWEEN 2 AND 3")
+    store.conn.execute("INSERT INTO gaps (last_seq, first_seq, records, link) VALUES (3, 2, 2, zeroblob(32))")
+    report = store.verify()
+    assert not report.ok and report.first_bad == 4
+
+
+def test_daily_aggregates_have_no_personal_data(store: BlocklogStore) -> None:
+    fill_days(store, 3)
+    days = store.daily("TW-2026-0042")
+    assert [(d["day"], d["hits"]) for d in days] == [("2026-09-21", 4), ("2026-09-22", 4), ("2026-09-23", 4)]
+    assert days[0]["node"] == "edge-1" and days[0]["zone"] == ZONE and days[0]["action"] == "nxdomain"
+    assert days[0]["first_ms"] == T0 and days[0]["last_ms"] == T0 + 3
+    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(daily)")}
+    assert cols == {"day", "node", "order_ref", "zone", "action", "hits", "first_ms", "last_ms"}
+    assert store.daily("") == [] or all(d["action"] == "nxdomain" for d in store.daily(""))
+
+
+def test_purge_after_181_days_without_a_hold(store: BlocklogStore) -> None:
+    fill_days(store, 181)
+    now = T0 + 181 * DAY_MS - 1         # day 0 is now older than 180 days, day 1 is not
+    report = store.purge(now_ms=now, retention_days=keep(180), actor="test")
+    assert report.deleted == 9 and report.kept_by_holds == 0 and report.batches_deleted == 1
+    times = [r.time_ms for r in store.records()]
+    assert min(times) >= T0 + DAY_MS and len(times) == 180 * 9
+    check = store.verify()
+    assert check.ok and check.gaps == 1 and check.records == 180 * 9, check
+    events = store.audit(kind="purge")
+    assert events and events[0]["deleted"] == 9 and events[0]["by"] == "test"
+    assert store.audit(kind="purge_done")[0]["retention_days"] == {ZONE: 180}
+    # the sealed data key of the purged batch went with it (crypto-shredding)
+    assert store.conn.execute("SELECT count(*) FROM batches WHERE min_time_ms < ?", (T0 + DAY_MS,)).fetchone()[0] == 0
+
+
+def test_purge_after_181_days_with_a_legal_hold(store: BlocklogStore) -> None:
+    fill_days(store, 181)
+    hold = store.add_hold(order_ref="TW-2026-0042", start_ms=None, end_ms=None, reason="HE-2026-000001",
+                          until_ms=T0 + 200 * DAY_MS, actor="officer:alice", now_ms=T0 + 100 * DAY_MS)
+    now = T0 + 181 * DAY_MS - 1
+    report = store.purge(now_ms=now, retention_days=keep(180), actor="test")
+    assert report.deleted == 5 and report.kept_by_holds == 4 and report.holds == (hold.id,)
+    day0 = [r for r in store.records(end_ms=T0 + DAY_MS - 1)]
+    assert {r.order_ref for r in day0} == {"TW-2026-0042"} and len(day0) == 4
+    assert all(open_client(KEY, r.sealed_client)[0].startswith("198.51.100.") for r in day0)  # key kept for them
+    assert store.verify().ok
+    # the hold ends; the next daily purge takes what it kept
+    later = store.purge(now_ms=T0 + 200 * DAY_MS, retention_days=keep(180), actor="test")
+    assert later.kept_by_holds == 0 and later.deleted == 4 + 19 * 9
+    assert min(r.time_ms for r in store.records()) >= T0 + 20 * DAY_MS
+    check = store.verify()
+    assert check.ok and check.gaps == 1, check          # adjacent purged runs merged into one
+    assert [e["kind"] for e in store.audit(limit=100)].count("hold_created") == 1
+
+
+def test_a_window_hold_and_a_released_hold(store: BlocklogStore) -> None:
+    fill_days(store, 5)
+    window = store.add_hold(order_ref=None, start_ms=T0 + DAY_MS, end_ms=T0 + 2 * DAY_MS - 1, reason="case 7",
+                            until_ms=T0 + 400 * DAY_MS, actor="alice", now_ms=T0)
+    gone = store.add_hold(order_ref="TW-2026-0077", start_ms=None, end_ms=None, reason="case 8",
+                          until_ms=T0 + 400 * DAY_MS, actor="alice", now_ms=T0)
+    store.release_hold(gone.id, actor="bob", now_ms=T0 + 2 * DAY_MS)
+    with pytest.raises(HoldError, match="already released"):
+        store.release_hold(gone.id, actor="bob", now_ms=T0 + 2 * DAY_MS)
+    report = store.purge(now_ms=T0 + 4 * DAY_MS, retention_days=keep(1), actor="t")
+    assert report.holds == (window.id,)
+    left = {(r.time_ms - T0) // DAY_MS for r in store.records()}
+    assert left == {1, 3, 4}
+    assert store.verify().ok
+    assert [h.id for h in store.holds(active_at_ms=T0 + 3 * DAY_MS)] == [window.id]
+
+
+@pytest.mark.parametrize(("kw", "words"), [
+    ({"order_ref": None, "start_ms": None, "end_ms": None}, "needs a scope"),
+    ({"order_ref": None, "start_ms": T0, "end_ms": None}, "needs a scope"),
+    ({"order_ref": "X", "start_ms": T0, "end_ms": None}, "both start and end"),
+    ({"order_ref": "X", "start_ms": T0, "end_ms": T0 - 1}, "ends before"),
+    ({"order_ref": "X", "start_ms": None, "end_ms": None, "reason": " "}, "needs a reason"),
+    ({"order_ref": "X", "start_ms": None, "end_ms": None, "until_ms": T0}, "not in the future"),
+])
+def test_bad_holds_are_refused(store: BlocklogStore, kw: dict, words: str) -> None:
+    args = {"reason": "case", "until_ms": T0 + DAY_MS, "actor": "alice", "now_ms": T0, **kw}
+    with pytest.raises(HoldError, match=words):
+        store.add_hold(**args)
+    assert store.holds() == []
+
+
+def test_per_feed_retention(store: BlocklogStore) -> None:
+    other = template("TW-2026-0100", zone="twnic.rpz.test.")
+    for d in range(10):
+        store.write_batch(raws(d, 2, TW42) + raws(d, 2, other, start_ms=50), now_ms=T0 + d * DAY_MS, public_key=None)
+    report = store.purge(now_ms=T0 + 10 * DAY_MS, retention_days=lambda z: 3 if z == ZONE else 8, actor="t")
+    assert report.cutoffs == {ZONE: 3, "twnic.rpz.test.": 8}
+    assert {(r.zone, (r.time_ms - T0) // DAY_MS) for r in store.records()} == \
+        {(ZONE, d) for d in range(7, 10)} | {("twnic.rpz.test.", d) for d in range(2, 10)}
+    assert store.verify().ok
+
+
+def test_purge_in_small_chunks_keeps_the_chain(store: BlocklogStore) -> None:
+    fill_days(store, 6, per_day=10)
+    hold = store.add_hold(order_ref="TW-2026-0077", start_ms=None, end_ms=None, reason="c", until_ms=T0 + 99 * DAY_MS,
+                          actor="a", now_ms=T0)
+    report = store.purge(now_ms=T0 + 5 * DAY_MS, retention_days=keep(2), actor="t", chunk=3)
+    assert report.kept_by_holds == 30 and report.holds == (hold.id,)
+    assert store.verify().ok
+    assert len(store.audit(limit=1000, kind="purge")) == -(-report.deleted // 3)
+
+
+def test_everything_purged_then_more_written(store: BlocklogStore) -> None:
+    fill_days(store, 2)
+    store.purge(now_ms=T0 + 10 * DAY_MS, retention_days=keep(1), actor="t")
+    assert store.counts()["records"] == 0
+    assert store.verify().ok
+    store.write_batch(raws(11, 3), now_ms=T0 + 11 * DAY_MS, public_key=PK)
+    check = store.verify()
+    assert check.ok and check.records == 3 and check.head_seq == 21
+
+
+def test_audit_chain_is_verified_too(store: BlocklogStore) -> None:
+    store.add_hold(order_ref="X", start_ms=None, end_ms=None, reason="r", until_ms=T0 + 1, actor="a", now_ms=T0)
+    store.append_audit("export", T0, {"by": "cli:root", "records": 0})
+    assert store.verify().ok
+    store.conn.execute("UPDATE audit SET payload = CAST('{}' AS BLOB) WHERE id = 1")
+    report = store.verify()
+    assert not report.ok and report.audit.first_bad == 1 and "audit chain BROKEN" in str(report)
+
+
+def test_a_failed_write_keeps_nothing_and_the_next_one_continues(store: BlocklogStore, tmp_path: Path) -> None:
+    store.write_batch(raws(0, 2), now_ms=T0, public_key=PK)
+    other = sqlite3.connect(str(tmp_path / "blocklog.sqlite"), timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")        # someone else holds the write lock
+    slow = BlocklogStore(str(tmp_path / "blocklog.sqlite"), node="edge-1", busy_timeout_s=0.05)
+    with pytest.raises(BlocklogError, match="cannot write a batch of 2 records"):
+        slow.write_batch(raws(1, 2, template("NEW-1")), now_ms=T0 + DAY_MS, public_key=PK)
+    other.execute("ROLLBACK")
+    slow.write_batch(raws(1, 2, template("NEW-1")), now_ms=T0 + DAY_MS, public_key=PK)
+    assert [r.seq for r in slow.records()] == [1, 2, 3, 4]
+    assert [r.order_ref for r in slow.records(order_ref="NEW-1")] == ["NEW-1", "NEW-1"]
+    assert slow.verify().ok
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.sqlite")
+    BlocklogStore(path).close()
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA user_version = 99")
+    c.close()
+    with pytest.raises(BlocklogError, match="schema version 99 is newer"):
+        BlocklogStore(path)
+
+
+def test_reading_a_missing_log_says_where(tmp_path: Path) -> None:
+    with pytest.raises(BlocklogError, match="no blocked-lookup log here"):
+        BlocklogStore(str(tmp_path / "none.sqlite"), readonly=True)
+
+
+def test_records_by_qname_and_window(store: BlocklogStore) -> None:
+    fill_days(store, 3)
+    got = list(store.records(qname="NODATA-ORDER.test", start_ms=T0 + DAY_MS, end_ms=T0 + 2 * DAY_MS - 1))
+    assert len(got) == 4 and {r.order_ref for r in got} == {"TW-2026-0077"}
