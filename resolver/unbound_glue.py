@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 import rpz
 from rpz import NEED_RESPONSE, ActionKind, Decision, Stage, TriggerKind, names
@@ -319,11 +319,19 @@ class Counters:
                 "hits": {f"{z}|{a}": n for (z, a), n in self.hits.items()}}
 
 
+class BatchSink(Protocol):
+    """A sink that takes the hits of one query as templates (docs/contracts.md, ``submit_hits``):
+    the blocked-lookup log's writer and ShippingSink."""
+
+    def submit_hits(self, time_ms: int, ip: str, port: int, templates: tuple[HitTemplate, ...],
+                    transport: str) -> None: ...
+
+
 @dataclass
 class Engine:
     """Decisions and answers for one Unbound process; the policy behind one swappable reference."""
 
-    sink: HitSink = field(default_factory=NullSink)
+    sink: HitSink | BatchSink = field(default_factory=NullSink)
     wallclock: Callable[[], float] = time.time
     holder: PolicyHolder = field(default_factory=PolicyHolder)
     counters: Counters = field(default_factory=Counters)
@@ -425,10 +433,21 @@ class Engine:
             return
         c = self.counters
         now_ms = int(self.wallclock() * 1000)
+        sink = self.sink
+        submit_hits = getattr(sink, "submit_hits", None)
+        if submit_hits is not None:      # the blocked-lookup log: one call per client, no record objects
+            templates = tuple(hits)
+            for cl in clients:
+                try:
+                    submit_hits(now_ms, cl.ip, cl.port, templates, cl.transport)
+                except Exception:
+                    c.sink_errors += 1
+            return
+        assert isinstance(sink, HitSink)
         for cl in clients:
             for t in hits:
                 try:
-                    self.sink.submit(HitRecord(now_ms, cl.ip, cl.port, *t, cl.transport))
+                    sink.submit(HitRecord(now_ms, cl.ip, cl.port, *t, cl.transport))
                 except Exception:
                     c.sink_errors += 1
 

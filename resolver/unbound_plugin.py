@@ -119,6 +119,7 @@ class Plugin:
         self.garden: dict[int, tuple[float, int, list[ReplyRR]]] = {}
         self._state = ub._unboundmodule._ext_state_set      # qstate.ext_state[id] = s, without the proxy
         self._synth: dict[Any, Any] = {}
+        self._sink_error = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _reply_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
@@ -130,7 +131,6 @@ class Plugin:
         return True
 
     def init(self, env: Any, mid: int) -> bool:
-        ub = self.ub
         modules = (env.cfg.module_conf or "").split()
         if "validator" not in modules or "python" not in modules or \
                 modules.index("validator") > modules.index("python"):
@@ -152,23 +152,50 @@ class Plugin:
             self.log("warning", "no_loopback_interface", unbound_config=conf,
                      effect="answers a new policy hits are expired only as client queries arrive",
                      hint='add interface: 127.0.0.1 to the server: section')
+        self.runtime.on_config = self._configure
         self.runtime.start()
+        if self.runtime.cfg is None and self._sink_error:
+            raise PluginRefused(f"the blocked-lookup log cannot be opened: {self._sink_error} (fix [blocklog] path "
+                                "or the state directory's permissions for Unbound's user, or set [blocklog] "
+                                "enabled = false to serve without it)")
         self.ub.register_inplace_cb_reply(self._reply_cb, env, mid)
         self._synth = self.engine.vetting.synth       # the same dict for the life of the process
         self.ub.register_inplace_cb_reply_cache(self._cache_cb, env, mid)
-        cfg = self.runtime.cfg
-        if cfg is not None:
-            self.engine.sink = make_sink(os.environ.get("HOTLINE_EDGE_HIT_SINK"))
-            r = cfg.resolver
-            self.not_ready_rcode = ub.RCODE_SERVFAIL if r.not_ready_rcode == "servfail" else ub.RCODE_REFUSED
-            self.serve_without_policy = r.serve_without_policy
-            if not r.break_dnssec:
-                self.log("warning", "break_dnssec_ignored", why="Unbound shares one query state among clients "
-                         "with and without DO=1; the plugin applies the policy to every client (break_dnssec "
-                         "= true)")
         self.log("info", "plugin_started", config=config, unbound=self.abi.version, module_config=" ".join(modules),
                  python=sys.version.split()[0], ready=self.engine.active is not None)
         return True
+
+    def _configure(self, cfg: Any) -> None:
+        """The first configuration that loads (before its policy takes effect): the hit sink, as our
+        resolver's supervisor chooses it, and the [resolver] settings that apply inside Unbound."""
+        ub = self.ub
+        spec = os.environ.get("HOTLINE_EDGE_HIT_SINK")
+        if spec:                                     # tests and experiments: module:factory
+            self.engine.sink = make_sink(spec, cfg)
+        elif cfg.blocklog.enabled:                   # the node's one blocked-lookup log writer, in this process
+            from resolver.blocklog_ship import BlocklogWriter
+            from resolver.errors import BlocklogError
+            try:
+                writer = BlocklogWriter(cfg.blocklog, self.log.child("resolver.blocklog"), listen=False).start()
+            except BlocklogError as exc:
+                self._sink_error = str(exc)
+                self.log("error", "blocklog_unavailable", error=str(exc), effect="no policy is applied (queries are "
+                         "refused) until the log opens", hint="fix [blocklog] path / the state directory, or set "
+                         "[blocklog] enabled = false to serve without it")
+                raise
+            self.engine.sink = writer                    # submit_hits, as docs/contracts.md describes it
+            self.log("info", "blocklog_open", path=cfg.blocklog.path, head_seq=writer.stats.head_seq,
+                     sealed=cfg.blocklog.compliance_public_key is not None)
+            if cfg.blocklog.compliance_public_key is None:
+                self.log("warning", "blocklog_without_client_addresses", hint="no [blocklog] compliance_public_key: "
+                         "hits are logged without who asked")
+        r = cfg.resolver
+        self.not_ready_rcode = ub.RCODE_SERVFAIL if r.not_ready_rcode == "servfail" else ub.RCODE_REFUSED
+        self.serve_without_policy = r.serve_without_policy
+        if not r.break_dnssec:
+            self.log("warning", "break_dnssec_ignored", why="Unbound shares one query state among clients "
+                     "with and without DO=1; the plugin applies the policy to every client (break_dnssec "
+                     "= true)")
 
     def _check_unbound(self, conf: str) -> None:
         """Options without which cached answers could bypass the policy: refuse to start."""

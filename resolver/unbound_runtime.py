@@ -37,7 +37,7 @@ from rpz.tomlconf import ConfigError, ConfigErrors, load_config
 from . import sdnotify
 from .active import build_policy, remove_old_snapshots, sources_of
 from .config import Config, validate
-from .errors import PolicyLoadError
+from .errors import PolicyLoadError, ResolverError
 from .unbound_glue import Engine
 
 WATCH_INTERVAL_S = 0.25
@@ -84,6 +84,8 @@ class Runtime:
         self.python = python or venv_python()
         self.watch_interval = watch_interval
         self.flush_target: tuple[str, int] | None = None
+        # called once, with the first configuration that loads, before any policy takes effect
+        self.on_config: Callable[[Config], None] | None = None
         self.cfg: Config | None = None
         self.generation = 0
         self.serials: dict[str, int] = {}
@@ -147,6 +149,11 @@ class Runtime:
             except OSError as exc:
                 return self._failed(reason, f"{self.config_path}: {exc.strerror}", None)
             if self.cfg is None:
+                if self.on_config is not None:       # the first configuration: the hit sink opens here
+                    try:
+                        self.on_config(cfg)
+                    except ResolverError as exc:
+                        return self._failed(reason, str(exc), None)
                 self.cfg = cfg
             sig = signature(cfg)
             gen = self.generation + 1
@@ -340,7 +347,15 @@ class Runtime:
                 "reloads": dict(self.reloads), "last_error": self.last_error or None,
                 "vetted": {"answers": len(self.engine.vetting.entries), "total": self.engine.vetting.vetted,
                            "expired": self.engine.vetting.invalidated},
-                "counters": {"queries": c.queries, "hits": sum(c.hits.values()), **c.as_dict()}}
+                "counters": {"queries": c.queries, "hits": sum(c.hits.values()), **c.as_dict()},
+                **self._blocklog_status()}
+
+    def _blocklog_status(self) -> dict[str, Any]:
+        stats = getattr(self.engine.sink, "stats", None)     # the blocked-lookup log writer's
+        if stats is None:
+            return {}
+        return {"blocklog": {"records": stats.records, "dropped": stats.dropped, "write_errors": stats.write_errors,
+                             "head_seq": stats.head_seq, "last_commit": stats.last_commit or None}}
 
 
 def listen_unix(path: str) -> socket.socket:
