@@ -173,6 +173,7 @@ def test_unbound_plugin_mode_renders_unbound_settings_and_a_plugin_config(tmp_pa
     c = tomllib.loads(text)
     assert "upstreams" not in c["resolver"] and "listen" not in c["resolver"]
     assert c["resolver"]["allow"] and c["policy"]["zone"][0]["name"] == "local.rpz.test"
+    assert c["blocklog"]["path"] == "/var/lib/hotline-edge/blocklog/blocklog.sqlite"
     conf = tmp_path / "config.toml"
     conf.write_text(_materialise(text, tmp_path / "etc"))
     out = subprocess.run([sys.executable, "-m", "resolver.unbound_runtime", "checkconf", str(conf)], cwd=REPO,
@@ -193,7 +194,8 @@ def test_unbound_plugin_mode_renders_unbound_settings_and_a_plugin_config(tmp_pa
     dropin = (tmp_path / "edge-tpe-1.dropin.conf").read_text()
     for line in ("Environment=HOTLINE_EDGE_CONFIG=/etc/hotline-edge/config.toml",
                  "Environment=HOTLINE_EDGE_VENV=/opt/hotline-edge/venv",
-                 "Environment=PYTHONPATH=/usr/lib/python3/dist-packages", "SupplementaryGroups=hotline-edge"):
+                 "Environment=PYTHONPATH=/usr/lib/python3/dist-packages", "SupplementaryGroups=hotline-edge",
+                 "UMask=0007"):
         assert line in dropin, line
 
     checkconf = _unbound_checkconf()
