@@ -7,7 +7,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${HOTLINE_EDGE_VENV:-$ROOT/.venv}
-DEB_PACKAGES="unbound bind9 bind9-dnsutils knot knot-dnsutils dnsperf sqlite3 iproute2 procps
+DEB_PACKAGES="unbound python3-unbound bind9 bind9-dnsutils knot knot-dnsutils dnsperf sqlite3 iproute2 procps
   debootstrap systemd-container python3-venv"
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }

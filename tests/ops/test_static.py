@@ -92,7 +92,8 @@ def test_admin_node_config(rendered: dict[str, dict]) -> None:  # type: ignore[t
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ("hotline_edge_mode=unbound_plugin", "not handled by\nthis role yet"),
+    ('{"hotline_edge_mode": "unbound_plugin", "hotline_edge_components": ["feed", "retention"]}',
+     "unbound_plugin runs the policy inside Unbound"),
     ('{"hotline_edge_allow": ["0.0.0.0/0"]}', "must list the customer prefixes"),
     ('{"hotline_edge_tsig_keys": [{"name": "hotline-tw", "algorithm": "hmac-md5", "secret": "eA=="}]}',
      "Check the TSIG keys"),
@@ -152,3 +153,61 @@ def test_example_config_passes_checkconf(host: str, rendered: dict[str, dict], t
     cli = pathlib.Path(sys.executable).parent / "hotline-edge"
     out = subprocess.run([str(cli), "checkconf", str(conf)], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _unbound_checkconf() -> str | None:
+    for p in ("/usr/sbin/unbound-checkconf", "/usr/bin/unbound-checkconf"):
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def test_unbound_plugin_mode_renders_unbound_settings_and_a_plugin_config(tmp_path: pathlib.Path) -> None:
+    """hotline_edge_mode=unbound_plugin: config.toml without the forwarder's keys, accepted by the
+    plugin's checkconf; the Unbound snippet has the settings the plugin requires and passes
+    unbound-checkconf; the unbound.service drop-in names the config and the venv."""
+    r = render(tmp_path, "--limit", "edge-tpe-1", "-e", "hotline_edge_mode=unbound_plugin",
+               "-e", '{"hotline_edge_upstreams": []}')
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (tmp_path / "edge-tpe-1.toml").read_text()
+    c = tomllib.loads(text)
+    assert "upstreams" not in c["resolver"] and "listen" not in c["resolver"]
+    assert c["resolver"]["allow"] and c["policy"]["zone"][0]["name"] == "local.rpz.test"
+    assert c["blocklog"]["path"] == "/var/lib/hotline-edge/blocklog/blocklog.sqlite"
+    conf = tmp_path / "config.toml"
+    conf.write_text(_materialise(text, tmp_path / "etc"))
+    out = subprocess.run([sys.executable, "-m", "resolver.unbound_runtime", "checkconf", str(conf)], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the resolver's own checkconf would demand upstreams: the role validates with the plugin's
+    cli = pathlib.Path(sys.executable).parent / "hotline-edge"
+    own = subprocess.run([str(cli), "checkconf", str(conf)], capture_output=True, text=True, check=False)
+    assert own.returncode != 0 and "upstream" in own.stdout + own.stderr
+
+    snippet = (tmp_path / "edge-tpe-1.unbound.conf").read_text()
+    for line in ('module-config: "validator python iterator"', "ignore-cd-flag: yes", "serve-expired: no",
+                 "interface: 192.0.2.11@53", "interface: 2001:db8:11::53@53", "interface: 127.0.0.1@53",
+                 "access-control: 0.0.0.0/0 refuse",
+                 'python-script: "/opt/hotline-edge/venv/lib/python3.11/site-packages/resolver/unbound_plugin.py"'):
+        assert line in snippet, line
+    assert "0.0.0.0/0 allow" not in snippet and "::/0 allow" not in snippet
+    dropin = (tmp_path / "edge-tpe-1.dropin.conf").read_text()
+    for line in ("Environment=HOTLINE_EDGE_CONFIG=/etc/hotline-edge/config.toml",
+                 "Environment=HOTLINE_EDGE_VENV=/opt/hotline-edge/venv",
+                 "Environment=PYTHONPATH=/usr/lib/python3/dist-packages", "SupplementaryGroups=hotline-edge",
+                 "UMask=0007"):
+        assert line in dropin, line
+
+    checkconf = _unbound_checkconf()
+    if checkconf is None:
+        pytest.skip("unbound-checkconf missing (Debian package unbound)")
+    # unbound-checkconf on the snippet alone, with this checkout's module and addresses it can check
+    local = snippet.replace("/opt/hotline-edge/venv/lib/python3.11/site-packages/resolver/unbound_plugin.py",
+                            str(REPO / "resolver" / "unbound_plugin.py"))
+    local = local.replace('server:\n', f'server:\n    directory: "{tmp_path}"\n    username: ""\n    pidfile: ""\n', 1)
+    (tmp_path / "unbound.conf").write_text(local)
+    env = {**os.environ, "PYTHONPATH": "/usr/lib/python3/dist-packages"}    # as the drop-in sets it
+    out = subprocess.run([checkconf, str(tmp_path / "unbound.conf")], capture_output=True, text=True, check=False,
+                         env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "plugin_settings_ok" in out.stdout + out.stderr, "unbound-checkconf ran the plugin's own checks"
