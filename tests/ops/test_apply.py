@@ -238,11 +238,17 @@ def test_resolver_metrics_count_the_queries(dep: Deployment) -> None:
     applied(dep)
     needs_systemd(dep)
     ask(dep, "csam-site.test.", "allowed.test.")
-    body = http_get(dep, f"http://{METRICS_LISTEN}/metrics", "hotline-edge-resolver.service")["body"]
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("hotline_edge_resolver_") and " " in line}
-    hits = [v for k, v in samples.items() if k.startswith("hotline_edge_resolver_policy_hits")]
-    assert hits and sum(hits) >= 1, "no policy hit counted:\n" + body[:2000]
+    # worker processes report their counters to the main process every second or so: wait for it
+    deadline = time.monotonic() + 20
+    while True:
+        body = http_get(dep, f"http://{METRICS_LISTEN}/metrics", "hotline-edge-resolver.service")["body"]
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                   if line.startswith("hotline_edge_resolver_") and " " in line}
+        hits = [v for k, v in samples.items() if k.startswith("hotline_edge_resolver_policy_hits")]
+        if (hits and sum(hits) >= 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert hits and sum(hits) >= 1, "no policy hit counted within 20 s:\n" + body[:2000]
     assert samples.get("hotline_edge_resolver_ready") == 1.0, body[:2000]
 
 
