@@ -268,6 +268,12 @@ class BlocklogWriter:
         else:
             self.stats.dropped_writer += len(templates)
 
+    def submit(self, hit: HitRecord) -> None:
+        """resolver.hits.HitSink: one HitRecord from a producer in this process."""
+        self.submit_hits(hit.time_ms, hit.client_ip, hit.client_port,
+                         ((hit.qname, hit.qtype, hit.zone, hit.serial, hit.trigger, hit.rule_owner, hit.action,
+                           hit.order_ref),), hit.transport)
+
     def close(self, timeout: float = 5.0) -> None:
         """Read what the workers still send (until they hang up or ``timeout``), write it, stop."""
         self._stopping.set()
