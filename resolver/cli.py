@@ -169,20 +169,7 @@ def cmd_checkconf(args: argparse.Namespace) -> int:
         except ConfigErrors as exc:
             errors.extend(str(e) for e in exc.errors)
         doc.errors.clear()
-        for spec in OTHER_VALIDATORS:
-            mod_name, _, func = spec.partition(":")
-            try:
-                validator = getattr(importlib.import_module(mod_name), func)
-            except (ImportError, AttributeError):
-                continue
-            try:
-                validator(doc)
-            except ConfigErrors as exc:
-                errors.extend(str(e) for e in exc.errors)
-            except ConfigError as exc:
-                errors.append(str(exc))
-            errors.extend(str(e) for e in doc.errors)
-            doc.errors.clear()
+        errors.extend(other_section_errors(doc))
     if args.json:
         out: dict[str, Any] = {"file": args.file, "ok": not errors, "errors": errors}
         if cfg is not None and not errors:
@@ -202,6 +189,28 @@ def cmd_checkconf(args: argparse.Namespace) -> int:
         else:
             print(f"{args.file}: ok (no [resolver] on this node)")
     return 2 if errors else 0
+
+
+def other_section_errors(doc: Any) -> list[str]:
+    """The problems the other packages' validators (OTHER_VALIDATORS: feedsync's [[feed]], the admin
+    API's [api]) find in a parsed configuration; a package that is not installed is skipped."""
+    from rpz.tomlconf import ConfigError, ConfigErrors
+    errors: list[str] = []
+    for spec in OTHER_VALIDATORS:
+        mod_name, _, func = spec.partition(":")
+        try:
+            validator = getattr(importlib.import_module(mod_name), func)
+        except (ImportError, AttributeError):
+            continue
+        try:
+            validator(doc)
+        except ConfigErrors as exc:
+            errors.extend(str(e) for e in exc.errors)
+        except ConfigError as exc:
+            errors.append(str(exc))
+        errors.extend(str(e) for e in doc.errors)
+        doc.errors.clear()
+    return errors
 
 
 def control_request(path: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -388,9 +388,7 @@ def checkconf(path: str) -> list[str]:
     """Every problem of ``path`` for a node whose policy runs inside Unbound: the resolver's sections
     without upstreams (Unbound resolves), at least one policy zone, and feedsync's and the admin API's
     sections as ``hotline-edge checkconf`` checks them. Empty when the file is fine."""
-    import importlib
-
-    from .cli import OTHER_VALIDATORS
+    from .cli import other_section_errors
     errors: list[str] = []
     try:
         load_plugin_config(path)
@@ -401,21 +399,7 @@ def checkconf(path: str) -> list[str]:
         return errors
     except OSError as exc:
         return [f"{path}: {exc.strerror}"]
-    doc = load_config(path)
-    for spec in OTHER_VALIDATORS:
-        mod_name, _, func = spec.partition(":")
-        try:
-            validator = getattr(importlib.import_module(mod_name), func)
-        except (ImportError, AttributeError):
-            continue
-        try:
-            validator(doc)
-        except ConfigErrors as exc:
-            errors.extend(str(e) for e in exc.errors)
-        except ConfigError as exc:
-            errors.append(str(exc))
-        errors.extend(str(e) for e in doc.errors)
-        doc.errors.clear()
+    errors.extend(other_section_errors(load_config(path)))
     return errors
 
 
