@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any
 
 from rpz import hashchain
+from rpz.sqlitetx import immediate
 
 from .errors import StateError
 
@@ -199,19 +200,9 @@ class StateDB:
                         self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version = {n + 1}")
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers serialize, readers go on."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        return immediate(self.conn)
 
     # --- feed state ------------------------------------------------------------------------------
 
@@ -242,17 +233,9 @@ class StateDB:
 
     def audit(self, feed: str | None = None, limit: int | None = None, kind: str | None = None
               ) -> list[AuditRecord]:
+        where, args = _where(("feed = ?", feed or None), ("kind = ?", kind or None))
         q = "SELECT id, feed, serial, kind, at, payload FROM audit"
-        cond, args = [], []
-        if feed:
-            cond.append("feed = ?")
-            args.append(feed)
-        if kind:
-            cond.append("kind = ?")
-            args.append(kind)
-        if cond:
-            q += " WHERE " + " AND ".join(cond)
-        q += " ORDER BY id DESC"
+        q += where + " ORDER BY id DESC"
         if limit:
             q += f" LIMIT {int(limit)}"
         return [AuditRecord(i, f, s, k, a, json.loads(p)) for i, f, s, k, a, p in self.conn.execute(q, args)]
@@ -281,17 +264,10 @@ class StateDB:
             return True
 
     def holds(self, feed: str | None = None, status: str | None = None) -> list[Hold]:
+        where, args = _where(("feed = ?", feed or None), ("status = ?", status or None))
         q = "SELECT * FROM holds"
-        cond, args = [], []
-        if feed:
-            cond.append("feed = ?")
-            args.append(feed)
-        if status:
-            cond.append("status = ?")
-            args.append(status)
-        if cond:
-            q += " WHERE " + " AND ".join(cond)
-        return [Hold(*r) for r in self.conn.execute(q + " ORDER BY held_at", args)]
+        q += where + " ORDER BY held_at"
+        return [Hold(*r) for r in self.conn.execute(q, args)]
 
     def approve(self, feed: str, serial: int | None, by: str, at: float) -> Hold | None:
         """Approve the held version (the given serial, or the current hold). Audited."""
@@ -374,19 +350,10 @@ class StateDB:
 
     def receipts(self, feed: str | None = None, since: float | None = None, unpushed: bool = False
                  ) -> list[dict[str, Any]]:
+        where, args = _where(("feed = ?", feed or None), ("applied_at >= ?", since),
+                             ("pushed_at IS NULL", True if unpushed else None))
         q = "SELECT id, feed, serial, applied_at, body, signature, key_id, pushed_at, push_error FROM receipts"
-        cond: list[str] = []
-        args: list[Any] = []
-        if feed:
-            cond.append("feed = ?")
-            args.append(feed)
-        if since is not None:
-            cond.append("applied_at >= ?")
-            args.append(since)
-        if unpushed:
-            cond.append("pushed_at IS NULL")
-        if cond:
-            q += " WHERE " + " AND ".join(cond)
+        q += where
         out = []
         for i, f, s, a, body, sig, kid, pushed, err in self.conn.execute(q + " ORDER BY id", args):
             out.append({"id": i, "feed": f, "serial": s, "applied_at": a, "receipt": json.loads(body),
@@ -397,3 +364,12 @@ class StateDB:
     def mark_pushed(self, receipt_id: int, at: float | None, error: str | None) -> None:
         with self.tx() as c:
             c.execute("UPDATE receipts SET pushed_at=?, push_error=? WHERE id=?", (at, error, receipt_id))
+
+
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` WHERE a AND b`` of the conditions whose value is not None, and the values of their
+    placeholders (a condition without ``?`` takes none)."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(sql for sql, _ in used), [v for sql, v in used if "?" in sql]

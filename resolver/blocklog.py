@@ -34,6 +34,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _jstr
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 import sqlite_utils
 
 from rpz import hashchain
+from rpz.sqlitetx import immediate
 
 from .blocklog_seal import NONCE_LEN, BatchSealer, blob
 from .errors import BlocklogError, HoldError
@@ -231,19 +233,9 @@ class BlocklogStore:
                 MIGRATIONS[n](db)
                 self.conn.execute(f"PRAGMA user_version = {n + 1}")
 
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers serialize, readers go on."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        return immediate(self.conn)
 
     # -- writing ------------------------------------------------------------------------------------
 
