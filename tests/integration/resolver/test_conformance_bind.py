@@ -32,7 +32,7 @@ import dns.rdatatype
 import pytest
 
 from . import zones
-from .peers import Peer, ask, free_port, resolver_config, start_bind, start_resolver
+from .peers import Peer, ask, start_bind
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +50,9 @@ def bind(tmp_path_factory: pytest.TempPathFactory, unbound: Peer) -> Iterator[Pe
     peer.stop()
 
 
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory, unbound: Peer) -> Iterator[Peer]:
-    work: Path = tmp_path_factory.mktemp("ours")
-    zone_tables = []
+def zone_tables(work: Path) -> list[dict[str, object]]:
+    """The POLICY zones written under ``work``, as [[policy.zone]] tables (BIND's options, ours)."""
+    tables = []
     for name, text in POLICY:
         f = work / f"{name}.zone"
         f.write_text(text)
@@ -62,12 +61,9 @@ def ours(tmp_path_factory: pytest.TempPathFactory, unbound: Peer) -> Iterator[Pe
             t.update(ede=17, ede_text="order {order_ref}")
         if name == "log.rpz.test":
             t["override"] = "disabled"
-        zone_tables.append(t)
-    port = free_port()
-    cfg = resolver_config(work, port, [unbound.port], zone_tables)
-    peer = start_resolver(work, cfg, port)
-    yield peer
-    peer.stop()
+        tables.append(t)
+    return tables
+
 
 
 def _without_order_refs(text: str) -> str:

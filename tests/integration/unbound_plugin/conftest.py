@@ -4,6 +4,6 @@ The same fixtures as the resolver's tests (tests/integration/resolver/conftest.p
 
 from __future__ import annotations
 
-from ..resolver.conftest import knot, unbound
+from ..resolver.conftest import knot, ours, unbound
 
-__all__ = ["knot", "unbound"]
+__all__ = ["knot", "ours", "unbound"]

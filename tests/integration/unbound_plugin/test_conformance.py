@@ -19,46 +19,22 @@ Differences, by design, checked on their own below:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.exception
 import dns.message
 import pytest
 
-from ..resolver.peers import Peer, ask, free_port, resolver_config, start_resolver
-from ..resolver.test_conformance_bind import POLICY, QUESTIONS, _ask, _same, _view
+from ..resolver.peers import Peer, ask
+from ..resolver.test_conformance_bind import QUESTIONS, _ask, _same, _view, zone_tables
 from .harness import log_events, plugin_config, start_plugin
 
 pytestmark = pytest.mark.integration
 
 
-def _zone_tables(work: Path) -> list[dict[str, object]]:
-    tables = []
-    for name, text in POLICY:
-        f = work / f"{name}.zone"
-        f.write_text(text)
-        t: dict[str, object] = {"file": str(f), "name": name + ".", "max_policy_ttl": 60}
-        if name == "rpz.test":
-            t.update(ede=17, ede_text="order {order_ref}")
-        if name == "log.rpz.test":
-            t["override"] = "disabled"
-        tables.append(t)
-    return tables
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory, unbound: Peer) -> Iterator[Peer]:
-    work = tmp_path_factory.mktemp("ours")
-    port = free_port()
-    peer = start_resolver(work, resolver_config(work, port, [unbound.port], _zone_tables(work)), port)
-    yield peer
-    peer.stop()
-
-
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory: pytest.TempPathFactory, knot: Peer) -> Iterator[Peer]:
     work = tmp_path_factory.mktemp("plugin")
-    peer = start_plugin(work, knot.port, plugin_config(work, _zone_tables(work)))
+    peer = start_plugin(work, knot.port, plugin_config(work, zone_tables(work)))
     yield peer
     peer.stop()
 
