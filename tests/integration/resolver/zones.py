@@ -6,6 +6,12 @@ log-only (disabled) zone, client-IP rules for a second and a third loopback addr
 prefixes of two lengths, CNAME and DNAME chains.
 """
 
+from __future__ import annotations
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
 AUTH_EXAMPLE = """\
 $ORIGIN example.
 $TTL 300
@@ -127,3 +133,40 @@ def hammer_policy(serial: int, blocked: list[str]) -> str:
     ]
     lines += [f"{name.rstrip('.')} CNAME ." for name in blocked]
     return "\n".join(lines) + "\n"
+
+
+# -- the hot-swap model: version k blocks every other one of NAMES, shifted by k ------------------------
+
+HAMMER_NAMES = [f"h{i}.walled.test." for i in range(24)]
+HAMMER_BASE = 1000        # version k is served with SOA serial HAMMER_BASE + k
+
+
+def blocked_in(version: int) -> set[str]:
+    return {n for i, n in enumerate(HAMMER_NAMES) if (i + version) % 2 == 0}
+
+
+def hammer_version(version: int) -> str:
+    return hammer_policy(HAMMER_BASE + version, sorted(blocked_in(version)))
+
+
+def soa_serial(resp: dns.message.Message) -> int | None:
+    """The serial of the policy SOA in the additional section (which version answered)."""
+    for rrset in resp.additional:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
+
+
+def fits_a_version(name: str, resp: dns.message.Message, t0: float, t1: float,
+                   intervals: dict[int, list[float]]) -> bool:
+    """The answer for ``name`` asked between t0 and t1 is what some version active in that time
+    (``intervals``: version -> [from, to]) gives: NXDOMAIN with that version's serial when it
+    blocks the name, the upstream's 192.0.2.200 when one of them does not."""
+    possible = {k for k, (a, b) in intervals.items() if a <= t1 and b >= t0}
+    if resp.rcode() == dns.rcode.NXDOMAIN:
+        serial = soa_serial(resp)
+        return serial is not None and serial - HAMMER_BASE in possible and name in blocked_in(serial - HAMMER_BASE)
+    if resp.rcode() == dns.rcode.NOERROR:
+        addrs = [rd.address for rrset in resp.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset]
+        return addrs == ["192.0.2.200"] and any(name not in blocked_in(k) for k in possible)
+    return False

@@ -36,18 +36,13 @@ from .harness import log_events, plugin_config, start_plugin
 
 pytestmark = pytest.mark.integration
 
-NAMES = [f"h{i}.walled.test." for i in range(24)]
+NAMES = zones.HAMMER_NAMES
 SWAPS = 20
-BASE = 1000
 ENFORCE_WITHIN_S = 2.0
 
 
-def blocked_in(version: int) -> set[str]:
-    return {n for i, n in enumerate(NAMES) if (i + version) % 2 == 0}
-
-
 def activate(snap: Path, version: int) -> None:
-    zone = rpz.compile_text(zones.hammer_policy(BASE + version, sorted(blocked_in(version))).encode(), "swap")
+    zone = rpz.compile_text(zones.hammer_version(version).encode(), "swap")
     write_snapshot(zone, str(snap))      # temp, fsync, rename, fsync(dir): what feedsync does
 
 
@@ -72,24 +67,6 @@ class Client(threading.Thread):
             except dns.exception.Timeout:
                 r = None
             self.results.append((t0, time.monotonic(), name, r))
-
-
-def _serial(resp: dns.message.Message) -> int | None:
-    for rrset in resp.additional:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)
-    return None
-
-
-def _fits(name: str, resp: dns.message.Message, t0: float, t1: float, intervals: dict[int, list[float]]) -> bool:
-    possible = {k for k, (a, b) in intervals.items() if a <= t1 and b >= t0}
-    if resp.rcode() == dns.rcode.NXDOMAIN:
-        serial = _serial(resp)
-        return serial is not None and serial - BASE in possible and name in blocked_in(serial - BASE)
-    if resp.rcode() == dns.rcode.NOERROR:
-        addrs = [rd.address for rrset in resp.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset]
-        return addrs == ["192.0.2.200"] and any(name not in blocked_in(k) for k in possible)
-    return False
 
 
 def _outcome(port: int, name: str) -> str:
@@ -118,12 +95,12 @@ def test_twenty_activations_under_load(feed_plugin: tuple[Peer, Path]) -> None:
         latencies = []
         for k in range(1, SWAPS + 1):
             flipped = NAMES[k % len(NAMES)]            # every name flips between consecutive versions
-            want = "blocked" if flipped in blocked_in(k) else "allowed"
+            want = "blocked" if flipped in zones.blocked_in(k) else "allowed"
             t_req = time.monotonic()
             activate(snap, k)
             if k % 2 == 0:                             # announced as feedsync does; else the watcher sees it
                 reply = control(peer, {"cmd": "reload"})
-                assert reply["ok"] is True and reply["zones"] == {"swap.rpz.test.": BASE + k}, reply
+                assert reply["ok"] is True and reply["zones"] == {"swap.rpz.test.": zones.HAMMER_BASE + k}, reply
             while _outcome(peer.port, flipped) != want:
                 assert time.monotonic() - t_req < 10, f"version {k} not enforced after 10 s"
             latencies.append(time.monotonic() - t_req)
@@ -137,13 +114,13 @@ def test_twenty_activations_under_load(feed_plugin: tuple[Peer, Path]) -> None:
             c.join(10)
         results = [r for c in clients for r in c.results]
         dropped = [r for r in results if r[3] is None]
-        wrong = [(name, r.rcode(), _serial(r)) for t0, t1, name, r in results
-                 if r is not None and not _fits(name, r, t0, t1, intervals)]
+        wrong = [(name, r.rcode(), zones.soa_serial(r)) for t0, t1, name, r in results
+                 if r is not None and not zones.fits_a_version(name, r, t0, t1, intervals)]
         assert len(results) > 500, f"only {len(results)} queries were made"
         assert dropped == [], f"{len(dropped)} of {len(results)} queries got no answer"
         assert wrong == [], f"{len(wrong)} of {len(results)} answers fit no active version: {wrong[:5]}"
         assert max(latencies) <= ENFORCE_WITHIN_S, f"enforcement took {max(latencies):.2f} s: {latencies}"
-        served = {_serial(r) for *_x, r in results if r is not None and _serial(r) is not None}
+        served = {zones.soa_serial(r) for *_x, r in results if r is not None and zones.soa_serial(r) is not None}
         assert len(served) >= SWAPS // 2, f"answers came from only {len(served)} versions"
         assert peer.proc.poll() is None and peer.proc.pid == pid          # no restart
         active = [e for e in log_events(peer) if e.get("event") == "policy_active"]
@@ -163,7 +140,7 @@ def test_a_failed_activation_keeps_the_running_policy(feed_plugin: tuple[Peer, P
         assert reply["ok"] is False and "snap" in reply["error"]
         assert _outcome(peer.port, NAMES[0]) == "blocked"          # still version 0
         status = control(peer, {"cmd": "status"})
-        assert status["zones"] == {"swap.rpz.test.": BASE} and status["last_error"]
+        assert status["zones"] == {"swap.rpz.test.": zones.HAMMER_BASE} and status["last_error"]
         activate(snap, 1)
         deadline = time.monotonic() + ENFORCE_WITHIN_S
         while _outcome(peer.port, NAMES[0]) != "allowed":
