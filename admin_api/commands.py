@@ -7,12 +7,14 @@ starts fast. Exit codes: 0 ok, 1 problems found, 2 usage or unreadable input, 3 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import hashlib
 import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -482,42 +484,52 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if parsed.rejected else 0
 
 
+def _exit_codes(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The admin commands' exit codes for what their work raises, the message on stderr: what was
+    asked for is not there or not allowed now (NotFound, Conflict) 1, the database failed
+    (StoreError) 3."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from .errors import Conflict, NotFound, StoreError
+        try:
+            return func(args)
+        except (NotFound, Conflict) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        except StoreError as exc:
+            print(str(exc), file=sys.stderr)
+            return 3
+    return run
+
+
+@_exit_codes
 def cmd_purge(args: argparse.Namespace) -> int:
     cfg = _with_config(args)
     if cfg is None:
         return 2
     from .clock import SystemClock
-    from .errors import StoreError
     from .roles import Role
     from .service import DisclosureService
     from .store import Store
     from .tokens import Principal
-    try:
-        svc = DisclosureService(Store(cfg.database), cfg, SystemClock(), None)
-        counts = svc.purge_sessions(Principal("-", _actor(), Role.OPERATOR, SystemClock().now()))
-    except StoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
+    svc = DisclosureService(Store(cfg.database), cfg, SystemClock(), None)
+    counts = svc.purge_sessions(Principal("-", _actor(), Role.OPERATOR, SystemClock().now()))
     print(f"purged {counts['sessions']} session records and {counts['port_blocks']} port blocks "
           f"older than {cfg.session_retention_days} days")
     return 0
 
 
+@_exit_codes
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     cfg = _with_config(args)
     if cfg is None:
         return 2
-    from .errors import StoreError
     from .store import Store
     if cfg.database != ":memory:" and not os.path.exists(cfg.database):
         print(f"{cfg.database}: no compliance database here (check [api] database or --database)", file=sys.stderr)
         return 2
-    try:
-        with Store(cfg.database).read() as tx:
-            check = tx.verify_audit()
-    except StoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
+    with Store(cfg.database).read() as tx:
+        check = tx.verify_audit()
     if args.json:
         print(json.dumps({"ok": check.ok, "checked": check.checked, "first_bad": check.first_bad,
                           "reason": check.reason, "head": check.head.hex()}))
@@ -537,19 +549,12 @@ def _node_view(args: argparse.Namespace) -> Any:
         return None
 
 
+@_exit_codes
 def cmd_hotline_status(args: argparse.Namespace) -> int:
     view = _node_view(args)
     if view is None:
         return 2
-    from .errors import NotFound, StoreError
-    try:
-        st = view.status(args.order)
-    except NotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except StoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
+    st = view.status(args.order)
     if args.json:
         print(st.model_dump_json(indent=2))
         return 0 if st.active else 1
@@ -570,19 +575,12 @@ def cmd_hotline_status(args: argparse.Namespace) -> int:
     return 0 if st.active else 1
 
 
+@_exit_codes
 def cmd_hotline_probe(args: argparse.Namespace) -> int:
     view = _node_view(args)
     if view is None:
         return 2
-    from .errors import Conflict, NotFound, StoreError
-    try:
-        p = view.probe(args.order)
-    except (NotFound, Conflict) as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except StoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
+    p = view.probe(args.order)
     if args.json:
         print(p.model_dump_json(indent=2))
     else:
