@@ -141,8 +141,9 @@ with the configuration written to the working folder.
   hotline-edge demo --port 5355 --upstream-port 5356 --api-port 8081
   hotline-edge demo --dir /tmp/hotline-edge-demo       (keep the folder: config, keys, logs)
 
-Exit status: 0 after a clean stop, 3 when a port is in use or a component did not start (the
-last lines of its log are printed).
+Exit status: 0 after a clean stop, 2 for bad options (a port out of range, the same port twice,
+a --dir that is not empty), 3 when a port is in use or a component did not start (the last lines
+of its log are printed).
 """
 
 
@@ -240,9 +241,9 @@ Exit status: 0 revoked, 1 no such token.
 
     d = sub.add_parser("demo", help="run the whole appliance on loopback (demo data)", description=HELP_DEMO,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    d.add_argument("--port", type=int, default=5353, help="resolver port on 127.0.0.1 (default 5353)")
-    d.add_argument("--upstream-port", type=int, default=5354, help="demo upstream port (default 5354)")
-    d.add_argument("--api-port", type=int, default=8080, help="admin API port on 127.0.0.1 (default 8080)")
+    d.add_argument("--port", type=_port, default=5353, help="resolver port on 127.0.0.1 (default 5353)")
+    d.add_argument("--upstream-port", type=_port, default=5354, help="demo upstream port (default 5354)")
+    d.add_argument("--api-port", type=_port, default=8080, help="admin API port on 127.0.0.1 (default 8080)")
     d.add_argument("--dir", metavar="DIR", help="keep keys, repository, state and logs in DIR (new or empty) "
                                                 "instead of a temporary folder removed at exit")
     d.set_defaults(func=cmd_demo)
@@ -596,6 +597,23 @@ def cmd_hotline_probe(args: argparse.Namespace) -> int:
         for d in p.differences:
             print(f"  - {d}")
     return 0 if p.verdict == "ENFORCED" else 1
+def _port(text: str) -> int:
+    """An argparse type: a TCP/UDP port number, 1..65535."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n} is not a port number (1..65535)")
+    return n
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoPorts, run
+    if args.dir and os.path.isdir(args.dir) and os.listdir(args.dir):
+        print(f"--dir {args.dir} is not empty: give a new or empty folder", file=sys.stderr)
+        return 2
+    if len({args.port, args.upstream_port, args.api_port}) < 3:
+        print("--port, --upstream-port and --api-port must differ", file=sys.stderr)
+        return 2
     return run(DemoPorts(dns=args.port, upstream=args.upstream_port, api=args.api_port), args.dir, sys.stdout)

@@ -118,3 +118,18 @@ def test_scripts_test_fails_when_nothing_is_collected() -> None:
                        env={**os.environ, "HOTLINE_EDGE_SKIP_STATIC": "1"})
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert "collected no tests" in r.stdout
+
+
+def test_demo_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None:
+    cli = [str(ROOT / ".venv" / "bin" / "hotline-edge"), "demo"]
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("operator's file")
+    for args, says in ((["--port", "70000"], "70000 is not a port number"),
+                       (["--port", "abc"], "'abc' is not a port number"),
+                       (["--port", "5399", "--upstream-port", "5399"], "must differ"),
+                       (["--dir", str(tmp_path / "used")], "is not empty")):
+        r = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert says in r.stderr, (args, r.stderr)
+    assert (tmp_path / "used" / "keep.txt").read_text() == "operator's file"     # nothing touched
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == ["keep.txt"]
