@@ -36,12 +36,15 @@ Exit status: 2 bad configuration or keys, 3 cannot bind or open the database.
 
 HELP_ISSUE = """\
 Issue, list and revoke API tokens. A token has one role and an expiry; only its argon2id hash is
-stored. The token is printed once, on stdout.
+stored. The token is printed once, on stdout. For a fleet, make tokens offline and provision them
+by id and hash (the Ansible role's hotline_edge_api_tokens does this from a vault).
 
   hotline-edge api token issue --role officer --subject "Chan Tai Man" --ttl 8h
   hotline-edge api token issue --role auditor --subject audit-team --ttl 30d --note "Q3 review"
   hotline-edge api token list
   hotline-edge api token revoke 3f9a0c1d2e4b5a67
+  hotline-edge api token make --role hotline --subject analyst@hotline.test --ttl 90d
+  hotline-edge api token provision /etc/hotline-edge/api-tokens.json
 
 Roles: officer (intake, verification, scoping, execution), approver (approves or rejects; never
 for a case they prepared), hotline, operator (session imports, metrics), auditor (audit, stats).
@@ -158,7 +161,7 @@ def register(sub: Any) -> None:
     s.add_argument("--listen", metavar="HOST:PORT", help="override [api] listen (default 127.0.0.1:8080)")
     s.set_defaults(func=cmd_serve)
 
-    t = asub.add_parser("token", help="issue, list, revoke API tokens", description=HELP_ISSUE,
+    t = asub.add_parser("token", help="issue, list, revoke, make and provision API tokens", description=HELP_ISSUE,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     raw = argparse.RawDescriptionHelpFormatter
@@ -192,6 +195,37 @@ Exit status: 0 revoked, 1 no such token.
     _common(tr)
     tr.add_argument("token_id")
     tr.set_defaults(func=cmd_token_revoke)
+
+    tm = tsub.add_parser("make", help="make a token offline, for provisioning by id and hash", formatter_class=raw,
+                         description="""\
+Make a token without storing it anywhere: prints one JSON object with "token" (give it to its
+user) and "entry" (id, role, subject, argon2id hash, expiry: put it in the inventory's vault as an
+item of hotline_edge_api_tokens; `token provision` and the Ansible role load it). The appliance
+then holds only the hash. Needs no config and no database.
+
+  hotline-edge api token make --role hotline --subject analyst@hotline.test --ttl 90d
+  hotline-edge api token make --role auditor --subject audit-team --ttl 30d | jq .entry
+""")
+    tm.add_argument("--role", required=True, choices=["officer", "approver", "hotline", "operator", "auditor"])
+    tm.add_argument("--subject", required=True, help="the person or system that will use it")
+    tm.add_argument("--ttl", default="30d", help="lifetime: 30m, 8h, 30d (default 30d)")
+    tm.add_argument("--note", default="")
+    tm.set_defaults(func=cmd_token_make)
+    tp = tsub.add_parser("provision", help="load tokens by id and hash from a JSON file", formatter_class=raw,
+                         description="""\
+Make the token store hold the tokens listed in FILE (a JSON list of the "entry" objects that
+`token make` prints; "state": "revoked" retires one). New ids are added, revoked ones revoked,
+identical ones left alone; a listed id that exists with another role, subject, hash or expiry is
+refused (tokens are never changed in place). Tokens issued on the node are not touched. All or
+nothing, audited. Prints {"added": [...], "revoked": [...], "unchanged": [...], "changed": bool}.
+Exit status: 0 done (changed or not), 2 a bad file (every problem named by entry and key),
+3 the database failed.
+
+  hotline-edge api token provision --config /etc/hotline-edge/config.toml /etc/hotline-edge/api-tokens.json
+""")
+    _common(tp)
+    tp.add_argument("file", metavar="FILE")
+    tp.set_defaults(func=cmd_token_provision)
 
     k = asub.add_parser("keygen", help="create the package signing and compliance key pairs",
                         description=HELP_KEYGEN, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -372,6 +406,55 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     print(token)
     print(f"token {record.id}: role {record.role}, subject {record.subject}, expires "
           f"{record.expires_at.isoformat()} (shown once; store it now)", file=sys.stderr)
+    return 0
+
+
+def cmd_token_make(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .roles import Role
+    from .tokens import make_hasher, make_token
+    try:
+        ttl = parse_ttl(args.ttl)
+        token, entry = make_token(Role(args.role), args.subject,
+                                  datetime.now(UTC).replace(microsecond=0) + ttl, make_hasher(), args.note)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(json.dumps({"token": token, "entry": entry}, indent=2))
+    print(f"token {entry['id']}: role {entry['role']}, expires {entry['expires']} (shown once: give the "
+          "token to its user, put the entry in the vault)", file=sys.stderr)
+    return 0
+
+
+def cmd_token_provision(args: argparse.Namespace) -> int:
+    cfg = _with_config(args)
+    if cfg is None:
+        return 2
+    from .clock import SystemClock
+    from .errors import StoreError
+    from .tokens import parse_provisioned
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            items = json.load(f)
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"{args.file}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}", file=sys.stderr)
+        return 2
+    authority = _authority(cfg)
+    try:
+        entries = parse_provisioned(items, SystemClock().now(), authority.max_ttl, args.file)
+        result = authority.provision(entries, actor=_actor())
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    print(json.dumps({"added": list(result.added), "revoked": list(result.revoked),
+                      "unchanged": list(result.unchanged), "changed": result.changed}))
     return 0
 
 

@@ -38,6 +38,7 @@ from .cache import AnswerCache, CacheEntry, Key
 from .config import ResolverConfig
 from .errors import UpstreamError, WireError
 from .hits import HitRecord, HitSink, NullSink
+from .mmsg import buffer_address
 from .synth import HitTemplate, garden_pieces, hit_templates, is_garden, pieces
 from .upstream import UpstreamClient
 from .wire import (
@@ -250,7 +251,8 @@ class Pipeline:
     def _remember(self, data: bytes, transport: str, active: ActivePolicy, second: int, *, out: bytes | None,
                   hits: tuple[HitTemplate, ...]) -> None:
         """Remember ``out`` for these query bytes: (second or 0, response without ID, hit templates,
-        response counter slot, hit counter slots). A relayed upstream answer is good for the second
+        response counter slot, hit counter slots, address and length of the response without ID
+        for the batched UDP sender). A relayed upstream answer is good for the second
         it was built in (its TTLs age); a policy answer until the next swap, which empties the table.
         """
         if active.client_dependent:
@@ -259,8 +261,10 @@ class Pipeline:
         if len(table) >= FAST_LIMIT:
             table.clear()
         c = self.c
-        table[data[2:]] = (second, out[2:] if out is not None else None, hits, response_slot(transport, out),
-                           tuple(c.hit_slot(t[2], t[6]) for t in hits))
+        body = out[2:] if out is not None else None
+        table[data[2:]] = (second, body, hits, response_slot(transport, out),
+                           tuple(c.hit_slot(t[2], t[6]) for t in hits),
+                           buffer_address(body) if body is not None else 0, len(body) if body is not None else 0)
 
     def handle(self, data: bytes, ip: str, port: int, transport: str) -> bytes | Pending | None:
         c = self.c

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from rpz.tomlconf import ConfigError, ConfigErrors
 
-from . import sdnotify
+from . import mmsg, sdnotify
 from .active import compile_snapshots, remove_old_snapshots
 from .config import Config, load
 from .errors import BlocklogError, PolicyLoadError
@@ -100,7 +100,8 @@ class Supervisor:
             if isinstance(link, ProcessLink):
                 link.on_exit = self._worker_exited
         self.log("info", "listening", listen=[str(e) for e in self.cfg.resolver.listen], workers=n,
-                 upstreams=[str(e) for e in self.cfg.resolver.upstreams])
+                 upstreams=[str(e) for e in self.cfg.resolver.upstreams],
+                 udp_io="recvmmsg/sendmmsg" if mmsg.available() else "recvfrom/sendto")
         if self.cfg.resolver.serve_without_policy:
             self.log("warning", "unfiltered_until_policy", hint="resolver.serve_without_policy = true: queries are "
                      "forwarded unfiltered until the first policy loads; keep it false for court-ordered lists")

@@ -64,6 +64,9 @@ class Deployment:
     wheelhouse: pathlib.Path
     missing_commands: list[str]
     compliance_key: str = ""
+    # an API token made offline; the role provisions its entry (id and hash), the tests use the token
+    api_token: str = ""
+    api_token_entry: dict[str, str] = dataclasses.field(default_factory=dict)
     fallback_reason: str = ""
     container: NspawnContainer | None = None
     chroot: pathlib.Path | None = None
@@ -150,7 +153,19 @@ def _settings(dep: Deployment) -> dict[str, object]:
         "hotline_edge_api_listen": API_LISTEN,
         "hotline_edge_metrics_listen": METRICS_LISTEN,
         "hotline_edge_retention_days": 180,
+        "hotline_edge_api_tokens": [dep.api_token_entry] if dep.api_token_entry else [],
     }
+
+
+def offline_token() -> tuple[str, dict[str, str]]:
+    """A hotline token as `hotline-edge api token make` makes it (cheap argon2 parameters: the node
+    verifies with the parameters inside the hash)."""
+    from datetime import UTC, datetime, timedelta
+
+    from admin_api.roles import Role
+    from admin_api.tokens import make_hasher, make_token
+    return make_token(Role.HOTLINE, "analyst@hotline.test", datetime.now(UTC) + timedelta(days=7),
+                      make_hasher(time_cost=1, memory_kib=1024), "provisioned by the role")
 
 
 def deploy() -> Deployment:
@@ -164,6 +179,7 @@ def deploy() -> Deployment:
         missing_commands(_host_exit, str(pathlib.Path(sys.executable).parent / "hotline-edge"))
     golden = golden_rootfs()
     dep = Deployment("nspawn", workdir, wheelhouse, missing, compliance_public_key())
+    dep.api_token, dep.api_token_entry = offline_token()
     reason = nspawn_available()
     if os.environ.get("HOTLINE_EDGE_OPS_FORCE_CHROOT"):
         reason = "HOTLINE_EDGE_OPS_FORCE_CHROOT is set (exercising the fallback)"

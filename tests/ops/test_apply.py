@@ -64,17 +64,23 @@ for name in sys.argv[1:]:
 print(json.dumps(out))
 """
 HTTP_PROBE = r"""
-import json, sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
-    print(json.dumps({"status": r.status, "body": r.read().decode(errors="replace")}))
+import json, sys, urllib.error, urllib.request
+auth = {"Authorization": "Bearer " + sys.argv[2]} if len(sys.argv) > 2 else {}
+req = urllib.request.Request(sys.argv[1], headers=auth)
+try:
+    with urllib.request.urlopen(req, timeout=3) as r:
+        print(json.dumps({"status": r.status, "body": r.read().decode(errors="replace")}))
+except urllib.error.HTTPError as e:
+    print(json.dumps({"status": e.code, "body": e.read().decode(errors="replace")}))
 """
 
 
-def http_get(d: Deployment, url: str, unit: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
+def http_get(d: Deployment, url: str, unit: str, timeout: float = 20,
+             token: str | None = None) -> dict:  # type: ignore[type-arg]
     """GET URL from inside the container (retrying until TIMEOUT: the service may still be binding)."""
     deadline = time.monotonic() + timeout
     while True:
-        r = d.run([VENV_PYTHON, "-c", HTTP_PROBE, url])
+        r = d.run([VENV_PYTHON, "-c", HTTP_PROBE, url, *([token] if token else [])])
         if r.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.3)
@@ -232,6 +238,21 @@ def test_admin_api_healthz_answers(dep: Deployment) -> None:
     applied(dep)
     needs_systemd(dep)
     assert http_get(dep, f"http://{API_LISTEN}/healthz", "hotline-edge-api.service")["status"] == 200
+
+
+def test_the_api_token_from_the_inventory_authenticates_and_only_its_hash_is_on_the_node(dep: Deployment) -> None:
+    applied(dep)
+    needs_systemd(dep)
+    me = http_get(dep, f"http://{API_LISTEN}/whoami", "hotline-edge-api.service", token=dep.api_token)
+    assert me["status"] == 200 and json.loads(me["body"])["role"] == "hotline", me
+    wrong = dep.api_token[:-4] + ("AAAA" if not dep.api_token.endswith("AAAA") else "BBBB")
+    assert http_get(dep, f"http://{API_LISTEN}/whoami", "hotline-edge-api.service", token=wrong)["status"] == 401
+    listed = dep.run(["runuser", "-u", "hotline-edge", "--", "/opt/hotline-edge/venv/bin/hotline-edge", "api",
+                      "token", "list", "--config", "/etc/hotline-edge/config.toml"])
+    assert dep.api_token_entry["id"] in listed.stdout, listed.stderr
+    secret = dep.api_token.split("_", 2)[2]
+    on_disk = dep.run(["grep", "-rl", secret, "/etc/hotline-edge", "/var/lib/hotline-edge"])
+    assert on_disk.stdout == "", f"the token's secret is on the node: {on_disk.stdout}"
 
 
 def test_resolver_metrics_count_the_queries(dep: Deployment) -> None:

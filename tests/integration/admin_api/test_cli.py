@@ -151,3 +151,79 @@ def test_help_teaches_with_examples() -> None:
     for cmd in (["api", "serve"], ["api", "token"], ["subscribers", "import"], ["audit", "verify"], ["api", "keygen"]):
         r = he(*cmd, "--help")
         assert r.returncode == 0 and "hotline-edge " + " ".join(cmd[:1]) in r.stdout, cmd
+
+
+def test_tokens_made_offline_are_provisioned_by_hash_idempotently_and_revoked(tmp_path: Path, config: Path) -> None:
+    import json
+    made = he("api", "token", "make", "--role", "hotline", "--subject", "analyst@hotline.test", "--ttl", "30d")
+    assert made.returncode == 0, made.stderr
+    out = json.loads(made.stdout)
+    token, entry = out["token"], out["entry"]
+    assert token.startswith(f"hle_{entry['id']}_") and token.split("_", 2)[2] not in json.dumps(entry)
+    assert not (tmp_path / "compliance.sqlite").exists()            # made offline: nothing stored
+    vault = tmp_path / "api-tokens.json"
+    vault.write_text(json.dumps([entry]))
+
+    def provision() -> dict:  # type: ignore[type-arg]
+        r = he("api", "token", "provision", "--config", str(config), str(vault))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+    assert provision() == {"added": [entry["id"]], "revoked": [], "unchanged": [], "changed": True}
+    assert provision() == {"added": [], "revoked": [], "unchanged": [entry["id"]], "changed": False}
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "api", "serve", "--config", str(config),
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, 30, "api serve to answer /healthz")
+        auth = {"Authorization": f"Bearer {token}"}
+        who = httpx.get(f"http://127.0.0.1:{port}/whoami", headers=auth)
+        assert who.status_code == 200 and who.json()["role"] == "hotline", who.text
+        wrong = {"Authorization": f"Bearer hle_{entry['id']}_{'x' * 43}"}             # right id, wrong secret
+        assert httpx.get(f"http://127.0.0.1:{port}/whoami", headers=wrong).status_code == 401
+        vault.write_text(json.dumps([{**entry, "state": "revoked"}]))
+        assert provision() == {"added": [], "revoked": [entry["id"]], "unchanged": [], "changed": True}
+        assert httpx.get(f"http://127.0.0.1:{port}/whoami", headers=auth).status_code == 401
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    with sqlite3.connect(tmp_path / "compliance.sqlite") as conn:
+        kinds = [k for (k,) in conn.execute("SELECT kind FROM audit WHERE kind LIKE 'token.%' ORDER BY rowid")]
+    assert kinds == ["token.provisioned", "token.revoked"]
+
+
+def test_token_provision_refuses_a_bad_file_naming_each_problem_and_changes_nothing(tmp_path: Path,
+                                                                                     config: Path) -> None:
+    import json
+    entry = json.loads(he("api", "token", "make", "--role", "auditor", "--subject", "audit-team",
+                          "--ttl", "2d").stdout)["entry"]
+    bad = [entry, {"id": "XYZ", "role": "boss", "subject": "s", "hash": "plain", "expires": "2026-01-01",
+                   "colour": "red"}, {**entry, "hash": entry["hash"]}]
+    f = tmp_path / "tokens.json"
+    f.write_text(json.dumps(bad))
+    r = he("api", "token", "provision", "--config", str(config), str(f))
+    assert r.returncode == 2
+    for problem in (f"{f}[1].colour: unknown key", f"{f}[1].id: 'XYZ' is not 16 lowercase hex digits",
+                    f"{f}[1].role: 'boss' is not one of", f"{f}[1].hash: not an argon2 hash string",
+                    f"{f}[1].expires: '2026-01-01' has no time zone", f"{f}[2].id: {entry['id']} is listed twice"):
+        assert problem in r.stderr, (problem, r.stderr)
+    f.write_text(json.dumps([{**entry, "expires": "2099-01-01T00:00:00Z"}]))
+    r = he("api", "token", "provision", "--config", str(config), str(f))
+    assert r.returncode == 2 and f"{f}[0].expires: 2099-01-01T00:00:00Z is more than" in r.stderr
+    f.write_text("[{")
+    r = he("api", "token", "provision", "--config", str(config), str(f))
+    assert r.returncode == 2 and f"{f}:1:3: not JSON" in r.stderr
+    with sqlite3.connect(tmp_path / "compliance.sqlite") as conn:      # nothing accepted from any bad file
+        assert conn.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 0
+    f.write_text(json.dumps([entry]))
+    assert he("api", "token", "provision", "--config", str(config), str(f)).returncode == 0
+    f.write_text(json.dumps([{**entry, "role": "officer"}]))                       # never changed in place
+    r = he("api", "token", "provision", "--config", str(config), str(f))
+    assert r.returncode == 2 and f"token {entry['id']} exists with another role" in r.stderr
