@@ -36,6 +36,7 @@ import os
 import site
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 DEFAULT_CONFIG = "/etc/hotline-edge/config.toml"
@@ -118,7 +119,7 @@ class Plugin:
         self.serve_without_policy = False
         self.garden: dict[int, tuple[float, int, list[ReplyRR]]] = {}
         self._state = ub._unboundmodule._ext_state_set      # qstate.ext_state[id] = s, without the proxy
-        self._synth: dict[Any, Any] = {}
+        self._records = False      # the sink keeps records (not only counts): the clients are looked at
         self._sink_error = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -159,8 +160,7 @@ class Plugin:
                                 "or the state directory's permissions for Unbound's user, or set [blocklog] "
                                 "enabled = false to serve without it)")
         self.ub.register_inplace_cb_reply(self._reply_cb, env, mid)
-        self._synth = self.engine.vetting.synth       # the same dict for the life of the process
-        self.ub.register_inplace_cb_reply_cache(self._cache_cb, env, mid)
+        self.ub.register_inplace_cb_reply_cache(self.cache_callback(), env, mid)
         self.log("info", "plugin_started", config=config, unbound=self.abi.version, module_config=" ".join(modules),
                  python=sys.version.split()[0], ready=self.engine.active is not None)
         return True
@@ -172,6 +172,7 @@ class Plugin:
         spec = os.environ.get("HOTLINE_EDGE_HIT_SINK")
         if spec:                                     # tests and experiments: module:factory
             self.engine.sink = make_sink(spec, cfg)
+            self._records = self.engine.wants_records
         elif cfg.blocklog.enabled:                   # the node's one blocked-lookup log writer, in this process
             from resolver.blocklog_ship import BlocklogWriter
             from resolver.errors import BlocklogError
@@ -184,6 +185,7 @@ class Plugin:
                          "[blocklog] enabled = false to serve without it")
                 raise
             self.engine.sink = writer                    # submit_hits, as docs/contracts.md describes it
+            self._records = True
             self.log("info", "blocklog_open", path=cfg.blocklog.path, head_seq=writer.stats.head_seq,
                      sealed=cfg.blocklog.compliance_public_key is not None)
             if cfg.blocklog.compliance_public_key is None:
@@ -387,35 +389,53 @@ class Plugin:
         if msg is None or active is None:
             return
         key = (bytes(qstate.qinfo.qname).lower(), qstate.qinfo.qtype, qstate.qinfo.qclass)
-        assert out.answer is not None
-        if self.engine.vetting.synthesized(active, self.engine.active, key, out.hits, out.answer.ede):
+        if self.engine.vetting.synthesized(active, self.engine.active, key, self.engine.stored(active, out)):
             self.ub.storeQueryInCache(qstate, msg.qinfo, msg.rep, 0)
 
-    def _cache_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
-                  region: Any, **kwargs: Any) -> bool:
-        """Unbound answers from its cache (inplace_cb_reply_cache): a stored policy answer gets its
-        EDE and its hits reported; anything else passes untouched."""
-        synth = self._synth
-        if not synth:
-            return True
-        try:
-            got = synth.get((qinfo.qname.lower(), qinfo.qtype, qinfo.qclass))
-            if got is None:
+    def cache_callback(self) -> Callable[..., bool]:
+        """inplace_cb_reply_cache: Unbound answers from its cache. A stored policy answer gets its
+        EDE and its hits reported; anything else passes untouched.
+
+        Unbound calls this for every answer it serves from its cache (pythonmod first wraps each of
+        its seven arguments in a proxy object), so it is written for speed: pythonmod's C functions
+        called directly instead of the proxies' properties, everything bound to locals, the stored
+        answer a plain tuple, the counting one list append (``Engine.count_served`` folds them),
+        and with a log the hits handed to the sink here, in the order the answers leave."""
+        unb = self.ub._unboundmodule
+        get_qname, get_qtype, get_qclass = unb._get_qname, unb.query_info_qtype_get, unb.query_info_qclass_get
+        opt_append = unb.edns_opt_list_append
+        synth = self.engine.vetting.synth          # the same dict for the life of the process
+        served = self.engine.served.append
+        plugin = self
+
+        def cache_cb(qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any, region: Any,
+                     repinfo: Any = None, **_more: Any) -> bool:
+            if not synth:
                 return True
-            _gen, hits, ede = got
-            if ede:
-                self.ub.edns_opt_list_append(opt_list_out, EDE_OPTION, bytearray(ede), region)
-            self.engine.counters.cache_answers += 1
-            self.engine.count_answer(hits[-1][6] if hits else "cached")
-            if self.engine.wants_records:
-                cr = kwargs.get("repinfo")
-                if cr is not None:
-                    self.engine.emit(hits, [Client(cr.addr or "", cr.port or 0, self._transport(cr) or "unknown")])
-            else:
-                self.engine.count_hits(hits, 1)
-        except Exception as exc:
-            self.log("error", "cache_callback_failed", error=repr(exc))
-        return True
+            try:
+                by_type = synth.get(get_qname(qinfo).lower())
+                if by_type is None:
+                    return True
+                got = by_type.get((get_qtype(qinfo), get_qclass(qinfo)))
+                if got is None:
+                    return True
+                if got[2] is not None:
+                    opt_append(opt_list_out, EDE_OPTION, got[2], region)
+                served(got[3])
+                if plugin._records and repinfo is not None and got[1]:
+                    plugin._record_cached(got[1], repinfo)
+            except Exception as exc:
+                plugin.log("error", "cache_callback_failed", error=repr(exc))
+            return True
+
+        return cache_cb
+
+    def _record_cached(self, hits: tuple[Any, ...], cr: Any) -> None:
+        """The hits of an answer from Unbound's cache to the log, with the client of that answer."""
+        unb = self.ub._unboundmodule
+        ss = unb.comm_reply__addr_get(cr)
+        self.engine.record(hits, [Client(unb._sockaddr_storage_addr(ss) or "", unb._sockaddr_storage_port(ss) or 0,
+                                         self._transport(cr) or "unknown")])
 
     # -- acting on an outcome ----------------------------------------------------------------
     def _apply(self, mid: int, qstate: Any, qdata: Any, out: Outcome) -> None:
