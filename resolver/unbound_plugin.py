@@ -121,17 +121,28 @@ class Plugin:
         self._state = ub._unboundmodule._ext_state_set      # qstate.ext_state[id] = s, without the proxy
         self._records = False      # the sink keeps records (not only counts): the clients are looked at
         self._sink_error = ""
+        self._profile: tuple[Any, str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _reply_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
-                  region: Any, **kwargs: Any) -> bool:
-        try:
-            self.reply(qstate)
-        except Exception as exc:
-            self.log("error", "reply_callback_failed", error=repr(exc))
-        return True
+    def reply_callback(self) -> Callable[..., bool]:
+        """inplace_cb_reply (every reply from a finished query state): ``reply`` when any vetted
+        answer is on its way into Unbound's cache, else nothing (one test)."""
+        inflight = self.engine.vetting.inflight
+        plugin = self
+
+        def reply_cb(qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any, region: Any,
+                     **_more: Any) -> bool:
+            if inflight:
+                try:
+                    plugin.reply(qstate)
+                except Exception as exc:
+                    plugin.log("error", "reply_callback_failed", error=repr(exc))
+            return True
+
+        return reply_cb
 
     def init(self, env: Any, mid: int) -> bool:
+        self._start_profile()
         modules = (env.cfg.module_conf or "").split()
         if "validator" not in modules or "python" not in modules or \
                 modules.index("validator") > modules.index("python"):
@@ -159,11 +170,28 @@ class Plugin:
             raise PluginRefused(f"the blocked-lookup log cannot be opened: {self._sink_error} (fix [blocklog] path "
                                 "or the state directory's permissions for Unbound's user, or set [blocklog] "
                                 "enabled = false to serve without it)")
-        self.ub.register_inplace_cb_reply(self._reply_cb, env, mid)
+        self.ub.register_inplace_cb_reply(self.reply_callback(), env, mid)
         self.ub.register_inplace_cb_reply_cache(self.cache_callback(), env, mid)
         self.log("info", "plugin_started", config=config, unbound=self.abi.version, module_config=" ".join(modules),
                  python=sys.version.split()[0], ready=self.engine.active is not None)
         return True
+
+    def _start_profile(self) -> None:
+        """``HOTLINE_EDGE_PROFILE=FILE``: cProfile the module's work in the thread Unbound initialised
+        it in (with ``num-threads: 1``, all of it), written to FILE when Unbound stops. For
+        measuring (bench/README.md), never in production: it slows every call."""
+        path = os.environ.get("HOTLINE_EDGE_PROFILE")
+        if path:
+            import cProfile
+            self._profile = (cProfile.Profile(), path)
+            self._profile[0].enable()
+            self.log("warning", "profiling", file=path)
+
+    def _stop_profile(self) -> None:
+        if self._profile is not None:
+            prof, path = self._profile
+            prof.disable()
+            prof.dump_stats(path)
 
     def _configure(self, cfg: Any) -> None:
         """The first configuration that loads (before its policy takes effect): the hit sink, as our
@@ -215,6 +243,7 @@ class Plugin:
                      "additional section of rewritten answers", hint="minimal-responses: no")
 
     def deinit(self) -> bool:
+        self._stop_profile()
         if self.runtime is not None:
             self.runtime.stop()
         close = getattr(self.engine.sink, "close", None)
@@ -535,7 +564,7 @@ class Plugin:
         """The hits of this query state, once per client it answers (Unbound may have joined several)."""
         if not hits:
             return
-        if self.engine.wants_records:
+        if self._records:
             self.engine.emit(hits, self._clients(qstate))
             return
         n = 0
