@@ -36,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-NS = "hebench"
+NS = os.environ.get("NETNS", "hebench")   # a benchmark running beside another: its own namespace
 ADDR = {"nsd": "127.0.0.2", "unbound": "127.0.0.11", "bind": "127.0.0.12", "pdns": "127.0.0.13",
         "upstream": "127.0.0.14", "ours": "127.0.0.20"}
 SERVERS = ("ours", "unbound", "bind", "pdns")

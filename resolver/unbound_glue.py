@@ -36,6 +36,7 @@ import dataclasses
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -175,6 +176,10 @@ def has_chain(rrs: Sequence[ReplyRR]) -> bool:
 
 
 Key = tuple[bytes, int, int]      # (QNAME lowered, QTYPE, QCLASS): how Unbound's message cache files an answer
+# A policy answer kept in Unbound's cache: (generation, hit templates, EDE option data as the
+# bytearray pythonmod's edns_opt_list_append takes, or None, tally key for Engine.tally). A plain
+# tuple: the cache callback unpacks it on every such answer.
+Stored = tuple[int, tuple[HitTemplate, ...], bytearray | None, int]
 VET_LIMIT = 200_000
 SYNTH_LIMIT = 200_000
 FLUSH_ZONE = "flush.hotline-edge."   # never resolved: the plugin answers it (REFUSED); not a default local zone
@@ -210,20 +215,31 @@ class Vetting:
         self.invalidated = 0
         self.rechecked = 0
         self.lock = threading.Lock()
-        # policy answers kept in Unbound's cache: key -> (generation, hit templates, EDE payload)
-        self.synth: dict[Key, tuple[int, tuple[HitTemplate, ...], bytes]] = {}
+        # policy answers kept in Unbound's cache, looked up by the cache callback on every answer
+        # Unbound serves from its cache: QNAME -> {(QTYPE, QCLASS): Stored}. By name first, so an
+        # answer that is not a policy answer costs one lookup (and one read of Unbound's query_info)
+        self.synth: dict[bytes, dict[tuple[int, int], Stored]] = {}
+        self.synth_count = 0
         self.synth_limit = SYNTH_LIMIT
 
-    def synthesized(self, active: ActivePolicy, current: ActivePolicy | None, key: Key,
-                    hits: tuple[HitTemplate, ...], ede: bytes) -> bool:
+    def synthesized(self, active: ActivePolicy, current: ActivePolicy | None, key: Key, stored: Stored) -> bool:
         """Record a policy answer about to be stored in Unbound's cache; False when it must not be."""
         if active.client_dependent:
             return False
         with self.lock:
-            if current is not active or self.pending is not None or len(self.synth) >= self.synth_limit:
+            if current is not active or self.pending is not None or self.synth_count >= self.synth_limit:
                 return False
-            self.synth[key] = (active.generation, hits, ede)
+            by_type = self.synth.get(key[0])
+            if by_type is None:
+                by_type = self.synth[key[0]] = {}
+            if (key[1], key[2]) not in by_type:
+                self.synth_count += 1
+            by_type[(key[1], key[2])] = stored
         return True
+
+    def stored_answer(self, key: Key) -> Stored | None:
+        by_type = self.synth.get(key[0])
+        return by_type.get((key[1], key[2])) if by_type is not None else None
 
     def vet(self, active: ActivePolicy, current: ActivePolicy | None, state: int, key: Key,
             stages: tuple[Stage, ...], expires: float) -> bool:
@@ -275,8 +291,10 @@ class Vetting:
             for k in hit:
                 self.entries.pop(k, None)
             self.queue.extend(hit)
-            stored = list(self.synth)      # every stored policy answer: its SOA serial and hits change
+            # every stored policy answer: its SOA serial and hits change
+            stored = [(n, t, c) for n, by_type in self.synth.items() for (t, c) in by_type]
             self.synth.clear()             # (cleared in place: the cache callback holds this dict)
+            self.synth_count = 0
             self.queue.extend(stored)
         return len(hit) + len(stored)
 
@@ -299,9 +317,14 @@ class Vetting:
 
 
 class Counters:
-    """Plain counters of the plugin, read by ``status`` and the metrics endpoint."""
+    """Plain counters of the plugin, read by ``status`` and the metrics endpoint.
 
-    __slots__ = ("answers", "cache_answers", "garden_fallbacks", "hits", "not_ready", "queries", "sink_errors")
+    ``answers`` and ``hits`` are counted by the module's events as they happen; ``cached_answers``
+    and ``cached_hits`` (policy answers Unbound served from its cache) only by ``Engine.count_served``,
+    so each dict has one writer."""
+
+    __slots__ = ("answers", "cache_answers", "cached_answers", "cached_hits", "garden_fallbacks", "hits", "not_ready",
+                 "queries", "sink_errors")
 
     def __init__(self) -> None:
         self.queries = 0
@@ -311,12 +334,23 @@ class Counters:
         self.sink_errors = 0
         self.answers: dict[str, int] = {}
         self.hits: dict[tuple[str, str], int] = {}
+        self.cached_answers: dict[str, int] = {}
+        self.cached_hits: dict[tuple[str, str], int] = {}
+
+    def total_hits(self) -> int:
+        return sum(self.hits.values()) + sum(self.cached_hits.values())
 
     def as_dict(self) -> dict[str, Any]:
+        answers = dict(self.answers)
+        for label, n in list(self.cached_answers.items()):
+            answers[label] = answers.get(label, 0) + n
+        hits = dict(self.hits)
+        for key, n in list(self.cached_hits.items()):
+            hits[key] = hits.get(key, 0) + n
         return {"queries": self.queries, "cache_answers": self.cache_answers, "not_ready": self.not_ready,
                 "garden_fallbacks": self.garden_fallbacks,
-                "sink_errors": self.sink_errors, "answers": dict(self.answers),
-                "hits": {f"{z}|{a}": n for (z, a), n in self.hits.items()}}
+                "sink_errors": self.sink_errors, "answers": answers,
+                "hits": {f"{z}|{a}": n for (z, a), n in hits.items()}}
 
 
 class BatchSink(Protocol):
@@ -340,9 +374,56 @@ class Engine:
     # the question the runtime sends Unbound to get queued answers expired (a worker thread must
     # do it, from inside a query)
     flush_name: bytes = field(init=False, default=b"")
+    # policy answers Unbound served from its cache, as tally keys (``tally_key``): the cache callback
+    # appends (one cheap call per answer), ``count_served`` folds them into the counters
+    served: list[int] = field(default_factory=list)
+    tallies: list[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=list)
+    _tally_ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = field(default_factory=dict)
+    _fold_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.flush_name = names.from_text(f"{self.flush_token}.{FLUSH_ZONE}").lower()
+
+    # -- policy answers Unbound serves from its cache ---------------------------------------
+    def stored(self, active: ActivePolicy, out: Outcome) -> Stored:
+        """What the cache callback needs for a policy answer Unbound keeps: its hits, its EDE, and
+        what to count when Unbound serves it (the label is the applied rule's action, as the
+        cache callback has always counted it)."""
+        assert out.answer is not None
+        hits = out.hits
+        label = hits[-1][6] if hits else "cached"
+        return (active.generation, hits, bytearray(out.answer.ede) if out.answer.ede else None,
+                self.tally_key(label, hits))
+
+    def tally_key(self, label: str, hits: Sequence[HitTemplate]) -> int:
+        """A small number standing for (answer label, (zone, action) of every hit); a few per policy."""
+        k = (label, tuple((t[2], t[6]) for t in hits))
+        with self._fold_lock:
+            i = self._tally_ids.get(k)
+            if i is None:
+                i = self._tally_ids[k] = len(self.tallies)
+                self.tallies.append(k)
+        return i
+
+    def count_served(self) -> int:
+        """Fold the answers the cache callback reported since the last call into the counters (a
+        runtime thread calls this every few hundred ms, and ``status`` before it reads them)."""
+        with self._fold_lock:
+            served = self.served
+            n = len(served)
+            if n == 0:
+                return 0
+            batch = served[:n]
+            del served[:n]          # one operation: appends made meanwhile stay for the next call
+            c = self.counters
+            answers, hits = c.cached_answers, c.cached_hits
+            for k, m in Counter(batch).items():
+                label, pairs = self.tallies[k]
+                answers[label] = answers.get(label, 0) + m
+                for pair in pairs:
+                    hits[pair] = hits.get(pair, 0) + m
+            c.cache_answers += n
+        return n
 
     @property
     def active(self) -> ActivePolicy | None:
@@ -429,6 +510,11 @@ class Engine:
         if not hits:
             return
         self.count_hits(hits, len(clients))
+        self.record(hits, clients)
+
+    def record(self, hits: Sequence[HitTemplate], clients: Sequence[Client]) -> None:
+        """The hits to the sink, not counted (``emit`` counts; the cache callback's are counted by
+        ``count_served``)."""
         if not self.wants_records:
             return
         c = self.counters

@@ -36,6 +36,7 @@ import os
 import site
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 DEFAULT_CONFIG = "/etc/hotline-edge/config.toml"
@@ -118,19 +119,30 @@ class Plugin:
         self.serve_without_policy = False
         self.garden: dict[int, tuple[float, int, list[ReplyRR]]] = {}
         self._state = ub._unboundmodule._ext_state_set      # qstate.ext_state[id] = s, without the proxy
-        self._synth: dict[Any, Any] = {}
+        self._records = False      # the sink keeps records (not only counts): the clients are looked at
         self._sink_error = ""
+        self._profile: tuple[Any, str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _reply_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
-                  region: Any, **kwargs: Any) -> bool:
-        try:
-            self.reply(qstate)
-        except Exception as exc:
-            self.log("error", "reply_callback_failed", error=repr(exc))
-        return True
+    def reply_callback(self) -> Callable[..., bool]:
+        """inplace_cb_reply (every reply from a finished query state): ``reply`` when any vetted
+        answer is on its way into Unbound's cache, else nothing (one test)."""
+        inflight = self.engine.vetting.inflight
+        plugin = self
+
+        def reply_cb(qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any, region: Any,
+                     **_more: Any) -> bool:
+            if inflight:
+                try:
+                    plugin.reply(qstate)
+                except Exception as exc:
+                    plugin.log("error", "reply_callback_failed", error=repr(exc))
+            return True
+
+        return reply_cb
 
     def init(self, env: Any, mid: int) -> bool:
+        self._start_profile()
         modules = (env.cfg.module_conf or "").split()
         if "validator" not in modules or "python" not in modules or \
                 modules.index("validator") > modules.index("python"):
@@ -158,12 +170,28 @@ class Plugin:
             raise PluginRefused(f"the blocked-lookup log cannot be opened: {self._sink_error} (fix [blocklog] path "
                                 "or the state directory's permissions for Unbound's user, or set [blocklog] "
                                 "enabled = false to serve without it)")
-        self.ub.register_inplace_cb_reply(self._reply_cb, env, mid)
-        self._synth = self.engine.vetting.synth       # the same dict for the life of the process
-        self.ub.register_inplace_cb_reply_cache(self._cache_cb, env, mid)
+        self.ub.register_inplace_cb_reply(self.reply_callback(), env, mid)
+        self.ub.register_inplace_cb_reply_cache(self.cache_callback(), env, mid)
         self.log("info", "plugin_started", config=config, unbound=self.abi.version, module_config=" ".join(modules),
                  python=sys.version.split()[0], ready=self.engine.active is not None)
         return True
+
+    def _start_profile(self) -> None:
+        """``HOTLINE_EDGE_PROFILE=FILE``: cProfile the module's work in the thread Unbound initialised
+        it in (with ``num-threads: 1``, all of it), written to FILE when Unbound stops. For
+        measuring (bench/README.md), never in production: it slows every call."""
+        path = os.environ.get("HOTLINE_EDGE_PROFILE")
+        if path:
+            import cProfile
+            self._profile = (cProfile.Profile(), path)
+            self._profile[0].enable()
+            self.log("warning", "profiling", file=path)
+
+    def _stop_profile(self) -> None:
+        if self._profile is not None:
+            prof, path = self._profile
+            prof.disable()
+            prof.dump_stats(path)
 
     def _configure(self, cfg: Any) -> None:
         """The first configuration that loads (before its policy takes effect): the hit sink, as our
@@ -172,6 +200,7 @@ class Plugin:
         spec = os.environ.get("HOTLINE_EDGE_HIT_SINK")
         if spec:                                     # tests and experiments: module:factory
             self.engine.sink = make_sink(spec, cfg)
+            self._records = self.engine.wants_records
         elif cfg.blocklog.enabled:                   # the node's one blocked-lookup log writer, in this process
             from resolver.blocklog_ship import BlocklogWriter
             from resolver.errors import BlocklogError
@@ -184,6 +213,7 @@ class Plugin:
                          "[blocklog] enabled = false to serve without it")
                 raise
             self.engine.sink = writer                    # submit_hits, as docs/contracts.md describes it
+            self._records = True
             self.log("info", "blocklog_open", path=cfg.blocklog.path, head_seq=writer.stats.head_seq,
                      sealed=cfg.blocklog.compliance_public_key is not None)
             if cfg.blocklog.compliance_public_key is None:
@@ -213,6 +243,7 @@ class Plugin:
                      "additional section of rewritten answers", hint="minimal-responses: no")
 
     def deinit(self) -> bool:
+        self._stop_profile()
         if self.runtime is not None:
             self.runtime.stop()
         close = getattr(self.engine.sink, "close", None)
@@ -387,35 +418,53 @@ class Plugin:
         if msg is None or active is None:
             return
         key = (bytes(qstate.qinfo.qname).lower(), qstate.qinfo.qtype, qstate.qinfo.qclass)
-        assert out.answer is not None
-        if self.engine.vetting.synthesized(active, self.engine.active, key, out.hits, out.answer.ede):
+        if self.engine.vetting.synthesized(active, self.engine.active, key, self.engine.stored(active, out)):
             self.ub.storeQueryInCache(qstate, msg.qinfo, msg.rep, 0)
 
-    def _cache_cb(self, qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any,
-                  region: Any, **kwargs: Any) -> bool:
-        """Unbound answers from its cache (inplace_cb_reply_cache): a stored policy answer gets its
-        EDE and its hits reported; anything else passes untouched."""
-        synth = self._synth
-        if not synth:
-            return True
-        try:
-            got = synth.get((qinfo.qname.lower(), qinfo.qtype, qinfo.qclass))
-            if got is None:
+    def cache_callback(self) -> Callable[..., bool]:
+        """inplace_cb_reply_cache: Unbound answers from its cache. A stored policy answer gets its
+        EDE and its hits reported; anything else passes untouched.
+
+        Unbound calls this for every answer it serves from its cache (pythonmod first wraps each of
+        its seven arguments in a proxy object), so it is written for speed: pythonmod's C functions
+        called directly instead of the proxies' properties, everything bound to locals, the stored
+        answer a plain tuple, the counting one list append (``Engine.count_served`` folds them),
+        and with a log the hits handed to the sink here, in the order the answers leave."""
+        unb = self.ub._unboundmodule
+        get_qname, get_qtype, get_qclass = unb._get_qname, unb.query_info_qtype_get, unb.query_info_qclass_get
+        opt_append = unb.edns_opt_list_append
+        synth = self.engine.vetting.synth          # the same dict for the life of the process
+        served = self.engine.served.append
+        plugin = self
+
+        def cache_cb(qinfo: Any, qstate: Any, rep: Any, rcode: int, edns: Any, opt_list_out: Any, region: Any,
+                     repinfo: Any = None, **_more: Any) -> bool:
+            if not synth:
                 return True
-            _gen, hits, ede = got
-            if ede:
-                self.ub.edns_opt_list_append(opt_list_out, EDE_OPTION, bytearray(ede), region)
-            self.engine.counters.cache_answers += 1
-            self.engine.count_answer(hits[-1][6] if hits else "cached")
-            if self.engine.wants_records:
-                cr = kwargs.get("repinfo")
-                if cr is not None:
-                    self.engine.emit(hits, [Client(cr.addr or "", cr.port or 0, self._transport(cr) or "unknown")])
-            else:
-                self.engine.count_hits(hits, 1)
-        except Exception as exc:
-            self.log("error", "cache_callback_failed", error=repr(exc))
-        return True
+            try:
+                by_type = synth.get(get_qname(qinfo).lower())
+                if by_type is None:
+                    return True
+                got = by_type.get((get_qtype(qinfo), get_qclass(qinfo)))
+                if got is None:
+                    return True
+                if got[2] is not None:
+                    opt_append(opt_list_out, EDE_OPTION, got[2], region)
+                served(got[3])
+                if plugin._records and repinfo is not None and got[1]:
+                    plugin._record_cached(got[1], repinfo)
+            except Exception as exc:
+                plugin.log("error", "cache_callback_failed", error=repr(exc))
+            return True
+
+        return cache_cb
+
+    def _record_cached(self, hits: tuple[Any, ...], cr: Any) -> None:
+        """The hits of an answer from Unbound's cache to the log, with the client of that answer."""
+        unb = self.ub._unboundmodule
+        ss = unb.comm_reply__addr_get(cr)
+        self.engine.record(hits, [Client(unb._sockaddr_storage_addr(ss) or "", unb._sockaddr_storage_port(ss) or 0,
+                                         self._transport(cr) or "unknown")])
 
     # -- acting on an outcome ----------------------------------------------------------------
     def _apply(self, mid: int, qstate: Any, qdata: Any, out: Outcome) -> None:
@@ -515,7 +564,7 @@ class Plugin:
         """The hits of this query state, once per client it answers (Unbound may have joined several)."""
         if not hits:
             return
-        if self.engine.wants_records:
+        if self._records:
             self.engine.emit(hits, self._clients(qstate))
             return
         n = 0

@@ -41,6 +41,7 @@ from .errors import PolicyLoadError, ResolverError
 from .unbound_glue import Engine
 
 WATCH_INTERVAL_S = 0.25
+TALLY_INTERVAL_S = 0.25
 FLUSH_DEADLINE_S = 5.0
 PRUNE_INTERVAL_S = 30.0
 RETRY_INTERVAL_S = 5.0          # with no policy loaded, try again this often even without a change
@@ -106,6 +107,7 @@ class Runtime:
         then start the watcher and the control socket."""
         self.reload("start")
         self._spawn(self._watch, "hotline-edge-watch")
+        self._spawn(self._tally, "hotline-edge-tally")
         sock = self.control_path()
         if sock:
             try:
@@ -128,6 +130,7 @@ class Runtime:
         for t in self._threads:
             t.join(timeout=5)
         self._threads.clear()
+        self.engine.count_served()
 
     def control_path(self) -> str:
         return self.cfg.control_socket if self.cfg is not None else ""
@@ -278,6 +281,15 @@ class Runtime:
             except Exception as exc:   # the watcher must outlive any one failure
                 self.log("error", "watch_failed", error=repr(exc))
 
+    def _tally(self) -> None:
+        """Count the policy answers Unbound served from its cache (not in the watcher: a reload
+        may keep that busy for a while, and the list would grow meanwhile)."""
+        while not self._stop.wait(TALLY_INTERVAL_S):
+            try:
+                self.engine.count_served()
+            except Exception as exc:
+                self.log("error", "tally_failed", error=repr(exc))
+
     def check(self) -> dict[str, Any] | None:
         """Reload when a source changed since the last attempt (or, with nothing loaded, every
         RETRY_INTERVAL_S). Returns the reload's reply, or None when nothing was done."""
@@ -340,6 +352,7 @@ class Runtime:
                                       'or {"cmd": "status"}'}
 
     def status(self) -> dict[str, Any]:
+        self.engine.count_served()
         c = self.engine.counters
         return {"ok": True, "ready": self.generation > 0, "mode": "unbound_plugin", "generation": self.generation,
                 "zones": self.serials, "loaded_at": self.loaded_at or None,
@@ -347,7 +360,7 @@ class Runtime:
                 "reloads": dict(self.reloads), "last_error": self.last_error or None,
                 "vetted": {"answers": len(self.engine.vetting.entries), "total": self.engine.vetting.vetted,
                            "expired": self.engine.vetting.invalidated},
-                "counters": {"queries": c.queries, "hits": sum(c.hits.values()), **c.as_dict()},
+                "counters": {"queries": c.queries, "hits": c.total_hits(), **c.as_dict()},
                 **self._blocklog_status()}
 
     def _blocklog_status(self) -> dict[str, Any]:
