@@ -186,7 +186,7 @@ class FeedStore:
         write_snapshot(zone, path)
         if not zone.changes or zone.snapshot_path is None:
             return None
-        return os.path.basename(zone.snapshot_path)[: -len(".snap")]
+        return os.path.basename(str(zone.snapshot_path))[: -len(".snap")]
 
     def switch_snapshot(self, name: str, zone: Any = None) -> None:
         """active.snap (what the resolver maps, docs/contracts.md) for version ``name``: a link of a
