@@ -70,6 +70,7 @@ class XfrIndex:
         self.removed: set[str] = set()
         self.companion_of: dict[dns.name.Name, dns.name.Name] = {}   # rule owner -> its rpz-order name
         self.tree = TreeDigest(feed.zone)        # the content digest, per owner (xfrdigest)
+        self.rejections: dict[dns.name.Name, dict[str, Any]] = {}   # owners left out, kept per owner
         self.apex_block = b""
 
     # --- building ----------------------------------------------------------------------------------
@@ -79,6 +80,7 @@ class XfrIndex:
         self.accepted.clear()
         self.companion_of.clear()
         self.tree.clear()
+        self.rejections.clear()
         self.apex_block = b""
         return self.update(zone, zone.nodes.keys())
 
@@ -115,6 +117,7 @@ class XfrIndex:
                 continue
             old = self.owners.pop(name, None)
             if old is not None:
+                self.rejections.pop(name, None)
                 self.tree.discard(old.rel, old.text)
                 if old.rel in self.accepted:
                     self.accepted.discard(old.rel)
@@ -125,6 +128,8 @@ class XfrIndex:
             if name in bases:
                 comp = self.owners[name] = self._companion(name, node, bases[name])
                 self.tree.add(comp.rel, comp.text)
+                if comp.rejection is not None:
+                    self.rejections[name] = comp.rejection
                 continue
             own = self._owner(name, node, zone)
             self.owners[name] = own
@@ -133,6 +138,8 @@ class XfrIndex:
             if own.rejection is None:
                 self.accepted.add(own.rel)
                 new.add(own.rel)
+            else:
+                self.rejections[name] = own.rejection
         self.added, self.removed = new - gone, gone - new
         self.serial = int(zone.get_soa().serial)
         return present
@@ -170,6 +177,7 @@ class XfrIndex:
             o = self.owners.get(name)
             if o is not None and o.rejection is None:
                 o.rejection = {"entry_id": o.rel, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD", "detail": r.reason}
+                self.rejections[name] = o.rejection
                 self.accepted.discard(o.rel)
                 if o.rel in self.added:
                     self.added.discard(o.rel)
@@ -269,8 +277,7 @@ class XfrIndex:
         return out
 
     def rejected(self) -> list[dict[str, Any]]:
-        return sorted((o.rejection for o in self.owners.values() if o.rejection is not None),
-                      key=lambda r: r["entry_id"])
+        return sorted(self.rejections.values(), key=lambda r: r["entry_id"])
 
     def digest(self) -> str:
         """The content digest of the zone as it is now (xfrdigest; what ``texts()[0]`` hashes to)."""
