@@ -64,7 +64,9 @@ def hwm_mb() -> float:
 
 
 class Confirmer:
-    """The resolver's control socket, reduced to confirming the serial of active.rpz's SOA line."""
+    """The resolver's control socket, reduced to loading the feed's zone the way the resolver does
+    (active.snap mapped with rpz.snapshot, a delta replayed over its base; active.rpz compiled when
+    there is no snapshot) and confirming its serial. ``loads`` holds how long each load took."""
 
     def __init__(self, path: str, zone: str, active: str) -> None:
         self.active = active
@@ -74,16 +76,22 @@ class Confirmer:
         self.sock.bind(path)
         self.sock.listen(4)
         self.reloaded_at: list[float] = []
+        self.loaded_at: list[float] = []
+        self.loads: list[float] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serial(self) -> int:
-        with open(self.active, "rb") as f:
-            for _ in range(50):
-                line = f.readline()
-                parts = line.split()
-                if b"SOA" in parts:
-                    return int(parts[parts.index(b"SOA") + 3])
-        return -1
+        import rpz
+        from rpz.snapshot import open_snapshot
+        snap = os.path.join(os.path.dirname(self.active), "active.snap")
+        t0 = time.monotonic()
+        if os.path.exists(snap):
+            serial = open_snapshot(snap).serial
+        else:
+            with open(self.active, "rb") as f:
+                serial = rpz.compile_text(f.read(), self.active, self.zone, fast=True).serial
+        self.loads.append(time.monotonic() - t0)
+        return serial
 
     def _serve(self) -> None:
         while True:
@@ -94,7 +102,9 @@ class Confirmer:
             with conn:
                 conn.recv(4096)
                 self.reloaded_at.append(time.monotonic())
-                conn.sendall(json.dumps({"ok": True, "zones": {self.zone: self._serial()}}).encode() + b"\n")
+                serial = self._serial()
+                self.loaded_at.append(time.monotonic())
+                conn.sendall(json.dumps({"ok": True, "zones": {self.zone: serial}}).encode() + b"\n")
 
 
 def entries(n: int, now: float, salt: int = 0) -> list[dict]:
@@ -168,11 +178,26 @@ blast_radius = 1.0
             "runs": times, "peak_mb": max(p for _, p in peaks), "before_mb": statistics.median(s for s, _ in peaks)}
 
 
-def bench_ixfr(n: int, changes: int, runs: int, work: str) -> dict:
+def bench_ixfr(n: int, changes: int, runs: int, work: str, reuse: str | None = None,
+               profile: str | None = None) -> dict:
+    """AXFR of n rules from Knot, then ``runs`` IXFRs of ``changes`` names each. With ``reuse``, the
+    state after the AXFR (Knot's files, feedsync's state directory and its in-memory IXFR base,
+    pickled) is kept in that directory and later runs start from it instead of transferring again."""
+    import pickle
     zone = "feed.rpz.test"
-    rules = [f"s{i}.d{i % 5000}.bad.test CNAME ." for i in range(n)]
-    knot = Knot(os.path.join(work, "knot"), zone, rules, 10, notify_port=None, zonemd=False,
-                secret=base64.b64encode(os.urandom(32)).decode()).start()
+    saved = None
+    if reuse is not None:
+        work = reuse
+        ready = os.path.join(reuse, "ixfr-ready.pickle")
+        if os.path.exists(ready):
+            with open(ready, "rb") as f:
+                saved = pickle.load(f)
+            if saved["rules_n"] != n:
+                raise SystemExit(f"{reuse} holds a state of {saved['rules_n']} rules, not {n}")
+    rules = saved["rules"] if saved else [f"s{i}.d{i % 5000}.bad.test CNAME ." for i in range(n)]
+    secret = saved["secret"] if saved else base64.b64encode(os.urandom(32)).decode()
+    knot = Knot(os.path.join(work, "knot"), zone, rules, saved["serial"] if saved else 10, notify_port=None,
+                zonemd=False, secret=secret).start()
     state, run = os.path.join(work, "xstate"), os.path.join(work, "xrun")
     cfg = fconfig.loads(f"""[node]
 state_dir = "{state}"
@@ -183,33 +208,48 @@ type = "xfr"
 zone = "{zone}"
 primaries = ["127.0.0.1:{knot.port}"]
 tsig_name = "edge-key"
-tsig_secret = "{knot.secret}"
+tsig_secret = "{secret}"
 blast_radius = 1.0
 transfer_timeout = 600
 """)
+    if os.path.exists(cfg.control_socket):
+        os.unlink(cfg.control_socket)
     conf = Confirmer(cfg.control_socket, zone, os.path.join(cfg.feed_dir("twnic"), "active.rpz"))
     try:
-        return _ixfr_runs(cfg, knot, rules, zone, state, changes, runs, n, conf)
+        return _ixfr_runs(cfg, knot, rules, changes, runs, n, conf, saved, reuse, profile)
     finally:
         knot.stop()
 
 
-def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], zone: str, state: str, changes: int, runs: int,
-               n: int, conf: Confirmer) -> dict:
-    db = StateDB(os.path.join(state, "feeds", "feedsync.db"))
+def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, runs: int, n: int,
+               conf: Confirmer, saved: dict | None, reuse: str | None, profile: str | None) -> dict:
+    import pickle
+    db = StateDB(os.path.join(cfg.node.state_dir, "feeds", "feedsync.db"))
     sync = FeedSync(cfg, cfg.feed("twnic"), db, ControlClient(cfg.control_socket))
-    t0 = time.perf_counter()
-    res = sync.cycle()
-    axfr_s = time.perf_counter() - t0
-    assert res.outcome == "applied", res
-    print(f"  initial AXFR of {n} rules applied in {axfr_s:.1f} s", file=sys.stderr)
-    times, mems, to_reload = [], [], []
     serial = knot.soa_serial() or 10
-    for k in range(runs):
+    if saved is None:
+        t0 = time.perf_counter()
+        res = sync.cycle()
+        axfr_s: float | None = time.perf_counter() - t0
+        assert res.outcome == "applied", res
+        print(f"  initial AXFR of {n} rules applied in {axfr_s:.1f} s", file=sys.stderr)
+        if reuse is not None and sync._base is not None:
+            psl, sync._base[1].psl = sync._base[1].psl, None      # a closure: not picklable
+            with open(os.path.join(reuse, "ixfr-ready.pickle"), "wb") as f:
+                pickle.dump({"rules_n": n, "rules": rules, "secret": knot.secret, "serial": serial,
+                             "base": sync._base, "axfr_s": axfr_s, "run": 0}, f, protocol=5)
+            sync._base[1].psl = psl
+    else:
+        axfr_s = None
+        sync._base = saved["base"]
+        sync._base[1].psl = sync.psl
+        print(f"  state after the AXFR of {n} rules reused from {reuse} (serial {serial})", file=sys.stderr)
+    first = saved["run"] if saved else 0
+    times, mems, to_reload, loads, to_loaded = [], [], [], [], []
+    for k in range(first, first + runs):
         # M changes: half removed, half added
         lo = k * changes // 2
-        cur = rules[:lo] + rules[lo + changes // 2:] + [f"new{k}-{j}.fresh.test CNAME ." for j in range(changes // 2)]
-        rules = cur
+        rules = rules[:lo] + rules[lo + changes // 2:] + [f"new{k}-{j}.fresh.test CNAME ." for j in range(changes // 2)]
         serial += 10
         knot.write_zone(rules, serial)
         knot.reload()
@@ -217,17 +257,40 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], zone: str, sta
         gc.collect()
         steady = rss_mb()
         reset_peak()
+        prof = None
+        if profile and k == first + runs - 1:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
         t0 = time.perf_counter()
         m0 = time.monotonic()
         res = sync.cycle()
         times.append(time.perf_counter() - t0)
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile)
         to_reload.append(conf.reloaded_at[-1] - m0)
+        to_loaded.append(conf.loaded_at[-1] - m0)
+        loads.append(conf.loads[-1])
         mems.append((steady, hwm_mb()))
         assert res.outcome == "applied" and db.audit("twnic", limit=1)[0].record["extra"]["transfer"] == "ixfr", res
-        print(f"  IXFR run {k + 1}: resolver asked after {to_reload[-1]:.2f} s, cycle {times[-1]:.2f} s, "
-              f"rss {steady:.0f} -> peak {hwm_mb():.0f} MB", file=sys.stderr)
-    return {"rules": n, "changes": changes, "axfr_s": axfr_s, "median_s": statistics.median(times), "runs": times,
+        print(f"  IXFR run {k + 1}: resolver asked after {to_reload[-1]:.2f} s, loaded after {to_loaded[-1]:.2f} s "
+              f"(its load {loads[-1]:.2f} s), cycle {times[-1]:.2f} s, rss {steady:.0f} -> peak {hwm_mb():.0f} MB",
+              file=sys.stderr)
+    if reuse is not None:
+        ready = os.path.join(reuse, "ixfr-ready.pickle")
+        if os.path.exists(ready) and saved is not None:
+            os.unlink(ready)     # the state moved on: the pickled base no longer matches it
+        if sync._base is not None:
+            psl, sync._base[1].psl = sync._base[1].psl, None
+            with open(ready, "wb") as f:
+                pickle.dump({"rules_n": n, "rules": rules, "secret": knot.secret, "serial": serial,
+                             "base": sync._base, "axfr_s": saved["axfr_s"] if saved else axfr_s,
+                             "run": first + runs}, f, protocol=5)
+    return {"rules": n, "changes": changes, "axfr_s": axfr_s if axfr_s is not None else (saved or {}).get("axfr_s"),
+            "median_s": statistics.median(times), "runs": times,
             "reload_median_s": statistics.median(to_reload), "reload_runs": to_reload,
+            "loaded_median_s": statistics.median(to_loaded), "loaded_runs": to_loaded, "resolver_loads": loads,
             "steady_mb": statistics.median(s for s, _ in mems), "peak_mb": statistics.median(p for _, p in mems)}
 
 
@@ -237,6 +300,9 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", choices=["bundle", "ixfr"])
+    ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
+                    "when it is there (skips the AXFR; the first run in DIR does it)")
+    ap.add_argument("--profile", metavar="FILE", help="ixfr: cProfile of the last IXFR cycle into FILE")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="feedbench-")
     out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
@@ -245,7 +311,9 @@ def main() -> int:
         if args.only in (None, "bundle"):
             out["bundle"] = bench_bundle(args.rules, args.runs, work)
         if args.only in (None, "ixfr"):
-            out["ixfr"] = bench_ixfr(args.rules, args.changes, args.runs, work)
+            if args.reuse:
+                os.makedirs(args.reuse, exist_ok=True)
+            out["ixfr"] = bench_ixfr(args.rules, args.changes, args.runs, work, args.reuse, args.profile)
     finally:
         if not os.environ.get("KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -258,10 +326,11 @@ def main() -> int:
               f"{x['peak_mb']:.0f} MB |")
     if "ixfr" in out:
         x = out["ixfr"]
+        axfr = f"{x['axfr_s']:.1f} s" if x["axfr_s"] is not None else "reused"
         print(f"| IXFR: {x['changes']:,} changes on {x['rules']:,} rules | resolver asked after median "
-              f"{x['reload_median_s']:.2f} s (target <= 1 s) | whole cycle median {x['median_s']:.2f} s | "
-              f"RSS {x['steady_mb']:.0f} -> peak {x['peak_mb']:.0f} MB "
-              f"({x['peak_mb'] / max(x['steady_mb'], 1):.2f}x) | initial AXFR {x['axfr_s']:.1f} s |")
+              f"{x['reload_median_s']:.2f} s, loaded after median {x['loaded_median_s']:.2f} s (target <= 1 s) | "
+              f"whole cycle median {x['median_s']:.2f} s | RSS {x['steady_mb']:.0f} -> peak {x['peak_mb']:.0f} MB "
+              f"({x['peak_mb'] / max(x['steady_mb'], 1):.2f}x) | initial AXFR {axfr} |")
     return 0
 
 

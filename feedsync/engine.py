@@ -59,6 +59,8 @@ class Prepared:
                                    #   CompiledZone.with_owners), and full_records() for a full compile
     full_records: Any = None
     next_change_at: float | None = None
+    texts: Any = None              # xfr: () -> (source, rpz_text), produced when written (source and rpz_text
+                                   #   are empty until then)
     signer_keys: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 

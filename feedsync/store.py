@@ -8,12 +8,20 @@
         versions/<version>.rpz.gz ...    superseded versions, compressed (read transparently)
         versions/<version>.snap          compiled snapshot (rpz.snapshot) of the active version, full or a
                                          delta over a base snapshot; active.snap is made from it
+        active.version                   which version active.rpz and active.snap are (being) switched to
         tuf/                             python-tuf's trusted metadata (bundle feeds)
 
 Every file is written temp -> fsync -> rename -> fsync(dir) (STYLE.md habit 5). ``active.rpz`` is
 switched by linking the version into a temp name and renaming it over ``active.rpz``: one atomic
 rename, no copy. Versions are kept for ``keep_days`` (>= 180) so "which order blocked X at time T"
 stays answerable.
+
+An activation writes ``active.version`` = {"version": V, "complete": false} before it switches
+anything and {"complete": true} once both ``active.snap`` and ``active.rpz`` are V's; the feed state
+is committed only after that. A crash in between leaves a marker that is incomplete or names a
+version the state does not, and recovery puts the last-known-good back (``activation``). An IXFR
+switches ``active.snap`` first, asks the resolver (which maps it), and switches ``active.rpz`` right
+after (the zone text is written off the path to enforcement).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from .errors import StateError
 
 ACTIVE = "active.rpz"
 ACTIVE_SNAP = "active.snap"
+MARKER = "active.version"
 _VERSION = re.compile(r"^(\d{10})-(\d+)-([0-9a-f]{12})$")
 
 
@@ -136,7 +145,24 @@ class FeedStore:
                             if k not in ("serial", "zone_serial", "digest", "created_at", "ids")})
 
     def activate(self, name: str) -> None:
-        """Point active.rpz at version ``name`` with one rename; fsync the directory."""
+        """Point active.snap and active.rpz at version ``name`` (one rename each), bracketed by the
+        activation marker."""
+        self.begin_activation(name)
+        self.switch_snapshot(name)
+        self.switch_text(name)
+        self.end_activation(name)
+
+    def _marker(self, name: str, complete: bool) -> None:
+        atomic_write(os.path.join(self.root, MARKER), json.dumps({"version": name, "complete": complete}).encode())
+
+    def begin_activation(self, name: str) -> None:
+        self._marker(name, False)
+
+    def end_activation(self, name: str) -> None:
+        self._marker(name, True)
+
+    def switch_text(self, name: str) -> None:
+        """active.rpz: a hard link of the version's .rpz, renamed over it; fsync the directory."""
         src = self.path(name, "rpz")
         if not os.path.exists(src):   # a superseded version, stored compressed
             atomic_write(src, self.read(name, "rpz"))
@@ -149,23 +175,37 @@ class FeedStore:
             with open(src, "rb") as f:
                 data = f.read()
             atomic_write(tmp, data)
-        self._activate_snapshot(name)
         os.replace(tmp, self.active_path)
         fsync_dir(self.root)
 
-    def _activate_snapshot(self, name: str) -> None:
+    def write_snapshot(self, name: str, zone: Any) -> str | None:
+        """versions/<name>.snap of the compiled ``zone`` (rpz.snapshot): a full snapshot, or a delta
+        over the snapshot file ``zone`` was derived from. Returns the base version of a delta."""
+        from rpz.snapshot import write_snapshot
+        path = self.path(name, "snap")
+        write_snapshot(zone, path)
+        if not zone.changes or zone.snapshot_path is None:
+            return None
+        return os.path.basename(str(zone.snapshot_path))[: -len(".snap")]
+
+    def switch_snapshot(self, name: str, zone: Any = None) -> None:
         """active.snap (what the resolver maps, docs/contracts.md) for version ``name``: a link of a
-        full snapshot, or a delta rewritten here so that it names its base from this folder. A
-        version without a snapshot removes active.snap, so an older one never shadows active.rpz."""
+        full snapshot, or a delta written here so that it names its base from this folder (from
+        ``zone`` when the caller has it in memory, else from the version's file). A version without
+        a snapshot removes active.snap, so an older one never shadows active.rpz."""
         from rpz.snapshot import open_snapshot, write_snapshot
         active = os.path.join(self.root, ACTIVE_SNAP)
         snap = self.path(name, "snap")
         if not os.path.exists(snap):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(active)
+            fsync_dir(self.root)
             return
-        zone = open_snapshot(snap, verify=False)
-        if zone.changes:
+        if zone is None:
+            with open(snap, "rb") as f:
+                delta = f.read(8) == b"HEPZDELT"
+            zone = open_snapshot(snap, verify=False) if delta else None
+        if zone is not None and zone.changes:
             write_snapshot(zone, active)
             return
         tmp = os.path.join(self.root, f".{ACTIVE_SNAP}.{os.getpid()}.tmp")
@@ -173,8 +213,33 @@ class FeedStore:
             os.unlink(tmp)
         os.link(snap, tmp)
         os.replace(tmp, active)
+        fsync_dir(self.root)
+
+    def deactivate(self) -> None:
+        """Nothing active (no version was ever applied): active.rpz, active.snap and the marker go."""
+        for fn in (MARKER, ACTIVE_SNAP, ACTIVE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.root, fn))
+        fsync_dir(self.root)
+
+    def activation(self) -> tuple[str | None, bool]:
+        """(the version active.rpz/active.snap are, whether its activation completed). Without a
+        marker (a state written before it existed): the version active.rpz is a link of."""
+        try:
+            with open(os.path.join(self.root, MARKER), "rb") as f:
+                m = json.loads(f.read())
+            v = m.get("version")
+            return (str(v) if v is not None else None), bool(m.get("complete"))
+        except FileNotFoundError:
+            return self._linked_version(), True
+        except (OSError, ValueError):
+            return None, False
 
     def active_version(self) -> str | None:
+        """The version serving (or being switched to), or None."""
+        return self.activation()[0]
+
+    def _linked_version(self) -> str | None:
         """The version active.rpz is a link of (by inode), or None."""
         try:
             st = os.stat(self.active_path)

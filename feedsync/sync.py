@@ -45,6 +45,11 @@ from .tufsource import BundleSource, FetchedBundle
 from .xfrindex import XfrIndex
 
 Clock = Callable[[], float]
+# A delta snapshot carries every owner changed since its base, and the resolver replays them when it
+# maps it (tens of microseconds each): after a version is committed, a delta of COMPACT_AT changed
+# owners is compiled into a new full base; a delta past DELTA_LIMIT is never written.
+COMPACT_AT = 2_500
+DELTA_LIMIT = 20_000
 
 
 class BundleFetcher(Protocol):
@@ -293,11 +298,12 @@ class FeedSync:
 
     def _prepare_zone(self, index: XfrIndex, serial: int, extra: dict[str, Any], zonemd: str | None) -> Prepared:
         """The digest is the primary's ZONEMD when one verified (comparable across nodes and with the
-        primary), else SHA-256 of the stored source text."""
-        source, policy = index.texts()
+        primary), else the xfrdigest tree over the seed text, kept per owner (no pass over the zone).
+        The texts are produced when they are written, after the resolver was asked."""
         ids = frozenset(index.accepted)
-        return Prepared(serial, zonemd or engine.digest_of(source), source, policy, serial, ids,
-                        len(ids), tuple(index.rejected()), signer_keys=(self.feed.tsig_name,), extra=extra)
+        return Prepared(serial, zonemd or index.digest(), b"", b"", serial, ids,
+                        len(ids), tuple(index.rejected()), signer_keys=(self.feed.tsig_name,), extra=extra,
+                        texts=index.texts)
 
     def _prove_loads(self, p: Prepared) -> Prepared:
         """Compile with rpz exactly the bytes the resolver will load (DESIGN.md section 3)."""
@@ -359,25 +365,46 @@ class FeedSync:
 
     def _apply(self, st: FeedState, p: Prepared, d: engine.Decision, now: float, *, approved: bool,
                kind: str = "applied") -> CycleResult:
+        """Activate a version: its snapshot and active.snap, the resolver asked, then (for an IXFR,
+        whose zone text is produced off the path to enforcement) its text files and active.rpz; the
+        state, audit record and receipt commit only when all of that is done (store.py)."""
         name = self.store.version_name(now, p.zone_serial, p.digest.split(":")[-1])
         meta = {"serial": p.serial, "zone_serial": p.zone_serial, "digest": p.digest, "created_at": now,
                 "ids": list(p.ids) if self.feed.type == "bundle" else None, "in_force": p.in_force,
                 "rejected": list(p.rejected),
                 "signer_keys": list(p.signer_keys), "next_change_at": p.next_change_at,
                 "extra": dict(p.extra)}
+        self.store.begin_activation(name)
+        zone = None
         try:
-            snap_base = self._write_snapshot(st, p, name)
+            zone = self._snapshot_zone(st, p)
+            snap_base = self.store.write_snapshot(name, zone)
         except (rpz.RpzError, OSError) as exc:   # the text still serves; the resolver parses it instead
             log("snapshot_failed", "warning", feed=self.feed.name, version=name, error=str(exc))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.store.path(name, "snap"))
-            self._compiled, snap_base = None, None
+            self._compiled, snap_base, zone = None, None, None
         meta["snap_base"] = snap_base
-        self.store.write_version(name, p.rpz_text, p.source, meta)
-        self.store.activate(name)
+        deferred = p.texts is not None and zone is not None
+        if not deferred:
+            if p.texts is not None:
+                source, policy = p.texts()
+                p = replace(p, source=source, rpz_text=policy)
+            self.store.write_version(name, p.rpz_text, p.source, meta)
+        self.store.switch_snapshot(name, zone)
+        if not deferred:
+            self.store.switch_text(name)
         status, error = self._reload(p.zone_serial)
         if status == "error":
             return self._revert(st, p, name, error, now)
+        if deferred:       # the resolver maps active.snap; the text follows for humans, `rpz check`, the seed
+            source, policy = p.texts()
+            self.store.write_version(name, policy, source, meta)
+            del source, policy
+            self.store.switch_text(name)
+        self.store.end_activation(name)
+        if zone is not None:
+            self._compiled = (name, zone)
         prev_serial, prev_version = st.serial, st.version
         st.serial, st.zone_serial, st.digest, st.version = p.serial, p.zone_serial, p.digest, name
         st.applied_at, st.entries, st.in_force = now, p.entries, p.in_force
@@ -413,6 +440,7 @@ class FeedSync:
         log("feed_" + kind, feed=self.feed.name, serial=p.serial, zone_serial=p.zone_serial, digest=p.digest,
             entries=p.entries, in_force=p.in_force, added=d.added, removed=d.removed, rejected=len(p.rejected),
             resolver=status)
+        self._compact(name, p.full_records)
         self.store.prune(now, self.feed.keep_days, [name], [name, snap_base or name])
         self._push_receipts()
         return CycleResult(self.feed.name, "applied", p.serial)
@@ -434,27 +462,44 @@ class FeedSync:
         if opened or closed:
             log("orders_changed", feed=self.feed.name, serial=p.serial, orders=len(held), started=opened, ended=closed)
 
-    def _write_snapshot(self, st: FeedState, p: Prepared, name: str) -> str | None:
-        """versions/<name>.snap for the resolver (rpz.snapshot): the proof's zone when it compiled
+    def _snapshot_zone(self, st: FeedState, p: Prepared) -> Any:
+        """The version as a compiled zone for its snapshot: the proof's zone when it compiled
         everything, else the last-known-good's compiled zone with the changed owners replaced
-        (``with_owners``, written as a small delta over its base file). When the delta has grown past
-        a tenth of the rules, one full compile makes a new base. Returns the base version, if any."""
-        from rpz.snapshot import open_snapshot, write_snapshot
-        path = self.store.path(name, "snap")
+        (``with_owners``: written as a small delta over the base file it came from). A delta that
+        has grown past DELTA_LIMIT changed owners is compiled in full instead (normally the base
+        moves before that, after a version is committed: ``_compact``)."""
         zone = p.compiled
-        if zone is None:
-            base = self._compiled_zone(st)
-            limit = max(10_000, p.entries // 10)
-            if base is not None and p.changes is not None and len(base.changes) + len(p.changes) <= limit:
-                zone = base.with_owners(p.changes, f"{self.feed.name}:{p.serial}")
-            else:
-                zone = rpz.compile_records(self.feed.zone, p.full_records(), f"{self.feed.name}:{p.serial}")
-        write_snapshot(zone, path)
-        opened = open_snapshot(path, verify=False)   # a base for the next delta must be a written file
-        self._compiled = (name, opened)
-        if not opened.changes or opened.snapshot_path is None:
-            return None
-        return os.path.basename(opened.snapshot_path)[: -len(".snap")]
+        if zone is not None:
+            return zone
+        base = self._compiled_zone(st)
+        source = f"{self.feed.name}:{p.serial}"
+        if base is not None and p.changes is not None and len(base.changes) + len(p.changes) <= DELTA_LIMIT:
+            return base.with_owners(p.changes, source)
+        return rpz.compile_records(self.feed.zone, p.full_records(), source)
+
+    def _compact(self, name: str, full_records: Callable[[], Any] | None) -> None:
+        """After a version is committed (off the path to enforcement): map a full snapshot from
+        memory, and when its delta has reached COMPACT_AT changed owners, compile the version in full
+        as the new base, so the next delta (and the resolver's replay of it) stays small."""
+        from rpz.snapshot import open_snapshot
+        if self._compiled is None or self._compiled[0] != name:
+            return
+        zone = self._compiled[1]
+        path = self.store.path(name, "snap")
+        try:
+            if not zone.changes:
+                if zone.snapshot_path is None:    # compiled in memory: map the file instead (shared pages)
+                    self._compiled = (name, open_snapshot(path, verify=False))
+                return
+            if len(zone.changes) < COMPACT_AT or full_records is None:
+                return
+            full = rpz.compile_records(self.feed.zone, full_records(), zone.source)
+            self.store.write_snapshot(name, full)
+            del full
+            self._compiled = (name, open_snapshot(path, verify=False))
+            log("snapshot_compacted", feed=self.feed.name, version=name, owners=len(zone.changes))
+        except (rpz.RpzError, OSError) as exc:
+            log("snapshot_compaction_failed", "warning", feed=self.feed.name, version=name, error=str(exc))
 
     def _compiled_zone(self, st: FeedState) -> Any:
         """The last-known-good as a compiled zone: in memory, or mapped from its snapshot file."""
@@ -564,8 +609,7 @@ class FeedSync:
             self.store.activate(st.version)
             again, detail = self._reload(st.zone_serial or 0)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.store.active_path)
+            self.store.deactivate()
             again, detail = "absent", ""
         # the resolver never served it: its files go (a resolver that keeps failing must not fill the
         # disk with a full version per cycle); the audit record keeps its digest
@@ -680,17 +724,17 @@ class FeedSync:
         self._apply(st, p, d, now, approved=False, kind="expiry")
 
     def _recover(self, st: FeedState, now: float) -> None:
-        active = self.store.active_version()
-        if active == st.version or (st.version is None and active is None):
+        active, complete = self.store.activation()
+        if complete and (active == st.version or (st.version is None and active is None)):
             return
         if st.version is not None and self.store.has(st.version):
             self.store.activate(st.version)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.store.active_path)
+            self.store.deactivate()
         status, detail = self._reload(st.zone_serial or 0) if st.version else ("absent", "")
         self.db.append_audit(self.feed.name, st.serial, "recovered", now, {
-            "found_active": active, "restored": st.version, "resolver": status, "detail": detail})
+            "found_active": active, "found_complete": complete, "restored": st.version, "resolver": status,
+            "detail": detail})
         log("feed_recovered", "warning", feed=self.feed.name, found_active=active, restored=st.version)
 
     def _push_receipts(self) -> None:

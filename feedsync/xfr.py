@@ -65,6 +65,53 @@ class TooLarge(Exception):
     pass
 
 
+class _InPlaceVersion(dns.zone.WritableVersion):
+    """dnspython's writer copies the zone's map of names per transaction (a million entries per IXFR,
+    for a thousand changes). This one changes the zone's own map and remembers the original node of
+    every name it touches (dnspython replaces a node rather than changing it: copy on write), so a
+    transfer that fails puts them back. A full transfer (``replacement``) builds a new map as usual."""
+
+    def __init__(self, zone: dns.zone.Zone, replacement: bool = False) -> None:
+        super().__init__(zone, True)
+        self.in_place = not replacement
+        if self.in_place:
+            self.nodes = zone.nodes
+        self.undo: dict[dns.name.Name, Any] = {}
+
+    def _remember(self, name: dns.name.Name) -> None:
+        if self.in_place and name not in self.undo:
+            self.undo[name] = self.nodes.get(name)
+
+    def _maybe_cow_with_name(self, name: dns.name.Name) -> tuple[Any, dns.name.Name]:
+        name = self._validate_name(name)
+        self._remember(name)
+        return super()._maybe_cow_with_name(name)
+
+    def delete_node(self, name: dns.name.Name) -> None:
+        name = self._validate_name(name)
+        self._remember(name)
+        super().delete_node(name)
+
+    def rollback(self) -> None:
+        for name, node in self.undo.items():
+            if node is None:
+                self.nodes.pop(name, None)
+            else:
+                self.nodes[name] = node
+        self.undo.clear()
+
+
+class IxfrZone(dns.zone.Zone):
+    """The zone feedsync keeps as the IXFR base: transactions change it in place (_InPlaceVersion)."""
+
+    __slots__ = ()
+    writable_version_factory = _InPlaceVersion
+
+    def _end_write(self, txn: Any) -> None:      # a rolled-back transaction
+        if isinstance(txn.version, _InPlaceVersion):
+            txn.version.rollback()
+
+
 def keyring(feed: FeedConfig) -> dict[dns.name.Name, dns.tsig.Key]:
     name = dns.name.from_text(feed.tsig_name)
     return {name: dns.tsig.Key(name, feed.tsig_secret, dns.name.from_text(feed.tsig_algorithm))}
@@ -247,7 +294,7 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
     """
     origin = dns.name.from_text(feed.zone + ".")
     incremental = base is not None and base_serial is not None
-    zone = base if incremental else dns.zone.Zone(origin, relativize=False)
+    zone = base if incremental else IxfrZone(origin, relativize=False)
     assert zone is not None
     rdtype = dns.rdatatype.IXFR if incremental else dns.rdatatype.AXFR
     q, serial = dns.xfr.make_query(zone, serial=base_serial if incremental else None)
@@ -332,7 +379,8 @@ def count_names(zone: dns.zone.Zone) -> int:
 
 
 def zone_from_text(text: bytes, feed: FeedConfig) -> dns.zone.Zone:
-    return dns.zone.from_text(text.decode("utf-8"), origin=feed.zone + ".", relativize=False, check_origin=True)
+    return dns.zone.from_text(text.decode("utf-8"), origin=feed.zone + ".", relativize=False, check_origin=True,
+                              zone_factory=IxfrZone)
 
 
 def newer(new: int, old: int | None) -> serials.Order:

@@ -15,7 +15,6 @@ seed reproduces the primary's zone. A transfer that touches only a reference rec
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from rpz.actions import order_ref_of
 
 from . import engine
 from .config import FeedConfig
+from .xfrdigest import TreeDigest, block
 
 Record = tuple[bytes, int, int, bytes]
 CNAME, SOA, NS = 5, 6, 2
@@ -69,6 +69,9 @@ class XfrIndex:
         self.added: set[str] = set()
         self.removed: set[str] = set()
         self.companion_of: dict[dns.name.Name, dns.name.Name] = {}   # rule owner -> its rpz-order name
+        self.tree = TreeDigest(feed.zone)        # the content digest, per owner (xfrdigest)
+        self.rejections: dict[dns.name.Name, dict[str, Any]] = {}   # owners left out, kept per owner
+        self.apex_block = b""
 
     # --- building ----------------------------------------------------------------------------------
 
@@ -76,6 +79,9 @@ class XfrIndex:
         self.owners.clear()
         self.accepted.clear()
         self.companion_of.clear()
+        self.tree.clear()
+        self.rejections.clear()
+        self.apex_block = b""
         return self.update(zone, zone.nodes.keys())
 
     def _base_of(self, name: dns.name.Name) -> dns.name.Name | None:
@@ -110,21 +116,30 @@ class XfrIndex:
                 self._apex(zone)
                 continue
             old = self.owners.pop(name, None)
-            if old is not None and old.rel in self.accepted:
-                self.accepted.discard(old.rel)
-                gone.add(old.rel)
+            if old is not None:
+                self.rejections.pop(name, None)
+                self.tree.discard(old.rel, old.text)
+                if old.rel in self.accepted:
+                    self.accepted.discard(old.rel)
+                    gone.add(old.rel)
             node = zone.nodes.get(name)
             if node is None or not len(node.rdatasets):
                 continue
             if name in bases:
-                self.owners[name] = self._companion(name, node, bases[name])
+                comp = self.owners[name] = self._companion(name, node, bases[name])
+                self.tree.add(comp.rel, comp.text)
+                if comp.rejection is not None:
+                    self.rejections[name] = comp.rejection
                 continue
             own = self._owner(name, node, zone)
             self.owners[name] = own
+            self.tree.add(own.rel, own.text)
             present.add(name)
             if own.rejection is None:
                 self.accepted.add(own.rel)
                 new.add(own.rel)
+            else:
+                self.rejections[name] = own.rejection
         self.added, self.removed = new - gone, gone - new
         self.serial = int(zone.get_soa().serial)
         return present
@@ -162,6 +177,7 @@ class XfrIndex:
             o = self.owners.get(name)
             if o is not None and o.rejection is None:
                 o.rejection = {"entry_id": o.rel, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD", "detail": r.reason}
+                self.rejections[name] = o.rejection
                 self.accepted.discard(o.rel)
                 if o.rel in self.added:
                     self.added.discard(o.rel)
@@ -183,6 +199,10 @@ class XfrIndex:
         self.apex_policy = "".join(pol[i] for i in soa_first)
         self.apex_source = "".join(sorted(src, key=lambda s: " SOA " not in s))
         self.apex_records = recs
+        if self.apex_block:
+            self.tree.discard("@", self.apex_block)
+        self.apex_block = block(src)
+        self.tree.add("@", self.apex_block)
 
     def _companion(self, name: dns.name.Name, node: dns.node.Node, base: dns.name.Name) -> Owner:
         """An rpz-order name: its lines stay in the text; its order references go with the rule's
@@ -201,7 +221,7 @@ class XfrIndex:
             rej = {"entry_id": rel, "index": -1, "reason": "ENTRY_UNUSABLE_RECORD",
                    "detail": f"only TXT \"order=...\" may sit at an rpz-order name (the order reference of the "
                              f"rule at {rule}); found {', '.join(sorted(set(bad)))}"}
-        return Owner(rel, "".join(lines).encode(), [], rej)
+        return Owner(rel, block(lines), [], rej)
 
     def _owner(self, name: dns.name.Name, node: dns.node.Node, zone: dns.zone.Zone) -> Owner:
         wire = bytes(name.to_wire() or b"")
@@ -232,7 +252,7 @@ class XfrIndex:
         v = engine.screen_owner(rel, passthru, self.feed, self.psl)
         rej = None if v.reason is None else {"entry_id": rel, "index": -1, "reason": v.reason.value,
                                              "detail": v.detail}
-        return Owner(rel, "".join(lines).encode(), recs, rej)
+        return Owner(rel, block(lines), recs, rej)
 
     # --- outputs -----------------------------------------------------------------------------------
 
@@ -257,9 +277,8 @@ class XfrIndex:
         return out
 
     def rejected(self) -> list[dict[str, Any]]:
-        return sorted((o.rejection for o in self.owners.values() if o.rejection is not None),
-                      key=lambda r: r["entry_id"])
+        return sorted(self.rejections.values(), key=lambda r: r["entry_id"])
 
-    @staticmethod
-    def digest(source: bytes) -> str:
-        return "sha256:" + hashlib.sha256(source).hexdigest()
+    def digest(self) -> str:
+        """The content digest of the zone as it is now (xfrdigest; what ``texts()[0]`` hashes to)."""
+        return self.tree.hexdigest()

@@ -279,11 +279,14 @@ def test_notify_triggers_ixfr_through_the_daemon_within_2s(tmp_path) -> None:  #
             raise AssertionError(proc.communicate(timeout=20)[1].decode()[-3000:] + knot_log) from None
         elapsed = time.monotonic() - t0
         assert elapsed <= 2.0, f"NOTIFY to resolver reload took {elapsed:.2f} s"
-        with open(os.path.join(cfg.feed_dir("twnic"), "active.rpz"), "rb") as f:
-            z = rpz.compile_text(f.read(), "a", ZONE)
-        assert z.qname.match(rpz.names.from_text("notified.test.")) is not None
+        from rpz.snapshot import open_snapshot
+        z = open_snapshot(os.path.join(cfg.feed_dir("twnic"), "active.snap"))    # what the resolver mapped
+        assert z.serial == new and z.qname.match(rpz.names.from_text("notified.test.")) is not None
         db = StateDB(os.path.join(state, "feeds", "feedsync.db"))
         _wait(lambda: db.state("twnic").serial == new, 5, "the commit after the reload")
+        with open(os.path.join(cfg.feed_dir("twnic"), "active.rpz"), "rb") as f:    # the text followed it
+            t = rpz.compile_text(f.read(), "a", ZONE)
+        assert t.serial == new and t.qname.match(rpz.names.from_text("notified.test.")) is not None
         assert db.audit("twnic", kind="applied")[0].record["extra"]["transfer"] == "ixfr"
         db.close()
     finally:
