@@ -106,6 +106,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve_api(config: Path) -> tuple[int, subprocess.Popen[str]]:
+    """`hotline-edge api serve` on a free loopback port, once it answers /healthz."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "api", "serve", "--config", str(config),
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+    try:
+        wait_until(up, 30, "api serve to answer /healthz")
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
+    return port, proc
+
+
 def test_keygen_token_and_serve(tmp_path: Path, config: Path) -> None:
     keys = tmp_path / "keys"
     assert he("api", "keygen", "--out", str(keys)).returncode == 0
@@ -122,17 +143,8 @@ def test_keygen_token_and_serve(tmp_path: Path, config: Path) -> None:
     listed = he("api", "token", "list", "--config", str(config))
     assert "auditor" in listed.stdout and token.split("_", 2)[2] not in listed.stdout
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "api", "serve", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    port, proc = serve_api(config)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(up, 30, "api serve to answer /healthz")
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"http://127.0.0.1:{port}/audit/verify", headers=auth).json()["ok"] is True
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 401
@@ -172,17 +184,8 @@ def test_tokens_made_offline_are_provisioned_by_hash_idempotently_and_revoked(tm
     assert provision() == {"added": [entry["id"]], "revoked": [], "unchanged": [], "changed": True}
     assert provision() == {"added": [], "revoked": [], "unchanged": [entry["id"]], "changed": False}
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "api", "serve", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    port, proc = serve_api(config)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(up, 30, "api serve to answer /healthz")
         auth = {"Authorization": f"Bearer {token}"}
         who = httpx.get(f"http://127.0.0.1:{port}/whoami", headers=auth)
         assert who.status_code == 200 and who.json()["role"] == "hotline", who.text
