@@ -86,6 +86,16 @@ class ShippingSink:
         else:
             self.dropped += len(templates)
 
+    def submit_many(self, time_ms: int, hits: list[tuple[str, int, tuple[Template, ...]]], transport: str) -> None:
+        """The hits of a batch of queries answered at ``time_ms`` as (ip, port, templates): one
+        extend of the deque. Never blocks: what does not fit is counted as dropped."""
+        q = self.q
+        room = self.limit - len(q)
+        if room < len(hits):
+            self.dropped += sum(len(h[2]) for h in hits[max(room, 0):])
+            hits = hits[:max(room, 0)]
+        q.extend([(time_ms, ip, port, templates, transport) for ip, port, templates in hits])
+
     def submit(self, hit: HitRecord) -> None:
         """resolver.hits.HitSink: one HitRecord (the slower, general entry point)."""
         self.submit_hits(hit.time_ms, hit.client_ip, hit.client_port,
@@ -267,6 +277,15 @@ class BlocklogWriter:
             self.inbox.append((time_ms, ip, port, templates, transport))
         else:
             self.stats.dropped_writer += len(templates)
+
+    def submit_many(self, time_ms: int, hits: list[tuple[str, int, tuple[Template, ...]]], transport: str) -> None:
+        """A batch of queries' hits from a producer in this process (as ShippingSink.submit_many)."""
+        inbox = self.inbox
+        room = self.cfg.queue_size - len(inbox)
+        if room < len(hits):
+            self.stats.dropped_writer += sum(len(h[2]) for h in hits[max(room, 0):])
+            hits = hits[:max(room, 0)]
+        inbox.extend([(time_ms, ip, port, templates, transport) for ip, port, templates in hits])
 
     def submit(self, hit: HitRecord) -> None:
         """resolver.hits.HitSink: one HitRecord from a producer in this process."""

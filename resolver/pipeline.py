@@ -208,6 +208,7 @@ class Pipeline:
         self.null_sink = isinstance(sink, NullSink)
         # a sink may take a query's hits as they are (docs/contracts.md): no HitRecord per hit
         self.submit_hits: Callable[..., None] | None = getattr(sink, "submit_hits", None)
+        self.submit_many: Callable[..., None] | None = getattr(sink, "submit_many", None)
         self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
@@ -374,6 +375,15 @@ class Pipeline:
         for t in hits:
             c.hitc[c.hit_slot(t[2], t[6])] += 1
         if not self.null_sink:
+            self.submit(hits, ip, port, transport)
+
+    def submit_batch(self, batch: list[tuple[str, int, tuple[HitTemplate, ...]]], transport: str) -> None:
+        """The hits of a batch of answers, as (ip, port, templates), stamped with one time: one
+        call into a sink that takes batches (``submit_many``), else one ``submit`` per query."""
+        if self.submit_many is not None:
+            self.submit_many(int(self.wallclock() * 1000), batch, transport)
+            return
+        for ip, port, hits in batch:
             self.submit(hits, ip, port, transport)
 
     def submit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:

@@ -164,7 +164,7 @@ class UdpListener:
         clock = p.clock
         resp = p.c.resp
         hitc = p.c.hitc
-        submit = p.submit
+        submit_batch = p.submit_batch
         null_sink = p.null_sink
         slow = self._handle
 
@@ -177,6 +177,7 @@ class UdpListener:
                 return
             now = int(clock())
             j = 0
+            hits: list[tuple[str, int, Any]] = []
             for i in range(n):
                 off = i * rsize
                 end = off + rhdr32[i * 16 + 14]
@@ -202,9 +203,11 @@ class UdpListener:
                         for k in f[4]:
                             hitc[k] += 1
                         if f[2] and not null_sink:
-                            submit(f[2], ip, int.from_bytes(names[noff + 2:noff + 4], "big"), UDP)
+                            hits.append((ip, int.from_bytes(names[noff + 2:noff + 4], "big"), f[2]))
                         continue
                 slow(rbuf[off:end].tobytes(), address(i))
+            if hits:
+                submit_batch(hits, UDP)
             if j:
                 lost = send(j)
                 keep.clear()

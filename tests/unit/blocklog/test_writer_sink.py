@@ -34,3 +34,45 @@ def test_writer_takes_hit_records(tmp_path: Path) -> None:
         assert store.verify().ok
     finally:
         store.close()
+
+
+T1 = ("csam-site.test.", 1, "hotline.rpz.test.", 7, "QNAME", "csam-site.test.hotline.rpz.test.", "nxdomain",
+      "TW-2026-0042")
+T2 = ("fraud.test.", 1, "hotline.rpz.test.", 7, "QNAME", "fraud.test.hotline.rpz.test.", "nxdomain", "TW-2026-0043")
+
+
+def test_a_batch_of_hits_lands_in_the_log_in_order(tmp_path: Path) -> None:
+    doc = parse_config(f'[node]\nid = "edge-1"\nstate_dir = "{tmp_path}"\nruntime_dir = "{tmp_path}"\n'
+                       '[blocklog]\nflush_interval_ms = 20\n'.encode(), "he.toml")
+    cfg = load_blocklog(doc)
+    writer = BlocklogWriter(cfg, listen=False).start()
+    try:
+        writer.submit_many(1_790_000_000_000, [("198.51.100.7", 40000, (T1,)), ("198.51.100.8", 40001, (T1, T2))],
+                           "udp")
+    finally:
+        writer.close()
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        rows = list(store.records())
+        assert [(r.qname, r.order_ref) for r in rows] == [("csam-site.test.", "TW-2026-0042"),
+                                                          ("csam-site.test.", "TW-2026-0042"),
+                                                          ("fraud.test.", "TW-2026-0043")]
+        assert store.verify().ok
+    finally:
+        store.close()
+
+
+def test_a_batch_that_does_not_fit_is_counted_as_dropped_hits(tmp_path: Path) -> None:
+    from resolver.blocklog_ship import ShippingSink
+    sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=3, interval_s=3600)
+    try:
+        sink.submit_many(1, [("192.0.2.1", 1, (T1,)), ("192.0.2.2", 2, (T1, T2))], "udp")
+        assert len(sink.q) == 2 and sink.dropped == 0
+        # room for one more query: the second and third are dropped, counted by their hits (1 + 2)
+        sink.submit_many(2, [("192.0.2.3", 3, (T2,)), ("192.0.2.4", 4, (T1,)), ("192.0.2.5", 5, (T1, T2))], "udp")
+        assert [item[1] for item in sink.q] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        assert sink.dropped == 3
+        sink.submit_many(3, [("192.0.2.6", 6, (T1,))], "udp")                   # full: all of it dropped
+        assert len(sink.q) == 3 and sink.dropped == 4
+    finally:
+        sink.close()
