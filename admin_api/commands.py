@@ -388,11 +388,29 @@ def _actor() -> str:
         return f"cli:uid{os.getuid()}"
 
 
+def _exit_codes(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The admin commands' exit codes for what their work raises, the message on stderr: what was
+    asked for is not there or not allowed now (NotFound, Conflict) 1, the database failed
+    (StoreError) 3."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from .errors import Conflict, NotFound, StoreError
+        try:
+            return func(args)
+        except (NotFound, Conflict) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        except StoreError as exc:
+            print(str(exc), file=sys.stderr)
+            return 3
+    return run
+
+
+@_exit_codes
 def cmd_token_issue(args: argparse.Namespace) -> int:
     cfg = _with_config(args)
     if cfg is None:
         return 2
-    from .errors import StoreError
     from .roles import Role
     try:
         ttl = parse_ttl(args.ttl)
@@ -400,9 +418,6 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except StoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
     print(token)
     print(f"token {record.id}: role {record.role}, subject {record.subject}, expires "
           f"{record.expires_at.isoformat()} (shown once; store it now)", file=sys.stderr)
@@ -427,12 +442,12 @@ def cmd_token_make(args: argparse.Namespace) -> int:
     return 0
 
 
+@_exit_codes
 def cmd_token_provision(args: argparse.Namespace) -> int:
     cfg = _with_config(args)
     if cfg is None:
         return 2
     from .clock import SystemClock
-    from .errors import StoreError
     from .tokens import parse_provisioned
     try:
         with open(args.file, encoding="utf-8") as f:
@@ -450,9 +465,6 @@ def cmd_token_provision(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except StoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
     print(json.dumps({"added": list(result.added), "revoked": list(result.revoked),
                       "unchanged": list(result.unchanged), "changed": result.changed}))
     return 0
@@ -471,16 +483,12 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_exit_codes
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     cfg = _with_config(args)
     if cfg is None:
         return 2
-    from .errors import NotFound
-    try:
-        _authority(cfg).revoke(args.token_id, actor=_actor())
-    except NotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    _authority(cfg).revoke(args.token_id, actor=_actor())
     print(f"token {args.token_id} revoked", file=sys.stderr)
     return 0
 
@@ -566,24 +574,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"{args.file}: {parsed.kind.value}: {totals[0]} new, {totals[1]} updated, {totals[2]} unchanged, "
           f"{len(parsed.rejected)} rejected")
     return 1 if parsed.rejected else 0
-
-
-def _exit_codes(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """The admin commands' exit codes for what their work raises, the message on stderr: what was
-    asked for is not there or not allowed now (NotFound, Conflict) 1, the database failed
-    (StoreError) 3."""
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        from .errors import Conflict, NotFound, StoreError
-        try:
-            return func(args)
-        except (NotFound, Conflict) as exc:
-            print(str(exc), file=sys.stderr)
-            return 1
-        except StoreError as exc:
-            print(str(exc), file=sys.stderr)
-            return 3
-    return run
 
 
 @_exit_codes
