@@ -117,7 +117,7 @@ def entries(n: int, now: float, salt: int = 0) -> list[dict]:
              "retention_days": 180} for i in range(n)]
 
 
-def bench_bundle(n: int, runs: int, work: str) -> dict:
+def bench_bundle(n: int, runs: int, work: str, profile: str | None = None) -> dict:
     import functools
     import http.server
     now = datetime.now(UTC).replace(microsecond=0)
@@ -162,8 +162,16 @@ blast_radius = 1.0
         reset_peak()
         t0 = time.perf_counter()
         m0 = time.monotonic()
+        prof = None
+        if profile and k == 0:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
         res = sync.cycle()
         times.append(time.perf_counter() - t0)
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile + ".bundle")
         to_reload.append(conf.reloaded_at[-1] - m0)
         peaks.append((steady, hwm_mb()))
         assert res.outcome == "applied", res
@@ -264,8 +272,16 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
             prof.enable()
         t0 = time.perf_counter()
         m0 = time.monotonic()
+        prof = None
+        if profile and k == 0:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
         res = sync.cycle()
         times.append(time.perf_counter() - t0)
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile + ".bundle")
         if prof is not None:
             prof.disable()
             prof.dump_stats(profile)
@@ -302,14 +318,14 @@ def main() -> int:
     ap.add_argument("--only", choices=["bundle", "ixfr"])
     ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
                     "when it is there (skips the AXFR; the first run in DIR does it)")
-    ap.add_argument("--profile", metavar="FILE", help="ixfr: cProfile of the last IXFR cycle into FILE")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile of the cold bundle cycle into FILE.bundle and of the last IXFR cycle into FILE")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="feedbench-")
     out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
                             f"{platform.python_version()}", "load": os.getloadavg()}
     try:
         if args.only in (None, "bundle"):
-            out["bundle"] = bench_bundle(args.rules, args.runs, work)
+            out["bundle"] = bench_bundle(args.rules, args.runs, work, args.profile)
         if args.only in (None, "ixfr"):
             if args.reuse:
                 os.makedirs(args.reuse, exist_ok=True)
