@@ -420,9 +420,10 @@ def finish_zone(builder: ZoneBuilder, m: U8, lens: I64, h: npt.NDArray[np.uint64
     ur = r.copy()
     uw = np.zeros(len(r), dtype=np.uint32)
     width = max(m.shape[1], pm.shape[1], em.shape[1])
-    if width > m.shape[1]:
+    if width > m.shape[1]:   # a wider matrix hashes every row differently: key them again
         m = _widen(m, width)
-        known.m = m
+        h = hash64(m)
+        known = _Known(m, lens, row_keys(m, lens, h))
     add_h: list[npt.NDArray[np.uint64]] = []
     for xm0, xl, xr, xw in ((pm, pl, np.zeros(len(pl), np.uint32), r[wild]), (em, el, er, ew)):
         if not len(xl):

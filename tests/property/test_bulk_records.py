@@ -60,3 +60,20 @@ def test_soa_anywhere_in_the_apex_records():
     for order in ([ns, soa, bad], [bad, ns, soa, soa], [soa, bad, soa]):
         a = compile_records(z.origin, order, "bulk")
         assert a.serial == 1 and a.stats.rules == 1
+
+
+def test_a_longer_careful_owner_keeps_the_wildcard_of_an_exact_owner():
+    """An owner that must go through the careful builder and is longer than every bulk owner widens
+    the name matrix; the wildcard of an owner that is also an exact rule must survive that (the
+    rows are keyed again at the new width). Found by test_bulk_equals_careful."""
+    from .rpz_model import Rule
+    z = Zone("z0.rpz.test.", [Rule("qname", ("*", "a", "a"), "", "nodata"), Rule("qname", ("a", "a"), "", "nodata"),
+                              Rule("qname", ("a", "test", "a"), "", "local-data")])
+    recs = _records(z, False)
+    a = compile_records(z.origin, recs, "bulk")
+    b = compile_records(z.origin, recs, "careful", bulk=False)
+    pa, pb = (Policy([PolicyZone(x, ZoneSettings())]) for x in (a, b))
+    w = names.from_text("x.a.a.")
+    da, db = pa.evaluate(None, 1, [Stage(w)]), pb.evaluate(None, 1, [Stage(w)])
+    assert db is not None and db.owner == "*.a.a.z0.rpz.test."
+    assert da is not None and (da.action, da.owner) == (db.action, db.owner)
