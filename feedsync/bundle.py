@@ -17,6 +17,11 @@ suffix, protected names, duration bound). Both refuse one entry with a reason; t
 ``compile_zone`` turns the entries in force at ``now`` into RPZ zone text, with the order reference
 as ``TXT "order=<ref>"`` at every rule owner and the extra names that DNS wildcard semantics need
 (DESIGN.md section 5; ``fill_wildcard_gaps``).
+
+These functions work one entry at a time and are the definition of what an entry means.
+feedsync.bundlebulk does the same by column for real (million-entry) bundles, handing every row
+its column checks cannot vouch for back to these; tests/property/test_bundle_bulk.py holds both
+to the same results.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -139,15 +144,6 @@ class Bundle:
     entries: tuple[Entry, ...]
     rejected: tuple[EntryRejection, ...]
     indices: tuple[int, ...] = ()        # position of each entry in the document
-
-
-@dataclass(slots=True)
-class EntryCache:
-    """Results of the previous version's parse and checks, keyed by content, so that a new version
-    that repeats most entries (the usual case) re-reads only what changed. Holds one version."""
-
-    parsed: dict[tuple[Any, ...], Entry | EntryRejection] = field(default_factory=dict)
-    checked: dict[Entry, EntryRejection | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,53 +298,52 @@ def check_entry(entry: Entry, index: int, guards: Guards) -> EntryRejection | No
 
 # --- documents -----------------------------------------------------------------------------------
 
-def parse_bundle(data: bytes, source: str = "<bundle>", cache: EntryCache | None = None) -> Bundle:
-    """Parse a bundle document. BundleFormatError when it is not a bundle at all."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleFormatError(source, f"not JSON: {exc}") from exc
+@dataclass(frozen=True, slots=True)
+class BundleHeader:
+    feed: str
+    sequence: int
+    generated_at: int
+
+
+def bundle_header(doc: Any, source: str) -> BundleHeader:
+    """The document's header fields, checked; BundleFormatError when it is not a bundle at all
+    (``entries`` must be a list; its elements are checked one by one later)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleFormatError(source, f"not a {FORMAT} document (format field)")
     feed = doc.get("feed")
     seq = doc.get("sequence")
-    entries = doc.get("entries")
     if not isinstance(feed, str) or not feed:
         raise BundleFormatError(source, "feed is missing")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BundleFormatError(source, "sequence must be a non-negative integer")
-    if not isinstance(entries, list):
+    if not isinstance(doc.get("entries"), list):
         raise BundleFormatError(source, "entries must be a list")
     try:
         generated = parse_time(str(doc.get("generated_at", "")))
     except ValueError as exc:
         raise BundleFormatError(source, f"generated_at: {exc}") from exc
+    return BundleHeader(feed, seq, generated)
+
+
+def parse_bundle(data: bytes, source: str = "<bundle>") -> Bundle:
+    """Parse a bundle document one entry at a time (the reference; feedsync.bundlebulk reads real
+    bundles by column). BundleFormatError when it is not a bundle at all."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleFormatError(source, f"not JSON: {exc}") from exc
+    head = bundle_header(doc, source)
     good: list[Entry] = []
     where: list[int] = []
     bad: list[EntryRejection] = []
-    seen = cache.parsed if cache is not None else {}
-    fresh: dict[tuple[Any, ...], Entry | EntryRejection] = {}
-    for i, raw in enumerate(entries):
-        key: tuple[Any, ...] | None = None
-        e: Entry | EntryRejection | None = None
-        if cache is not None and isinstance(raw, dict):
-            key = tuple(raw.items())
-            try:
-                e = seen.get(key)
-            except TypeError:   # a value that is not hashable (a list): parse it, it will be refused
-                key = None
-        if e is None:
-            e = parse_entry(raw, i)
-        if key is not None:
-            fresh[key] = e
+    for i, raw in enumerate(doc["entries"]):
+        e = parse_entry(raw, i)
         if isinstance(e, EntryRejection):
-            bad.append(e if e.index == i else EntryRejection(e.entry_id, i, e.reason, e.detail))
+            bad.append(e)
         else:
             good.append(e)
             where.append(i)
-    if cache is not None:
-        cache.parsed = fresh
-    return Bundle(feed, seq, generated, tuple(good), tuple(bad), tuple(where))
+    return Bundle(head.feed, head.sequence, head.generated_at, tuple(good), tuple(bad), tuple(where))
 
 
 def dump_bundle(feed: str, sequence: int, generated_at: int, entries: Iterable[Mapping[str, Any]]) -> bytes:
@@ -406,33 +401,22 @@ class Screened:
     rejected: tuple[EntryRejection, ...]
 
 
-def screen(bundle: Bundle, guards: Guards, cache: EntryCache | None = None) -> Screened:
-    """Apply ``check_entry`` and the duplicate-id rule to a parsed bundle (``guards`` must be the
-    same for every call with one cache)."""
+def screen(bundle: Bundle, guards: Guards) -> Screened:
+    """Apply ``check_entry`` and the duplicate-id rule to a parsed bundle."""
     seen: set[str] = set()
     good: list[tuple[int, Entry]] = []
     bad = list(bundle.rejected)
-    known = cache.checked if cache is not None else {}
-    fresh: dict[Entry, EntryRejection | None] = {}
     indices = bundle.indices or tuple(range(len(bundle.entries)))
     for i, e in zip(indices, bundle.entries, strict=True):
         if e.entry_id in seen:
             bad.append(EntryRejection(e.entry_id, i, Reason.DUPLICATE, "entry_id used twice in this version"))
             continue
         seen.add(e.entry_id)
-        if e in known:
-            why = known[e]
-            if why is not None and why.index != i:
-                why = EntryRejection(why.entry_id, i, why.reason, why.detail)
-        else:
-            why = check_entry(e, i, guards)
-        fresh[e] = why
+        why = check_entry(e, i, guards)
         if why is None:
             good.append((i, e))
         else:
             bad.append(why)
-    if cache is not None:
-        cache.checked = fresh
     bad.sort(key=lambda r: r.index)
     return Screened(tuple(good), tuple(bad))
 
@@ -505,7 +489,7 @@ def rules_for(accepted: Iterable[tuple[int, Entry]], stop_pages: Mapping[str, st
     return rules, used, conflicts
 
 
-def fill_wildcard_gaps(rules: dict[str, Rule]) -> int:
+def fill_wildcard_gaps(rules: MutableMapping[str, Rule], owners: Iterable[str] | None = None) -> int:
     """Add the owners that keep every name under a ``*.T`` rule covered (DESIGN.md section 5).
 
     DNS wildcard semantics (RFC 4592 section 2.2.2): a name that exists, even as an empty
@@ -513,13 +497,14 @@ def fill_wildcard_gaps(rules: dict[str, Rule]) -> int:
     ``*.bad.test`` makes ``sub.bad.test`` exist, and ``x.sub.bad.test`` and ``sub.bad.test`` escape.
     For every owner M on the path from each rule owner up to (not including) the nearest wildcard
     base T above it, add ``*.M`` (and ``M`` itself where it exists only as a non-terminal) with
-    T's rule. Returns how many owners were added.
+    T's rule. Returns how many owners were added. ``owners``: only these need looking at (the
+    others have no wildcard rule above them; default: all).
     """
     wild = {o[2:] for o in rules if o.startswith("*.")}
     if not wild:
         return 0
     added = 0
-    for owner in list(rules):
+    for owner in list(rules if owners is None else owners):
         base = owner[2:] if owner.startswith("*.") else owner
         path = [base]
         rest = base

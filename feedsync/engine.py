@@ -21,12 +21,15 @@ Decision table (issue 4, "Entries and guards"; research C.1 items 3, 8, 9, 11):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
+
 from . import bundle as bfmt
+from . import bundlebulk as bulk
 from . import serial as serials
 from .config import FeedConfig
 from .errors import BundleFormatError, FeedRefused, RefusalCode
@@ -58,8 +61,9 @@ class Prepared:
     changes: Any = None            # else: {owner wire: [rpz RR]} changed since the last-known-good (for
                                    #   CompiledZone.with_owners), and full_records() for a full compile
     full_records: Any = None
+    compile_full: Any = None       # bundles: (source) -> the whole version compiled (instead of full_records)
     next_change_at: float | None = None
-    texts: Any = None              # xfr: () -> (source, rpz_text), produced when written (source and rpz_text
+    texts: Any = None              # () -> (source, rpz_text), produced when written (source and rpz_text
                                    #   are empty until then)
     signer_keys: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -125,48 +129,45 @@ def guards_for(feed: FeedConfig, is_public_suffix: Callable[[str], bool] | None)
     return bfmt.Guards(feed.max_duration_days * 86400, feed.protected, dict(feed.stop_pages), is_public_suffix)
 
 
-def next_change(entries: Iterable[bfmt.Entry], now: float) -> float | None:
-    """The earliest future instant an accepted entry starts or stops being in force."""
-    soonest: float | None = None
-    for e in entries:
-        for t in (e.effective_at, e.expires_at):
-            if t > now and (soonest is None or t < soonest):
-                soonest = t
-    return soonest
-
-
 def prepare_bundle(data: bytes, feed: FeedConfig, now: float, *, zone_serial: int,
                    is_public_suffix: Callable[[str], bool] | None, declared_sequence: int | None = None,
-                   signer_keys: Sequence[str] = (), cache: bfmt.EntryCache | None = None) -> Prepared:
-    """A TUF-verified bundle -> Prepared, or FeedRefused for the whole version."""
+                   signer_keys: Sequence[str] = ()) -> Prepared:
+    """A TUF-verified bundle -> Prepared, or FeedRefused for the whole version. Read, screened and
+    compiled by column (feedsync.bundlebulk; feedsync.bundle is the entry-at-a-time reference).
+    The zone text is produced when the version is written, after the resolver was asked."""
     expect = feed.feed_id or feed.name
     try:
-        b = bfmt.parse_bundle(data, f"{feed.name} bundle", cache)
+        head, cols, parse_rejected = bulk.read_bundle(data, f"{feed.name} bundle")
     except BundleFormatError as exc:
         raise FeedRefused(RefusalCode.INTEGRITY, feed.name, declared_sequence, "bundle_format", exc.reason) from exc
-    if declared_sequence is not None and b.sequence != declared_sequence:
-        raise FeedRefused(RefusalCode.INCONSISTENT, feed.name, b.sequence, "sequence",
-                          f"the signed target says sequence {declared_sequence}, the bundle says {b.sequence}")
-    if b.feed != expect:
-        raise FeedRefused(RefusalCode.SCOPE, feed.name, b.sequence, "feed_id",
-                          f"the bundle is for feed {b.feed!r}, this feed accepts {expect!r}")
-    n = len(b.entries) + len(b.rejected)
-    if n > feed.max_entries:
-        raise FeedRefused(RefusalCode.TOO_LARGE, feed.name, b.sequence, "max_entries",
-                          f"{n} entries, the cap is {feed.max_entries}")
-    scope = bfmt.out_of_scope(b.entries, feed.categories, feed.authorities)
+    if declared_sequence is not None and head.sequence != declared_sequence:
+        raise FeedRefused(RefusalCode.INCONSISTENT, feed.name, head.sequence, "sequence",
+                          f"the signed target says sequence {declared_sequence}, the bundle says {head.sequence}")
+    if head.feed != expect:
+        raise FeedRefused(RefusalCode.SCOPE, feed.name, head.sequence, "feed_id",
+                          f"the bundle is for feed {head.feed!r}, this feed accepts {expect!r}")
+    if cols.n > feed.max_entries:
+        raise FeedRefused(RefusalCode.TOO_LARGE, feed.name, head.sequence, "max_entries",
+                          f"{cols.n} entries, the cap is {feed.max_entries}")
+    scope = bulk.out_of_scope(cols, feed.categories, feed.authorities)
     if scope:
-        raise FeedRefused(RefusalCode.SCOPE, feed.name, b.sequence, "scope", scope)
-    screened = bfmt.screen(b, guards_for(feed, is_public_suffix), cache)
-    compiled = bfmt.compile_zone(feed.zone, zone_serial, screened.accepted, feed.stop_pages, now=now, ttl=feed.ttl)
+        raise FeedRefused(RefusalCode.SCOPE, feed.name, head.sequence, "scope", scope)
+    screened = bulk.screen_columns(cols, parse_rejected, guards_for(feed, is_public_suffix))
+    compiled = bulk.rule_table(cols, screened.accepted, feed.stop_pages, now)
     rejected = tuple(r.to_json() for r in (*screened.rejected, *compiled.conflicts))
-    conflict_ids = {r.entry_id for r in compiled.conflicts}
-    accepted = [e for _, e in screened.accepted if e.entry_id not in conflict_ids]
-    return Prepared(b.sequence, digest_of(data), data, compiled.text, zone_serial,
-                    frozenset(e.entry_id for e in accepted), len(compiled.in_force), rejected,
-                    rules=compiled.rules, next_change_at=next_change(accepted, now), signer_keys=tuple(signer_keys),
-                    extra={"rules": compiled.rule_count, "gap_names": compiled.gap_names,
-                           "generated_at": b.generated_at})
+    accepted = screened.accepted.copy()
+    accepted[[r.index for r in compiled.conflicts]] = False
+    rows = np.flatnonzero(accepted)
+    ids = frozenset(cols.entry_id[i] for i in rows.tolist())
+    times = np.concatenate([cols.effective_at[rows], cols.expires_at[rows]])
+    future = times[times > now]
+    table, zone, ttl = compiled.rules, feed.zone, feed.ttl
+    return Prepared(head.sequence, digest_of(data), b"", b"", zone_serial, ids, compiled.in_force, rejected,
+                    rules=table, next_change_at=int(future.min()) if len(future) else None,
+                    signer_keys=tuple(signer_keys), texts=lambda: (data, table.text(zone, zone_serial, ttl)),
+                    compile_full=lambda source: table.compile(zone, zone_serial, ttl, source),
+                    extra={"rules": len(table), "gap_names": compiled.gap_names,
+                           "generated_at": head.generated_at})
 
 
 # --- RPZ (zone transfer) feeds -------------------------------------------------------------------

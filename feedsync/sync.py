@@ -18,7 +18,7 @@ import gc
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ import rpz
 from rpz.errors import ZoneReadError
 
 from . import bundle as bfmt
+from . import bundlebulk as bfmt_bulk
 from . import engine, orders, receipts, xfr
 from . import serial as serials
 from .bundle import format_time
@@ -72,11 +73,42 @@ class CycleResult:
 
 
 @lru_cache(maxsize=1)
-def public_suffix_check() -> Callable[[str], bool]:
-    """The publicsuffixlist package with the list it ships (never downloaded at run time)."""
-    from publicsuffixlist import PublicSuffixList
-    psl = PublicSuffixList()
-    return lambda name: bool(psl.is_public(name))
+class PublicSuffixes:
+    """The publicsuffixlist package with the list it ships (never downloaded at run time): called
+    with one name, or ``which(names)`` for a whole column, which asks the package only about the
+    names that could be a suffix at all (one of its rules names them or their parent)."""
+
+    def __init__(self) -> None:
+        from publicsuffixlist import PublicSuffixList
+        self._psl = PublicSuffixList()
+        rules = getattr(self._psl, "_publicsuffix", None)
+        self._exact: set[str] | None = None
+        self._wild: set[str] = set()
+        if isinstance(rules, frozenset) and rules and all(isinstance(r, str) for r in rules):
+            self._exact = {r for r in rules if not r.startswith(("*.", "!"))}
+            self._wild = {r[2:] for r in rules if r.startswith("*.")}
+        self._named = (self._exact or set()) | self._wild   # names a rule makes a suffix themselves
+
+    def __call__(self, name: str) -> bool:
+        return bool(self._psl.is_public(name))
+
+    def which(self, names: list[str]) -> list[int]:
+        """Positions of the public suffixes among lower-case names."""
+        exact, wild = self._exact, self._wild
+        if exact is None:   # the package's internals changed: ask it about every name
+            return [k for k, n in enumerate(names) if self(n)]
+        parents = [n.partition(".")[2] for n in names]
+        maybe = set(names) & self._named
+        if "" in parents or not wild.isdisjoint(parents):   # a wildcard rule above them, or a TLD
+            maybe |= {names[k] for k, p in enumerate(parents) if not p or p in wild}
+        if not maybe:
+            return []
+        hits = [k for k, n in enumerate(names) if n in maybe]
+        return [k for k in hits if self(names[k])]
+
+
+def public_suffix_check() -> PublicSuffixes:
+    return PublicSuffixes()
 
 
 @contextlib.contextmanager
@@ -130,8 +162,9 @@ class FeedSync:
         self._base: tuple[dns.zone.Zone, XfrIndex] | None = None
         self._pending: tuple[dns.zone.Zone, XfrIndex] | None = None
         self._ids_cache: tuple[str, frozenset[str]] | None = None
-        self._bundle_rules: tuple[str, Mapping[str, bfmt.Rule]] | None = None
-        self._entries = bfmt.EntryCache()   # parse and check results of the last bundle seen
+        # the last-known-good bundle version's rules as (owner, cname, order_ref), and the next one's
+        self._bundle_rules: tuple[str, set[tuple[str, str, str]]] | None = None
+        self._pending_rules: set[tuple[str, str, str]] | None = None
         self._compiled: tuple[str, Any] | None = None   # (version, rpz CompiledZone) of the last snapshot
         self._bundles: BundleFetcher | None = bundle_source or (
             BundleSource(feed, self.dir) if feed.type == "bundle" else None)
@@ -201,35 +234,41 @@ class FeedSync:
             return None
         zone_serial = self._next_zone_serial(st)
         p = engine.prepare_bundle(fb.data, self.feed, now, zone_serial=zone_serial, is_public_suffix=self.psl,
-                                  declared_sequence=fb.sequence, signer_keys=fb.signer_keys, cache=self._entries)
+                                  declared_sequence=fb.sequence, signer_keys=fb.signer_keys)
         return self._prove_bundle(st, replace(p, extra={**p.extra, "targets_version": fb.targets_version}))
 
     def _prove_bundle(self, st: FeedState, p: Prepared) -> Prepared:
-        """Prove with rpz the rules that differ from the last-known-good's (all of them when that is
-        not in memory): rpz compiles each owner on its own, so unchanged rules were proven before."""
-        assert p.rules is not None
+        """Compile the version's rules with rpz: in full from the rule table, or, when the
+        last-known-good's rules are in memory, only the owners whose rule differs (rpz compiles each
+        owner on its own, so the others were proven before), as changes over its compiled zone."""
+        table = p.rules
+        assert isinstance(table, bfmt_bulk.RuleTable) and p.compile_full is not None
+        source = f"{self.feed.name}:{p.serial}"
+        now_set = set(zip(table.owners, table.cname, table.order_ref, strict=True))
         prev = self._bundle_rules
+        self._pending_rules = now_set
         if prev is not None and prev[0] == st.version:
-            owners = [o for o, r in p.rules.items() if prev[1].get(o) != r]
-        else:
-            owners = list(p.rules)
-        records = bfmt.zone_records(self.feed.zone, p.zone_serial, p.rules, owners, self.feed.ttl)
-        out = self._prove_loads(replace(p, records=records))
-        out = replace(out, extra={**out.extra, "rules": len(p.rules), "proven_rules": len(owners)})
-        if prev is None or prev[0] != st.version:
-            return out      # the proof compiled the whole policy: out.compiled
-        rules = p.rules
-        gone = [o for o in prev[1] if o not in rules]
-        changes: dict[bytes, list[rpz.RR]] = {}
-        for pair in _pairs(records[2:]):
-            changes[pair[0][0]] = [rpz.RR(t, ttl, rd) for _, t, ttl, rd in pair]
-        for own in gone:
-            changes[bfmt.owner_wire(self.feed.zone, own)] = []
-        apex = records[0]
-        changes[apex[0]] = [rpz.RR(apex[1], apex[2], apex[3])]
-        zone, serial, ttl = self.feed.zone, p.zone_serial, self.feed.ttl
-        return replace(out, compiled=None, changes=changes,
-                       full_records=lambda: bfmt.zone_records(zone, serial, rules, list(rules), ttl))
+            added = now_set - prev[1]
+            owners = {o for o, _, _ in added}
+            gone = {o for o, _, _ in prev[1] - now_set} - owners
+            if len(owners) + len(gone) <= DELTA_LIMIT:
+                records = bfmt.zone_records(self.feed.zone, p.zone_serial, table, sorted(owners), self.feed.ttl)
+                out = self._prove_loads(replace(p, records=records))
+                changes: dict[bytes, list[rpz.RR]] = {}
+                for pair in _pairs(records[2:]):
+                    changes[pair[0][0]] = [rpz.RR(t, ttl, rd) for _, t, ttl, rd in pair]
+                for own in gone:
+                    changes[bfmt.owner_wire(self.feed.zone, own)] = []
+                apex = records[0]
+                changes[apex[0]] = [rpz.RR(apex[1], apex[2], apex[3])]
+                return replace(out, compiled=None, changes=changes,
+                               extra={**out.extra, "rules": len(table), "proven_rules": len(owners)})
+        try:
+            zone = p.compile_full(source)
+        except ZoneReadError as exc:
+            raise FeedRefused(RefusalCode.INTEGRITY, self.feed.name, p.serial, "compile",
+                              f"the version does not load as a policy zone: {exc}") from exc
+        return replace(p, compiled=zone, extra={**p.extra, "rules": zone.stats.rules, "proven_rules": len(table)})
 
     def _fetch_xfr(self, st: FeedState, now: float) -> Prepared | None:
         soa, errors = None, []
@@ -433,14 +472,14 @@ class FeedSync:
                 self.db.mark_hold_applied(self.feed.name, p.serial, p.digest)
         self._ids_cache = (name, p.ids)
         self._record_orders(p, name, now)
-        if p.rules is not None:
-            self._bundle_rules = (name, p.rules)
+        if p.rules is not None and self._pending_rules is not None:
+            self._bundle_rules, self._pending_rules = (name, self._pending_rules), None
         if self.feed.type == "xfr" and self._pending is not None:
             self._base, self._pending = self._pending, None
         log("feed_" + kind, feed=self.feed.name, serial=p.serial, zone_serial=p.zone_serial, digest=p.digest,
             entries=p.entries, in_force=p.in_force, added=d.added, removed=d.removed, rejected=len(p.rejected),
             resolver=status)
-        self._compact(name, p.full_records)
+        self._compact(name, self._full_compiler(p))
         self.store.prune(now, self.feed.keep_days, [name], [name, snap_base or name])
         self._push_receipts()
         return CycleResult(self.feed.name, "applied", p.serial)
@@ -475,9 +514,20 @@ class FeedSync:
         source = f"{self.feed.name}:{p.serial}"
         if base is not None and p.changes is not None and len(base.changes) + len(p.changes) <= DELTA_LIMIT:
             return base.with_owners(p.changes, source)
-        return rpz.compile_records(self.feed.zone, p.full_records(), source)
+        full = self._full_compiler(p)
+        assert full is not None
+        return full(source)
 
-    def _compact(self, name: str, full_records: Callable[[], Any] | None) -> None:
+    def _full_compiler(self, p: Prepared) -> Callable[[str], Any] | None:
+        """(source) -> the whole version compiled: from a bundle's rule table, or from the records."""
+        if p.compile_full is not None:
+            return p.compile_full  # type: ignore[no-any-return]
+        records = p.full_records
+        if records is None:
+            return None
+        return lambda source: rpz.compile_records(self.feed.zone, records(), source)
+
+    def _compact(self, name: str, full: Callable[[str], Any] | None) -> None:
         """After a version is committed (off the path to enforcement): map a full snapshot from
         memory, and when its delta has reached COMPACT_AT changed owners, compile the version in full
         as the new base, so the next delta (and the resolver's replay of it) stays small."""
@@ -491,11 +541,11 @@ class FeedSync:
                 if zone.snapshot_path is None:    # compiled in memory: map the file instead (shared pages)
                     self._compiled = (name, open_snapshot(path, verify=False))
                 return
-            if len(zone.changes) < COMPACT_AT or full_records is None:
+            if len(zone.changes) < COMPACT_AT or full is None:
                 return
-            full = rpz.compile_records(self.feed.zone, full_records(), zone.source)
-            self.store.write_snapshot(name, full)
-            del full
+            compiled = full(zone.source)
+            self.store.write_snapshot(name, compiled)
+            del compiled
             self._compiled = (name, open_snapshot(path, verify=False))
             log("snapshot_compacted", feed=self.feed.name, version=name, owners=len(zone.changes))
         except (rpz.RpzError, OSError) as exc:

@@ -10,7 +10,7 @@ builder (rpz.zone.ZoneBuilder), so both mean the same (tests/property/test_bulk_
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ import numpy.typing as npt
 from .actions import ORDER_PREFIX, RR, T_CNAME, T_TXT, Action, ActionKind, cname_action, companion_base, order_ref_of
 from .errors import RecordError, ZoneReadError
 from .index import _Known
-from .vec import from_keys, hash64, row_keys
+from .vec import from_keys, from_names, hash64, row_keys
 from .zone import CompiledZone, Progress, ZoneBuilder
 
 Record = tuple[bytes, int, int, bytes]
@@ -50,6 +50,7 @@ def compile_records_bulk(apex: bytes, records: Iterable[Record], source: str,
         owner = rec[0].lower() if rec is not None else b""
         if rec is not None and owner == run_owner and run and rec[1] != 6:
             run.append(rec)
+            nrec += 1
             i += 1
             continue
         if run:  # decide the finished run
@@ -117,6 +118,61 @@ def compile_records_bulk(apex: bytes, records: Iterable[Record], source: str,
     if progress is not None:
         progress(3, 3)
     return zone
+
+
+def compile_rule_columns(apex: bytes, head: Sequence[Record], owners: list[str], action: Sequence[int],
+                         targets: Sequence[bytes], ttl: int, refs: Sequence[bytes], source: str) -> CompiledZone:
+    """A zone of QNAME rules given as columns, without record tuples: what ``compile_records``
+    makes of ``head`` (the apex SOA and NS) plus, for each row, ``owners[i] CNAME targets[action[i]]``
+    and, when ``refs[i]`` is not empty, ``owners[i] TXT "order=<refs[i]>"``.
+
+    ``owners`` are distinct relative names in presentation form (lower case, ``*.`` first for a
+    wildcard, no escapes); a compiled takedown bundle has only this shape (feedsync.bundlebulk).
+    Anything else (an owner under ``rpz-`` labels, a misplaced ``*``, an over-long name, an
+    unusable target) is a ZoneReadError naming it: the caller's own checks missed it.
+    """
+    builder = ZoneBuilder(apex, source)
+    soa: RR | None = None
+    for owner, rdtype, rttl, rdata in head:
+        if rdtype == 6 and owner.lower() == apex:
+            soa = RR(6, rttl, rdata)
+        else:
+            builder.add(owner.lower(), RR(rdtype, rttl, rdata), None)
+    if soa is None:
+        raise ZoneReadError(source, "no SOA record at the zone apex: not a zone")
+    actions: list[Action] = []
+    for t in targets:
+        try:
+            actions.append(cname_action(t.lower(), ttl, None))
+        except RecordError as exc:
+            raise ZoneReadError(source, f"CNAME target {t!r}: {exc}") from exc
+    n = len(owners)
+    try:
+        m, lens = from_names(owners)
+    except ValueError as exc:
+        raise ZoneReadError(source, str(exc)) from exc
+    from .fastzone import _has_rpz_dash
+    bad = _invalid_rows(m, lens) | _has_rpz_dash(m) | (lens + len(apex) - 1 > 255)
+    if bad.any():
+        raise ZoneReadError(source, f"{owners[int(np.flatnonzero(bad)[0])]!r} cannot be a QNAME rule owner here")
+    own = [j for j, a in enumerate(actions) if a.kind is ActionKind.LOCAL_DATA and targets[j].lower().endswith(apex)]
+    aids = np.asarray(action, dtype=np.int64)
+    if own:   # a walled-garden CNAME to the rule's own name is the legacy PASSTHRU encoding: not here
+        keys = set(_row_bytes(m, lens, np.flatnonzero(np.isin(aids, own))))
+        if keys & {targets[j].lower()[: len(targets[j]) - len(apex)] + b"\x00" for j in own}:
+            raise ZoneReadError(source, "a rule's CNAME points at its own owner (the legacy PASSTHRU form)")
+    for owner_w, items in builder.groups.items():
+        builder._compile_group(owner_w, items)
+    rules = _rule_ids(builder, actions, aids, refs)  # after the head's owners: their refs come first
+    h = hash64(m)
+    from .fastzone import finish_zone
+    zone = finish_zone(builder, m, lens, h, rules, soa, _Known(m, lens, row_keys(m, lens, h)), 0)
+    zone.stats.records = sum(1 for r in head if r[1] != 6) + n + sum(1 for r in refs if r)
+    return zone
+
+
+def _row_bytes(m: npt.NDArray[np.uint8], lens: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]) -> list[bytes]:
+    return [m[r, : lens[r]].tobytes() for r in rows.tolist()]
 
 
 def fold_companions(apex: bytes, recs: list[Record]) -> list[Record]:
@@ -187,8 +243,8 @@ def _simple(owner: bytes, run: list[Record], apex: bytes, la: int, action_ids: d
     return owner[: len(owner) - la] + b"\x00", aid, ref
 
 
-def _rule_ids(builder: ZoneBuilder, actions: list[Action], aids: list[int],
-              refs: list[bytes]) -> npt.NDArray[np.uint32]:
+def _rule_ids(builder: ZoneBuilder, actions: list[Action], aids: Sequence[int] | npt.NDArray[np.int64],
+              refs: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     """Rule ids for (action, order reference) pairs, appended to the builder's tables in bulk; the
     references stay bytes (the table stores UTF-8) and are numbered after the builder's own."""
     n = len(aids)
@@ -196,10 +252,12 @@ def _rule_ids(builder: ZoneBuilder, actions: list[Action], aids: list[int],
         return np.zeros(0, dtype=np.uint32)
     global_aid = np.array([builder.action_id(a) for a in actions], dtype=np.int64)
     first = len(builder._ref_list) + len(builder.extra_refs)
-    index: dict[bytes, int] = {}
-    setdefault = index.setdefault
-    rid = np.fromiter((setdefault(r, first + len(index)) if r else 0 for r in refs), dtype=np.int64, count=n)
-    builder.extra_refs.extend(index)  # insertion order == id order
+    distinct = dict.fromkeys(refs)
+    distinct.pop(b"", None)
+    builder.extra_refs.extend(distinct)  # first-appearance order == id order
+    index = dict(zip(distinct, range(first, first + len(distinct)), strict=True))
+    index[b""] = 0
+    rid = np.fromiter(map(index.__getitem__, refs), dtype=np.int64, count=n)
     pair = (global_aid[np.asarray(aids, dtype=np.int64)] << 32) | rid
     uniq, inv = np.unique(pair, return_inverse=True)
     base = len(builder.rule_action)

@@ -111,6 +111,41 @@ def from_keys(keys: list[bytes], width: int | None = None) -> tuple[U8M, I64]:
     return m, lens
 
 
+def from_names(names: list[str]) -> tuple[U8M, I64]:
+    """Matrix and lengths of relative names in presentation form (``a.b``, ``*.a.b``; ASCII, no
+    escapes, no final dot), each as its wire labels followed by a zero byte: the key form of
+    ``from_keys``. ValueError names the first name with an empty or over-long label."""
+    n = len(names)
+    if n == 0:
+        return np.zeros((0, 8), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    # ".a.b\0.c.d\0": every label behind a dot, whose byte becomes the label's length
+    try:
+        text = ("." + "\0.".join(names) + "\0").encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not an ASCII name near {exc.object[max(0, exc.start - 20):exc.end + 20]!r}") from exc
+    a = np.frombuffer(text, dtype=np.uint8).copy()
+    sep = np.flatnonzero((a == 46) | (a == 0))
+    if len(sep) != int((a == 46).sum()) + n:   # a NUL inside a name
+        raise ValueError("a name contains a NUL character")
+    cur, nxt = sep[:-1], sep[1:]
+    dots = a[cur] == 46
+    lab = nxt - cur - 1
+    bad = dots & ((lab < 1) | (lab > 63))
+    ends = np.flatnonzero(a == 0)
+    starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1] + 1])
+    lens = (ends - starts + 1).astype(np.int64)
+    if bad.any() or (lens > 255).any():
+        pos = int(cur[bad][0]) if bad.any() else int(starts[np.flatnonzero(lens > 255)[0]])
+        row = int(np.searchsorted(ends, pos))
+        raise ValueError(f"{names[row]!r} has an empty label, a label over 63 octets or is over 255 octets")
+    a[cur[dots]] = lab[dots].astype(np.uint8)
+    w = max(8, -(-int(lens.max()) // 8) * 8)
+    m = np.zeros((n, w), dtype=np.uint8)
+    mask = np.arange(w)[None, :] < lens[:, None]
+    m[mask] = a
+    return m, lens
+
+
 def to_blob(m: U8M, lens: I64) -> bytes:
     """Concatenate each row's first ``lens`` bytes."""
     if len(lens) == 0:

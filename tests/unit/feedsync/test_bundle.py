@@ -227,17 +227,3 @@ def test_rejections_name_the_position_in_the_document() -> None:
     assert [i for i, _ in s.accepted] == [1]
 
 
-def test_entry_cache_gives_the_same_results_and_rereads_what_changed() -> None:
-    cache = b.EntryCache()
-    v1 = [entry(i) for i in range(1, 6)] + [entry(9, target="https://u.test/x")]
-    s1 = b.screen(b.parse_bundle(doc(v1), cache=cache), GUARDS, cache)
-    assert len(cache.parsed) == 6 and len(cache.checked) == 5
-    v2 = [entry(9, target="https://u.test/x"), *v1[:5], entry(6, target="isp.test")]
-    v2[3] = entry(3, action="nodata")
-    cached = b.screen(b.parse_bundle(doc(v2), cache=cache), GUARDS, cache)
-    plain = b.screen(b.parse_bundle(doc(v2)), GUARDS)
-    assert cached == plain
-    assert [(r.entry_id, r.index, r.reason) for r in cached.rejected] == [
-        ("E-9", 0, b.Reason.URL_TARGET), ("E-6", 6, b.Reason.PROTECTED)]
-    assert next(e for _, e in cached.accepted if e.entry_id == "E-3").action is b.EntryAction.NODATA
-    assert s1 != cached
