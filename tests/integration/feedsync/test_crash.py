@@ -1,8 +1,8 @@
 """kill -9 during activation, then restart: the node serves the old or the new version, complete,
 and the audit chain verifies. `hotline-edge feed sync` runs as a real process against a real HTTP
 server with a TUF repository made by `feed publish`; the fake control socket kills it (SIGKILL) at
-the moment the resolver is asked to load, i.e. after active.rpz was switched and before the feed
-state and its audit record were committed."""
+the moment the resolver is asked to load, i.e. after active.snap was switched and before the
+version's text files, active.rpz, the feed state and its audit record were written."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import rpz
 from feedsync import config as fconfig
 from feedsync.statedb import StateDB
 from feedsync.store import FeedStore
+from rpz.snapshot import open_snapshot
 from tests.unit.feedsync.helpers import FakeResolver, write_config
 
 from .conftest import HttpRepo
@@ -45,18 +46,25 @@ def served(path: str) -> rpz.CompiledZone:
         return rpz.compile_text(f.read(), "active", ZONE)
 
 
-def check_invariants(cfg: fconfig.Config, versions: dict[int, int]) -> int:
-    """active.rpz is one complete version we know; the chain verifies. Returns the serving serial."""
-    active = os.path.join(cfg.feed_dir("hotline"), "active.rpz")
-    z = served(active)
-    assert z.serial in versions, z.serial
-    assert z.stats.rules == versions[z.serial], (z.serial, z.stats.rules)
+def check_invariants(cfg: fconfig.Config, versions: dict[int, int], pending: int | None = None) -> tuple[int, int]:
+    """active.snap (what the resolver maps) and active.rpz (the text, for people and the seed) are
+    each one complete version: one we know (zone serial -> rules), or, for the snapshot only, the
+    version being activated (``pending`` rules), whose files follow it; the chain verifies.
+    Returns (snapshot serial, text serial)."""
+    text = served(os.path.join(cfg.feed_dir("hotline"), "active.rpz"))
+    assert text.serial in versions, text.serial
+    assert text.stats.rules == versions[text.serial], (text.serial, text.stats.rules)
+    snap = open_snapshot(os.path.join(cfg.feed_dir("hotline"), "active.snap"))
+    if snap.serial in versions:
+        assert snap.stats.rules == versions[snap.serial], (snap.serial, snap.stats.rules)
+    else:
+        assert pending is not None and snap.serial > text.serial and snap.stats.rules == pending, snap.serial
     db = StateDB(os.path.join(cfg.node.state_dir, "feeds", "feedsync.db"))
     try:
         assert db.verify_audit().ok
     finally:
         db.close()
-    return z.serial
+    return snap.serial, text.serial
 
 
 @pytest.fixture
@@ -84,8 +92,9 @@ def test_kill_9_while_the_resolver_loads_then_restart(setup, tmp_path, http_repo
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     resolver.on_reload = None
-    # right after the crash: the new version is on disk and active, complete; the database says old
-    assert check_invariants(cfg, {1: 10, 2: 25}) == 2
+    # right after the crash: the new version's snapshot is active, complete; its text and the
+    # database still say old
+    assert check_invariants(cfg, {1: 10}, pending=25) == (2, 1)
     db = StateDB(os.path.join(cfg.node.state_dir, "feeds", "feedsync.db"))
     assert db.state("hotline").zone_serial == 1 and len(db.audit("hotline")) == 1
     db.close()
@@ -93,7 +102,7 @@ def test_kill_9_while_the_resolver_loads_then_restart(setup, tmp_path, http_repo
     http_repo.serve(str(tmp_path / "nowhere"))
     r = cli("feed", "sync", "--config", path)
     assert r.returncode == 3, r.stdout
-    assert check_invariants(cfg, {1: 10, 2: 25}) == 1
+    assert check_invariants(cfg, {1: 10}) == (1, 1)
     assert resolver.loaded == {ZONE: 1}
     db = StateDB(os.path.join(cfg.node.state_dir, "feeds", "feedsync.db"))
     rec = db.audit("hotline", kind="recovered")[0].record
@@ -103,7 +112,7 @@ def test_kill_9_while_the_resolver_loads_then_restart(setup, tmp_path, http_repo
     http_repo.serve(http_repo.repo)
     r = cli("feed", "sync", "--config", path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert check_invariants(cfg, {1: 10, 2: 25, 3: 25}) in (2, 3)
+    assert check_invariants(cfg, {1: 10, 2: 25, 3: 25}) in ((2, 2), (3, 3))
 
 
 def test_kill_9_at_random_moments(setup, tmp_path, http_repo: HttpRepo, keys: str) -> None:  # type: ignore[no-untyped-def]
@@ -123,12 +132,13 @@ def test_kill_9_at_random_moments(setup, tmp_path, http_repo: HttpRepo, keys: st
         for name in store.names():
             info = store.info(name)
             known[info.zone_serial] = len(info.ids)
-        serving = check_invariants(cfg, known)
-        assert serving in (st.zone_serial, max(known))
+        serving, _ = check_invariants(cfg, known, pending=n * 3)
+        assert serving == st.zone_serial or serving > st.zone_serial
         r = cli("feed", "sync", "--config", path)           # restart: completes the cycle
         assert r.returncode == 0, r.stdout + r.stderr
         for name in store.names():
             info = store.info(name)
             known[info.zone_serial] = len(info.ids)
-        assert check_invariants(cfg, known) == db.state("hotline").zone_serial
+        zs = db.state("hotline").zone_serial
+        assert check_invariants(cfg, known) == (zs, zs)
     db.close()
