@@ -318,7 +318,8 @@ def main() -> int:
     ap.add_argument("--only", choices=["bundle", "ixfr"])
     ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
                     "when it is there (skips the AXFR; the first run in DIR does it)")
-    ap.add_argument("--profile", metavar="FILE", help="cProfile of the cold bundle cycle into FILE.bundle and of the last IXFR cycle into FILE")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile of the cold bundle cycle into FILE.bundle and "
+                    "of the last IXFR cycle into FILE")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="feedbench-")
     out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
