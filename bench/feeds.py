@@ -163,7 +163,7 @@ blast_radius = 1.0
         t0 = time.perf_counter()
         m0 = time.monotonic()
         prof = None
-        if profile and k == 0:
+        if profile:
             import cProfile
             prof = cProfile.Profile()
             prof.enable()
@@ -171,7 +171,7 @@ blast_radius = 1.0
         times.append(time.perf_counter() - t0)
         if prof is not None:
             prof.disable()
-            prof.dump_stats(profile + ".bundle")
+            prof.dump_stats(f"{profile}.bundle{k + 1}")
         to_reload.append(conf.reloaded_at[-1] - m0)
         peaks.append((steady, hwm_mb()))
         assert res.outcome == "applied", res
@@ -273,7 +273,7 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
         t0 = time.perf_counter()
         m0 = time.monotonic()
         prof = None
-        if profile and k == 0:
+        if profile:
             import cProfile
             prof = cProfile.Profile()
             prof.enable()
@@ -281,7 +281,7 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
         times.append(time.perf_counter() - t0)
         if prof is not None:
             prof.disable()
-            prof.dump_stats(profile + ".bundle")
+            prof.dump_stats(f"{profile}.bundle{k + 1}")
         if prof is not None:
             prof.disable()
             prof.dump_stats(profile)
@@ -318,7 +318,7 @@ def main() -> int:
     ap.add_argument("--only", choices=["bundle", "ixfr"])
     ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
                     "when it is there (skips the AXFR; the first run in DIR does it)")
-    ap.add_argument("--profile", metavar="FILE", help="cProfile of the cold bundle cycle into FILE.bundle and "
+    ap.add_argument("--profile", metavar="FILE", help="cProfile of each bundle cycle into FILE.bundleN and "
                     "of the last IXFR cycle into FILE")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="feedbench-")

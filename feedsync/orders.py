@@ -10,9 +10,8 @@ order X enforced here, under which feed and serial" (the hotline's ``GET /hotlin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from rpz import RecordError, names
 from rpz.actions import RR, classify, cname_action
@@ -21,8 +20,9 @@ MAX_TARGETS = 5      # names kept per order (enough to probe it; the zone has th
 T_TXT = 16
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRules:
+class OrderRules(NamedTuple):
+    """One order as a version holds it (a named tuple: a million of them are made per version)."""
+
     action: str                  # rpz action label of the order's rules (the first seen when they differ)
     targets: tuple[str, ...]     # up to MAX_TARGETS rule owners, relative to the zone ("bad.test", "*.bad.test")
     rules: int                   # how many rule owners carry the order
@@ -38,8 +38,12 @@ def _add(out: dict[str, list[Any]], ref: str, owner: str, action: str) -> None:
         cur[1].append(owner)
 
 
+def _target_order(o: str) -> tuple[bool, str]:
+    return o.startswith("*."), o
+
+
 def _freeze(out: dict[str, list[Any]]) -> dict[str, OrderRules]:
-    return {ref: OrderRules(a, tuple(sorted(t, key=lambda o: (o.startswith("*."), o))), n)
+    return {ref: OrderRules(a, (t[0],) if n == 1 else tuple(sorted(t, key=_target_order)), n)
             for ref, (a, t, n) in out.items()}
 
 
@@ -50,15 +54,26 @@ def _cname_label(cname: str) -> str:
 
 def from_bundle_rules(rules: Mapping[str, Any]) -> dict[str, OrderRules]:
     """Bundle feeds: ``{owner: feedsync.bundle.Rule}`` (its ``cname`` and ``order_ref``)."""
-    labels: dict[str, str] = {}
+    owners = list(rules)
+    got = [rules[o] for o in owners]
+    return from_rule_columns(owners, [r.cname for r in got], [r.order_ref for r in got])
+
+
+def from_rule_columns(owners: Sequence[str], cnames: Sequence[str], refs: Sequence[str]) -> dict[str, OrderRules]:
+    """Bundle feeds, by column (feedsync.bundlebulk.RuleTable): owner, CNAME target, order reference."""
+    labels = {c: _cname_label(c) for c in set(cnames)}
     out: dict[str, list[Any]] = {}
-    for owner, rule in rules.items():
-        if not rule.order_ref:
+    get = out.get
+    for owner, cname, ref in zip(owners, cnames, refs, strict=True):
+        if not ref:
             continue
-        label = labels.get(rule.cname)
-        if label is None:
-            label = labels[rule.cname] = _cname_label(rule.cname)
-        _add(out, rule.order_ref, owner, label)
+        cur = get(ref)
+        if cur is None:
+            out[ref] = [labels[cname], [owner], 1]
+        else:
+            cur[2] += 1
+            if len(cur[1]) < MAX_TARGETS:
+                cur[1].append(owner)
     return _freeze(out)
 
 

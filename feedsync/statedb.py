@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any
@@ -112,6 +112,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX order_spans_ref ON order_spans(order_ref, applied_at);
 """
 )
+
+
+def _json_list(items: Sequence[str]) -> str:
+    """A JSON list of strings, compact (orjson when present; the same text from json otherwise)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps(list(items), separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(list(items)).decode()
 
 
 @dataclass(slots=True)
@@ -305,27 +314,28 @@ class StateDB:
         """The version ``serial`` now applied holds ``orders`` ({order_ref: feedsync.orders.OrderRules}):
         open a span for each order not in force before, close the spans of orders it dropped, refresh
         the rest. Returns (opened, closed)."""
+        dumps = _json_list
         with self.tx() as c:
-            open_now = {ref: s for ref, s in c.execute(
-                "SELECT order_ref, serial FROM order_spans WHERE feed = ? AND ended_at IS NULL", (feed,))}
-            opened = closed = 0
+            open_now = {ref: (s, a, t, n, last) for ref, s, a, t, n, last in c.execute(
+                "SELECT order_ref, serial, action, targets, rules, last_serial FROM order_spans "
+                "WHERE feed = ? AND ended_at IS NULL", (feed,))}
+            c.execute("UPDATE order_spans SET last_serial = ? WHERE feed = ? AND ended_at IS NULL", (serial, feed))
+            changed, new = [], []
             for ref, o in orders.items():
-                targets = json.dumps(list(o.targets))
-                if ref in open_now:
-                    c.execute("UPDATE order_spans SET last_serial = ?, action = ?, targets = ?, rules = ? "
-                              "WHERE feed = ? AND order_ref = ? AND serial = ?",
-                              (serial, o.action, targets, o.rules, feed, ref, open_now[ref]))
-                else:
-                    c.execute("INSERT OR REPLACE INTO order_spans (feed, order_ref, serial, zone_serial, version, "
-                              "applied_at, last_serial, action, targets, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (feed, ref, serial, zone_serial, version, at, serial, o.action, targets, o.rules))
-                    opened += 1
-            for ref, first in open_now.items():
-                if ref not in orders:
-                    c.execute("UPDATE order_spans SET ended_serial = ?, ended_at = ? WHERE feed = ? AND order_ref = ? "
-                              "AND serial = ?", (serial, at, feed, ref, first))
-                    closed += 1
-        return opened, closed
+                targets = dumps(o.targets)
+                cur = open_now.get(ref)
+                if cur is None:
+                    new.append((feed, ref, serial, zone_serial, version, at, serial, o.action, targets, o.rules))
+                elif (cur[1], cur[2], cur[3]) != (o.action, targets, o.rules):
+                    changed.append((o.action, targets, o.rules, feed, ref, cur[0]))
+            c.executemany("UPDATE order_spans SET action = ?, targets = ?, rules = ? WHERE feed = ? AND order_ref = ? "
+                          "AND serial = ?", changed)
+            c.executemany("INSERT OR REPLACE INTO order_spans (feed, order_ref, serial, zone_serial, version, "
+                          "applied_at, last_serial, action, targets, rules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
+            ended = [(serial, at, cur[4], feed, ref, cur[0]) for ref, cur in open_now.items() if ref not in orders]
+            c.executemany("UPDATE order_spans SET ended_serial = ?, ended_at = ?, last_serial = ? WHERE feed = ? "
+                          "AND order_ref = ? AND serial = ?", ended)
+        return len(new), len(ended)
 
     def order_history(self, order_ref: str, feed: str | None = None) -> list[dict[str, Any]]:
         """Every span of applied versions that held ``order_ref``, oldest first (all feeds, or one)."""

@@ -488,7 +488,9 @@ class FeedSync:
         """Which orders this version holds, for the hotline's "since when" (after the resolver was asked,
         so it costs nothing on the way to enforcement; an error here is logged, never fatal)."""
         try:
-            if p.rules is not None:
+            if isinstance(p.rules, bfmt_bulk.RuleTable):
+                held = orders.from_rule_columns(p.rules.owners, p.rules.cname, p.rules.order_ref)
+            elif p.rules is not None:
                 held = orders.from_bundle_rules(p.rules)
             elif self.feed.type == "xfr" and self._pending is not None:
                 held = orders.from_xfr_owners(self._pending[1].owners.values())
