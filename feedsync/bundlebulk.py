@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from . import bundle as bf
 from .bundle import Entry, EntryAction, EntryRejection, Guards, Match, Reason, Rule
@@ -51,11 +52,8 @@ def load_document(data: bytes, source: str) -> Any:
     """The bundle's JSON. orjson when it accepts the document; the standard library otherwise, so
     what is accepted and every error message stay those of ``json`` (NaN, huge integers, ...)."""
     try:
-        import orjson
         return orjson.loads(data)
-    except ImportError:
-        pass
-    except ValueError:   # orjson.JSONDecodeError; json decides (and words the error)
+    except orjson.JSONDecodeError:   # json decides (and words the error)
         pass
     try:
         return json.loads(data)
@@ -195,7 +193,22 @@ _DIM = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.in
 
 def _times(col: list[Any]) -> tuple[I64, Mask]:
     """Epoch seconds of ``YYYY-MM-DDTHH:MM:SSZ`` values and the rows not in exactly that form (or
-    not a valid calendar time): those go to ``parse_time``."""
+    not a valid calendar time): those go to ``parse_time``. A column of few distinct values (orders
+    issued together) is read once per value."""
+    n = len(col)
+    try:
+        distinct = list(dict.fromkeys(col))
+    except TypeError:   # an unhashable value (a list): not a time, and no shortcut
+        distinct = col
+    if len(distinct) * 4 <= n:
+        t, bad = _times_of(distinct)
+        pos = np.fromiter(map(dict(zip(distinct, range(len(distinct)), strict=True)).__getitem__, col),
+                          dtype=np.int64, count=n)
+        return t[pos], bad[pos]
+    return _times_of(col)
+
+
+def _times_of(col: list[Any]) -> tuple[I64, Mask]:
     n = len(col)
     out = np.zeros(n, dtype=np.int64)
     if set(map(type, col)) <= {str}:

@@ -24,6 +24,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any
 
+import orjson
+
 from rpz import hashchain
 from rpz.sqlitetx import immediate
 
@@ -115,11 +117,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 def _json_list(items: Sequence[str]) -> str:
-    """A JSON list of strings, compact (orjson when present; the same text from json otherwise)."""
-    try:
-        import orjson
-    except ImportError:
-        return json.dumps(list(items), separators=(",", ":"), ensure_ascii=False)
+    """A compact JSON list of strings (what json.dumps gives with separators=(",", ":"))."""
     return orjson.dumps(list(items)).decode()
 
 

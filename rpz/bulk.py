@@ -152,7 +152,10 @@ def compile_rule_columns(apex: bytes, head: Sequence[Record], owners: list[str],
     except ValueError as exc:
         raise ZoneReadError(source, str(exc)) from exc
     from .fastzone import _has_rpz_dash
-    bad = _invalid_rows(m, lens) | _has_rpz_dash(m) | (lens + len(apex) - 1 > 255)
+    bad = _invalid_rows(m, lens) | (lens + len(apex) - 1 > 255)
+    dash = np.flatnonzero(_has_rpz_dash(m))   # "rpz-" somewhere: a problem only at a label's start
+    if len(dash):
+        bad[dash[[any(lab.startswith("rpz-") for lab in owners[j].split(".")) for j in dash.tolist()]]] = True
     if bad.any():
         raise ZoneReadError(source, f"{owners[int(np.flatnonzero(bad)[0])]!r} cannot be a QNAME rule owner here")
     own = [j for j, a in enumerate(actions) if a.kind is ActionKind.LOCAL_DATA and targets[j].lower().endswith(apex)]
