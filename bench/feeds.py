@@ -117,7 +117,7 @@ def entries(n: int, now: float, salt: int = 0) -> list[dict]:
              "retention_days": 180} for i in range(n)]
 
 
-def bench_bundle(n: int, runs: int, work: str, profile: str | None = None) -> dict:
+def bench_bundle(n: int, runs: int, work: str, profile: str | None = None, fmt: int = 2) -> dict:
     import functools
     import http.server
     now = datetime.now(UTC).replace(microsecond=0)
@@ -153,9 +153,10 @@ blast_radius = 1.0
     times, peaks, size, to_reload = [], [], 0, []
     sync = FeedSync(cfg, cfg.feed("hotline"), db, ControlClient(cfg.control_socket))
     for k in range(runs):
-        data = b.dump_bundle("hotline", k + 1, int(now.timestamp()), entries(n, now.timestamp(), k))
+        data = b.dump_bundle("hotline", k + 1, int(now.timestamp()), entries(n, now.timestamp(), k),
+                             columns=fmt == 2)
         size = len(data)
-        r.publish(data, k + 1, signers, now=now)
+        r.publish(data, k + 1, signers, now=now, fmt=b.FORMAT_COLUMNS if fmt == 2 else b.FORMAT)
         del data
         gc.collect()
         steady = rss_mb()
@@ -180,7 +181,7 @@ blast_radius = 1.0
               file=sys.stderr)
     srv.shutdown()
     warm = times[1:] or times
-    return {"rules": n, "bundle_mb": size / 1e6, "cold_s": times[0], "cold_reload_s": to_reload[0],
+    return {"rules": n, "format": fmt, "bundle_mb": size / 1e6, "cold_s": times[0], "cold_reload_s": to_reload[0],
             "warm_median_s": statistics.median(warm),
             "warm_reload_median_s": statistics.median(to_reload[1:] or to_reload),
             "runs": times, "peak_mb": max(p for _, p in peaks), "before_mb": statistics.median(s for s, _ in peaks)}
@@ -316,6 +317,7 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", choices=["bundle", "ixfr"])
+    ap.add_argument("--bundle-format", type=int, choices=(1, 2), default=2, help="bundle: the document format")
     ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
                     "when it is there (skips the AXFR; the first run in DIR does it)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile of each bundle cycle into FILE.bundleN and "
@@ -326,7 +328,7 @@ def main() -> int:
                             f"{platform.python_version()}", "load": os.getloadavg()}
     try:
         if args.only in (None, "bundle"):
-            out["bundle"] = bench_bundle(args.rules, args.runs, work, args.profile)
+            out["bundle"] = bench_bundle(args.rules, args.runs, work, args.profile, args.bundle_format)
         if args.only in (None, "ixfr"):
             if args.reuse:
                 os.makedirs(args.reuse, exist_ok=True)
@@ -337,7 +339,8 @@ def main() -> int:
     print(json.dumps(out, indent=2))
     if "bundle" in out:
         x = out["bundle"]
-        print(f"\n| bundle: {x['rules']:,} entries ({x['bundle_mb']:.0f} MB) | cold {x['cold_s']:.1f} s "
+        print(f"\n| bundle: {x['rules']:,} entries (format {x['format']}, {x['bundle_mb']:.0f} MB) | "
+              f"cold {x['cold_s']:.1f} s "
               f"(resolver asked at {x['cold_reload_s']:.1f} s) | warm median {x['warm_median_s']:.1f} s (asked at "
               f"{x['warm_reload_median_s']:.1f} s) | target <= 10 s | RSS {x['before_mb']:.0f} -> peak "
               f"{x['peak_mb']:.0f} MB |")

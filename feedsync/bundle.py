@@ -39,7 +39,9 @@ from typing import Any
 
 from .errors import BundleFormatError
 
-FORMAT = "hotline-edge-bundle/1"
+FORMAT = "hotline-edge-bundle/1"            # entries as a list of objects
+FORMAT_COLUMNS = "hotline-edge-bundle/2"    # the same entries as one list per field (docs/feeds.md)
+FORMATS = (FORMAT, FORMAT_COLUMNS)
 MAX_TTL = 86400
 
 
@@ -308,21 +310,61 @@ class BundleHeader:
 def bundle_header(doc: Any, source: str) -> BundleHeader:
     """The document's header fields, checked; BundleFormatError when it is not a bundle at all
     (``entries`` must be a list; its elements are checked one by one later)."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BundleFormatError(source, f"not a {FORMAT} document (format field)")
+    if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
+        raise BundleFormatError(source, f"not a {' or '.join(FORMATS)} document (format field)")
     feed = doc.get("feed")
     seq = doc.get("sequence")
     if not isinstance(feed, str) or not feed:
         raise BundleFormatError(source, "feed is missing")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BundleFormatError(source, "sequence must be a non-negative integer")
-    if not isinstance(doc.get("entries"), list):
+    if doc["format"] == FORMAT and not isinstance(doc.get("entries"), list):
         raise BundleFormatError(source, "entries must be a list")
     try:
         generated = parse_time(str(doc.get("generated_at", "")))
     except ValueError as exc:
         raise BundleFormatError(source, f"generated_at: {exc}") from exc
     return BundleHeader(feed, seq, generated)
+
+
+def bundle_columns(doc: dict[str, Any], source: str) -> tuple[int, dict[str, list[Any]]]:
+    """A ``hotline-edge-bundle/2`` document's columns, each expanded to one value per entry:
+    ``count`` entries; a column is a list of ``count`` values, or ``{"values": [...], "index":
+    [...]}`` (``count`` positions into ``values``, for fields with few distinct values). A field
+    without a column is absent from every entry; columns of unknown fields are ignored, as unknown
+    keys of a ``/1`` entry are. BundleFormatError for a malformed column."""
+    n = doc.get("count")
+    columns = doc.get("columns")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise BundleFormatError(source, "count must be a non-negative integer")
+    if not isinstance(columns, dict):
+        raise BundleFormatError(source, "columns must be an object (field -> values)")
+    out: dict[str, list[Any]] = {}
+    for name, given in columns.items():
+        col = given
+        if isinstance(col, dict):
+            values, index = col.get("values"), col.get("index")
+            if not isinstance(values, list) or not isinstance(index, list) or set(col) != {"values", "index"}:
+                raise BundleFormatError(source, f"column {name}: an encoded column is {{\"values\": [...], "
+                                                f"\"index\": [...]}}")
+            if not set(map(type, index)) <= {int} or (index and not 0 <= min(index) <= max(index) < len(values)):
+                raise BundleFormatError(source, f"column {name}: index must hold positions into values "
+                                                f"(0 to {len(values) - 1})")
+            col = list(map(values.__getitem__, index))
+        if not isinstance(col, list):
+            raise BundleFormatError(source, f"column {name} must be a list or an encoded column")
+        if len(col) != n:
+            raise BundleFormatError(source, f"column {name} has {len(col)} values, count is {n}")
+        out[name] = col
+    return n, out
+
+
+def entry_rows(doc: dict[str, Any], source: str) -> list[Any]:
+    """The entries of a checked document (``bundle_header``) as ``/1`` gives them: one object each."""
+    if doc["format"] == FORMAT:
+        return list(doc["entries"])
+    n, cols = bundle_columns(doc, source)
+    return [{name: col[i] for name, col in cols.items()} for i in range(n)]
 
 
 def parse_bundle(data: bytes, source: str = "<bundle>") -> Bundle:
@@ -336,7 +378,7 @@ def parse_bundle(data: bytes, source: str = "<bundle>") -> Bundle:
     good: list[Entry] = []
     where: list[int] = []
     bad: list[EntryRejection] = []
-    for i, raw in enumerate(doc["entries"]):
+    for i, raw in enumerate(entry_rows(doc, source)):
         e = parse_entry(raw, i)
         if isinstance(e, EntryRejection):
             bad.append(e)
@@ -346,10 +388,30 @@ def parse_bundle(data: bytes, source: str = "<bundle>") -> Bundle:
     return Bundle(head.feed, head.sequence, head.generated_at, tuple(good), tuple(bad), tuple(where))
 
 
-def dump_bundle(feed: str, sequence: int, generated_at: int, entries: Iterable[Mapping[str, Any]]) -> bytes:
-    """Serialize a bundle (the publish tool's side). Entries are written as given, in order."""
-    doc = {"format": FORMAT, "feed": feed, "sequence": sequence, "generated_at": format_time(generated_at),
-           "entries": [dict(e) for e in entries]}
+def dump_bundle(feed: str, sequence: int, generated_at: int, entries: Iterable[Mapping[str, Any]], *,
+                columns: bool = True) -> bytes:
+    """Serialize a bundle (the publish tool's side). Entries are written as given, in order: as
+    columns (``hotline-edge-bundle/2``, a field absent from an entry written as null, a field with
+    few distinct values encoded as values + index) or, with ``columns=False``, as ``/1``."""
+    rows = [dict(e) for e in entries]
+    head = {"feed": feed, "sequence": sequence, "generated_at": format_time(generated_at)}
+    if not columns:
+        doc: dict[str, Any] = {"format": FORMAT, **head, "entries": rows}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    cols: dict[str, Any] = {}
+    for name in names:
+        col = [r.get(name) for r in rows]
+        try:
+            distinct = list(dict.fromkeys(col))
+        except TypeError:   # a value that is not hashable: written as it is
+            distinct = col
+        if len(distinct) * 4 <= len(col) and all(type(v) in (str, int, type(None)) for v in distinct):
+            at = {v: k for k, v in enumerate(distinct)}
+            cols[name] = {"values": distinct, "index": [at[v] for v in col]}
+        else:
+            cols[name] = col
+    doc = {"format": FORMAT_COLUMNS, **head, "count": len(rows), "columns": cols}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -534,7 +596,7 @@ def compile_zone(zone: str, serial: int, accepted: Iterable[tuple[int, Entry]], 
     gaps = fill_wildcard_gaps(rules)
     origin = zone.rstrip(".").lower() + "."
     out = io.StringIO()
-    out.write(f"; compiled by hotline-edge feedsync from a {FORMAT} document\n$ORIGIN {origin}\n$TTL {ttl}\n"
+    out.write(f"; compiled by hotline-edge feedsync from a takedown bundle\n$ORIGIN {origin}\n$TTL {ttl}\n"
               f"@ SOA ns.{origin} noc.{origin} {serial % 2**32} 3600 600 864000 {ttl}\n@ NS localhost.\n")
     w = out.write
     for owner in sorted(rules):

@@ -249,21 +249,28 @@ def _where(col: list[Any], pred: Callable[[Any], bool]) -> Mask:
 
 
 def parse_columns(raw: list[Any]) -> tuple[EntryColumns, list[EntryRejection]]:
-    """``parse_entry`` for every element of a document's ``entries`` list, by column."""
+    """``parse_entry`` for every element of a ``/1`` document's ``entries`` list, by column."""
     n = len(raw)
-    fields = bf.ALL_FIELDS
     slow = np.zeros(n, dtype=bool)
-    cols: list[list[Any]] = []
+    cols: dict[str, list[Any]] = {}
     if set(map(type, raw)) <= {dict}:
-        for f in fields:
+        for f in bf.ALL_FIELDS:
             try:
-                cols.append(list(map(itemgetter(f), raw)))
+                cols[f] = list(map(itemgetter(f), raw))
             except KeyError:
-                cols.append([e.get(f) for e in raw])
+                cols[f] = [e.get(f) for e in raw]
     else:
-        cols = [[e.get(f) if type(e) is dict else None for e in raw] for f in fields]
+        cols = {f: [e.get(f) if type(e) is dict else None for e in raw] for f in bf.ALL_FIELDS}
         slow |= _where(raw, lambda e: type(e) is not dict)
-    col = dict(zip(fields, cols, strict=True))
+    return parse_fields(n, cols, slow, raw.__getitem__)
+
+
+def parse_fields(n: int, col: Mapping[str, list[Any]], slow: Mask, row: Callable[[int], Any]
+                 ) -> tuple[EntryColumns, list[EntryRejection]]:
+    """``parse_entry`` by column: ``col`` holds one list of ``n`` raw values per field (a field
+    missing from it is absent from every entry), ``slow`` the rows known to need ``parse_entry``
+    (given the raw entry by ``row``)."""
+    col = {f: col.get(f) or [None] * n for f in bf.ALL_FIELDS}
     text: dict[str, list[str]] = {}
     for name in bf.REQUIRED_TEXT:
         c = col[name]
@@ -306,7 +313,7 @@ def parse_columns(raw: list[Any]) -> tuple[EntryColumns, list[EntryRejection]]:
                        matches, actions, stop, times[0], times[1], times[2], text["appeal_contact"], ret)
     rejected: list[EntryRejection] = []
     for i in np.flatnonzero(slow).tolist():
-        e = bf.parse_entry(raw[i], i)
+        e = bf.parse_entry(row(i), i)
         if isinstance(e, EntryRejection):
             rejected.append(e)
         else:
@@ -319,7 +326,13 @@ def read_bundle(data: bytes, source: str = "<bundle>") -> tuple[bf.BundleHeader,
     entries and the rejections of malformed ones."""
     doc = load_document(data, source)
     head = bf.bundle_header(doc, source)
-    cols, rejected = parse_columns(doc["entries"])
+    if doc["format"] == bf.FORMAT:
+        cols, rejected = parse_columns(doc["entries"])
+        return head, cols, rejected
+    n, fields = bf.bundle_columns(doc, source)
+    del doc
+    cols, rejected = parse_fields(n, fields, np.zeros(n, dtype=bool),
+                                  lambda i: {name: c[i] for name, c in fields.items()})
     return head, cols, rejected
 
 
@@ -469,7 +482,7 @@ class RuleTable(MutableMapping[str, Rule]):
     def text(self, zone: str, serial: int, ttl: int) -> bytes:
         """``compile_zone``'s text: header, then the owners sorted."""
         origin = zone.rstrip(".").lower() + "."
-        head = (f"; compiled by hotline-edge feedsync from a {bf.FORMAT} document\n$ORIGIN {origin}\n$TTL {ttl}\n"
+        head = (f"; compiled by hotline-edge feedsync from a takedown bundle\n$ORIGIN {origin}\n$TTL {ttl}\n"
                 f"@ SOA ns.{origin} noc.{origin} {serial % 2**32} 3600 600 864000 {ttl}\n@ NS localhost.\n")
         order = sorted(range(len(self.owners)), key=self.owners.__getitem__)
         o, c, r = self.owners, self.cname, self.order_ref

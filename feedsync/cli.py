@@ -135,6 +135,9 @@ def register(sub: Any) -> None:
     pub.add_argument("--sequence", type=int, help="bundle sequence (default: previous + 1)")
     pub.add_argument("--target", default="takedowns.json", help="target path (default takedowns.json)")
     pub.add_argument("--timestamp-only", action="store_true", help="only re-sign the timestamp")
+    pub.add_argument("--bundle-format", type=int, choices=(1, 2), default=2,
+                     help="2 (default): one list per field, read several times faster by the nodes; 1: one "
+                          "object per entry, for subscribers whose nodes predate format 2")
     pub.set_defaults(func=cmd_publish)
 
     ro = fsub.add_parser("rotate", help="replace the keys of a role in the repository (hotline side)",
@@ -408,7 +411,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             data = fh.read()
         seq, version, n = publish_orders(args.repo, args.keys, args.feed, data, args.orders,
                                          thresholds=thresholds, sequence=args.sequence, target_name=args.target,
-                                         expiry_days=days)
+                                         expiry_days=days, columns=args.bundle_format == 2)
     except OSError as exc:
         print(f"{exc.filename or args.orders}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -144,7 +144,7 @@ class Repository:
 
     def publish(self, bundle: bytes, sequence: int, signers: Mapping[str, Sequence[CryptoSigner]],
                 *, now: datetime, target_name: str = "takedowns.json",
-                expiry_days: Mapping[str, float] | None = None) -> int:
+                expiry_days: Mapping[str, float] | None = None, fmt: str = bfmt.FORMAT_COLUMNS) -> int:
         """Add the bundle as the target; new targets, snapshot and timestamp versions. Returns the
         targets version."""
         days = {**DEFAULT_EXPIRY_DAYS, **(expiry_days or {})}
@@ -152,7 +152,7 @@ class Repository:
             os.path.join(self.meta, "targets.json")) else 0
         tgt = Targets(version=prev + 1, expires=_expiry(now, days["targets"]))
         tf = TargetFile.from_data(target_name, bundle, ["sha256"])
-        tf.unrecognized_fields["custom"] = {"sequence": sequence, "format": bfmt.FORMAT}
+        tf.unrecognized_fields["custom"] = {"sequence": sequence, "format": fmt}
         tgt.targets[target_name] = tf
         tmd = Metadata(tgt)
         self._sign(tmd, signers["targets"])
@@ -239,7 +239,7 @@ class Repository:
 def publish_orders(repo_dir: str, keys_dir: str, feed: str, orders: bytes, orders_source: str, *,
                    now: datetime | None = None, thresholds: Mapping[str, int] | None = None,
                    sequence: int | None = None, target_name: str = "takedowns.json",
-                   expiry_days: Mapping[str, float] | None = None) -> tuple[int, int, int]:
+                   expiry_days: Mapping[str, float] | None = None, columns: bool = True) -> tuple[int, int, int]:
     """Read orders (CSV/JSON), build the bundle, sign and write it. Returns (sequence, targets
     version, entries). Creates the repository on first use."""
     when = now or datetime.now(UTC)
@@ -249,6 +249,7 @@ def publish_orders(repo_dir: str, keys_dir: str, feed: str, orders: bytes, order
     if not repo.exists():
         repo.init(signers, thresholds or {}, when, expiry_days)
     seq = sequence if sequence is not None else repo.current_sequence() + 1
-    data = bfmt.dump_bundle(feed, seq, int(when.timestamp()), rows)
-    version = repo.publish(data, seq, signers, now=when, target_name=target_name, expiry_days=expiry_days)
+    data = bfmt.dump_bundle(feed, seq, int(when.timestamp()), rows, columns=columns)
+    version = repo.publish(data, seq, signers, now=when, target_name=target_name, expiry_days=expiry_days,
+                           fmt=bfmt.FORMAT_COLUMNS if columns else bfmt.FORMAT)
     return seq, version, len(rows)

@@ -254,7 +254,7 @@ def test_too_large_refused(tmp_path, http_repo: HttpRepo, keys: str) -> None:  #
     n.resolver = FakeResolver(n.cfg.control_socket, {ZONE: os.path.join(n.cfg.feed_dir("hotline"), "active.rpz")})
     try:
         assert n.cycle().outcome == "applied"
-        n.publish([fresh(i) for i in range(1, 40)])
+        n.publish([fresh(i) for i in range(1, 200)])
         res = n.cycle()
         assert (res.outcome, res.code) == ("refused", "FEED_TOO_LARGE")
         assert n.served().serial == 1 and n.last_audit().record["check"] == "max_bytes"
