@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -33,6 +34,7 @@ from . import bundle as bf
 from .bundle import Entry, EntryAction, EntryRejection, Guards, Match, Reason, Rule
 from .errors import BundleFormatError
 
+_TAIL = itemgetter(2)   # of str.partition: the parent of a name
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 
@@ -558,7 +560,7 @@ def fill_gaps(table: RuleTable, bases: set[str], wild: set[str]) -> int:
     if not wild:
         return 0
     covered = set()
-    for p in {b.partition(".")[2] for b in bases}:
+    for p in set(map(_TAIL, map(str.partition, bases, repeat(".")))):
         q = p
         while q:
             if q in wild:

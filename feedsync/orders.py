@@ -10,7 +10,9 @@ order X enforced here, under which feed and serial" (the hotline's ``GET /hotlin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from rpz import RecordError, names
@@ -62,19 +64,28 @@ def from_bundle_rules(rules: Mapping[str, Any]) -> dict[str, OrderRules]:
 def from_rule_columns(owners: Sequence[str], cnames: Sequence[str], refs: Sequence[str]) -> dict[str, OrderRules]:
     """Bundle feeds, by column (feedsync.bundlebulk.RuleTable): owner, CNAME target, order reference."""
     labels = {c: _cname_label(c) for c in set(cnames)}
+    counts = Counter(refs)
+    counts.pop("", None)
+    if len(counts) == len(refs):   # one rule per order (the usual bundle): no grouping needed
+        return dict(zip(refs, map(OrderRules, map(labels.__getitem__, cnames), zip(owners), repeat(1)),
+                        strict=True))
     out: dict[str, list[Any]] = {}
+    one: dict[str, OrderRules] = {}
     get = out.get
     for owner, cname, ref in zip(owners, cnames, refs, strict=True):
-        if not ref:
-            continue
-        cur = get(ref)
-        if cur is None:
-            out[ref] = [labels[cname], [owner], 1]
-        else:
-            cur[2] += 1
-            if len(cur[1]) < MAX_TARGETS:
-                cur[1].append(owner)
-    return _freeze(out)
+        n = counts.get(ref, 0)
+        if n == 1:
+            one[ref] = OrderRules(labels[cname], (owner,), 1)
+        elif n:
+            cur = get(ref)
+            if cur is None:
+                out[ref] = [labels[cname], [owner], 1]
+            else:
+                cur[2] += 1
+                if len(cur[1]) < MAX_TARGETS:
+                    cur[1].append(owner)
+    one.update(_freeze(out))
+    return one
 
 
 def from_xfr_owners(owners: Iterable[Any]) -> dict[str, OrderRules]:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol
 
 import dns.name
@@ -97,7 +99,7 @@ class PublicSuffixes:
         exact, wild = self._exact, self._wild
         if exact is None:   # the package's internals changed: ask it about every name
             return [k for k, n in enumerate(names) if self(n)]
-        parents = [n.partition(".")[2] for n in names]
+        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
         maybe = set(names) & self._named
         if "" in parents or not wild.isdisjoint(parents):   # a wildcard rule above them, or a TLD
             maybe |= {names[k] for k, p in enumerate(parents) if not p or p in wild}
