@@ -479,7 +479,7 @@ class RuleTable(MutableMapping[str, Rule]):
         tix = {c: k for k, c in enumerate(targets)}
         return compile_rule_columns(bf._wire(zone.rstrip(".").lower() + "."), head, self.owners,
                                     list(map(tix.__getitem__, self.cname)), [bf._wire(c) for c in targets],
-                                    ttl, [r.encode("ascii") for r in self.order_ref], source)
+                                    ttl, list(map(str.encode, self.order_ref)), source)
 
     def text(self, zone: str, serial: int, ttl: int) -> bytes:
         """``compile_zone``'s text: header, then the owners sorted."""

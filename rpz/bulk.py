@@ -170,7 +170,7 @@ def compile_rule_columns(apex: bytes, head: Sequence[Record], owners: list[str],
     h = hash64(m)
     from .fastzone import finish_zone
     zone = finish_zone(builder, m, lens, h, rules, soa, _Known(m, lens, row_keys(m, lens, h)), 0)
-    zone.stats.records = sum(1 for r in head if r[1] != 6) + n + sum(1 for r in refs if r)
+    zone.stats.records = sum(1 for r in head if r[1] != 6) + n + len(refs) - list(refs).count(b"")
     return zone
 
 

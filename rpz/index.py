@@ -363,7 +363,7 @@ class StringTable:
     @classmethod
     def build_bytes(cls, enc: Sequence[bytes]) -> StringTable:
         offs = np.zeros(len(enc) + 1, dtype=np.uint32)
-        np.cumsum(np.fromiter((len(e) for e in enc), dtype=np.uint32, count=len(enc)), out=offs[1:])
+        np.cumsum(np.fromiter(map(len, enc), dtype=np.uint32, count=len(enc)), out=offs[1:])
         return cls(b"".join(enc), _mv(offs))
 
     def __len__(self) -> int:
