@@ -31,7 +31,7 @@ import rpz
 from rpz.errors import ZoneReadError
 
 from . import bundle as bfmt
-from . import engine, orders, receipts, xfr
+from . import engine, orders, receipts, xfr, xfrseed, xfrwire
 from . import serial as serials
 from .bundle import format_time
 from .config import Config, FeedConfig
@@ -252,7 +252,7 @@ class FeedSync:
         base = self._base_zone(st)
         self._base = None  # an IXFR changes the base in place: only an applied version becomes the base again
         try:
-            zone, nbytes, mode, touched = xfr.transfer(
+            received, nbytes, mode, touched = xfr.transfer(
                 self.feed, soa.primary, base[0] if base else None, st.serial if base else None,
                 max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout, progress=self.progress)
         except FeedRefused as r:
@@ -260,26 +260,31 @@ class FeedSync:
                 raise
             self._refused(st, r, now, alarms=False)  # audited, then a full transfer (research C.1 item 7)
             base = None
-            zone, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
-                                                       max_bytes=self.feed.max_bytes,
-                                                       timeout=self.feed.transfer_timeout, progress=self.progress)
+            received, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
+                                                           max_bytes=self.feed.max_bytes,
+                                                           timeout=self.feed.transfer_timeout, progress=self.progress)
         delta = None
-        if mode == "ixfr" and base is not None:
-            index = base[1]
+        if mode == "ixfr" and base is not None and isinstance(received, dns.zone.Zone):
+            zone, index = received, base[1]
             changed = index.update(zone, touched)
+            if isinstance(zone.nodes, xfr.BaseNodes):
+                zone.nodes.settle()     # the index holds the touched owners now
         else:
             index = XfrIndex(self.feed, self.psl)
-            changed = index.rebuild(zone)
-        serial = xfr.zone_serial(zone)
+            changed = index.load(received) if isinstance(received, xfrwire.ZoneRecords) else index.rebuild(received)
+            del received
+            zone = xfr.base_zone(self.feed, index)
+        assert index.serial is not None
+        serial = index.serial
         if st.serial is not None and not serials.is_newer(serial, st.serial):
             if serial == st.serial:
                 self._base = (zone, index)
                 return None
             raise FeedRefused(RefusalCode.ROLLBACK, self.feed.name, serial, "serial",
                               f"the transferred zone has serial {serial}, older than the applied {st.serial}")
-        if xfr.count_names(zone) > self.feed.max_entries:
+        if index.zone_size() > self.feed.max_entries:
             raise FeedRefused(RefusalCode.TOO_LARGE, self.feed.name, serial, "max_entries",
-                              f"{xfr.count_names(zone)} names, the cap is {self.feed.max_entries}")
+                              f"{index.zone_size()} names, the cap is {self.feed.max_entries}")
         zonemd, zonemd_digest = xfr.check_zonemd(zone, self.feed)
         try:
             proven, compiled = index.prove(changed, f"{self.feed.name}:{serial}")
@@ -327,18 +332,28 @@ class FeedSync:
         """The IXFR base: in memory, or the seed (the last-known-good's source) from disk."""
         if st.version is None or st.serial is None:
             return None
-        if self._base is not None and xfr.zone_serial(self._base[0]) == st.serial:
+        if self._base is not None and self._base[1].serial == st.serial:
             return self._base
+        t0 = time.perf_counter()
+        index = XfrIndex(self.feed, self.psl)
         try:
-            zone = xfr.zone_from_text(self.store.read(st.version, "source"), self.feed)
+            text = self.store.read(st.version, "source")
+            records = xfrseed.read(text, self.feed.zone)
+            reader = "seed" if records is not None else "dnspython"
+            if records is None:       # not in the form feedsync writes: dnspython reads it
+                index.rebuild(xfr.zone_from_text(text, self.feed))
+            else:
+                del text
+                index.load(records)
+                del records
         except Exception as exc:
             log("seed_unreadable", "warning", feed=self.feed.name, version=st.version, error=str(exc))
             return None
-        if xfr.zone_serial(zone) != st.serial:
+        if index.serial != st.serial:
             return None
-        index = XfrIndex(self.feed, self.psl)
-        index.rebuild(zone)
-        return zone, index
+        log("seed_loaded", feed=self.feed.name, version=st.version, serial=st.serial, names=index.zone_size(),
+            reader=reader, seconds=round(time.perf_counter() - t0, 3))
+        return xfr.base_zone(self.feed, index), index
 
     def load_seed(self) -> None:
         """Warm the in-memory IXFR base from disk (the daemon does this at start)."""
