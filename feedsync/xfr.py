@@ -1,13 +1,16 @@
-"""RPZ over zone transfer: SOA check, AXFR/IXFR with TSIG, ZONEMD, size and time caps (dnspython).
+"""RPZ over zone transfer: SOA check, AXFR/IXFR with TSIG, ZONEMD, size and time caps.
 
-dnspython owns the DNS side: ``dns.xfr.Inbound`` applies AXFR/IXFR (RFC 5936, RFC 1995) to a
-``dns.zone.Zone``, ``dns.tsig`` signs and verifies every message (RFC 8945: the first and the last
-message of a transfer must carry a TSIG, which Inbound checks), ``Zone.verify_digest`` checks
-ZONEMD (RFC 8976). This module only reads the TCP stream itself so it can count bytes and enforce
-the transfer deadline (``dns.query.inbound_xfr`` has neither), and translates dnspython's errors
-into refusal codes where they enter:
+dnspython owns the protocol where it is cheap: ``dns.xfr.Inbound`` applies an IXFR (RFC 1995) to the
+base zone, ``dns.tsig`` verifies every message's TSIG (RFC 8945: the first and the last message of a
+transfer must carry one), ``Zone.verify_digest`` checks ZONEMD (RFC 8976). A full transfer (an AXFR,
+or an IXFR answered AXFR-style) is read by ``feedsync.xfrwire`` into records per owner, which builds
+the zone Inbound would build without a dnspython object per record (minutes at a million rules
+otherwise); its TSIGs are verified by ``dns.tsig`` over the raw messages all the same. The IXFR base
+is a dnspython zone whose nodes are built on demand from those records (``BaseNodes``). This module
+reads the TCP stream itself so it can count bytes and enforce the transfer deadline
+(``dns.query.inbound_xfr`` has neither), and translates errors into refusal codes where they enter:
 
-    | dnspython raises                                   | refusal                |
+    | dnspython (or xfrwire, in dnspython's words) raises | refusal                |
     |----------------------------------------------------|------------------------|
     | tsig.BadSignature/BadKey/BadTime/Peer*, UnknownTSIGKey, BadTSIG, "missing TSIG", NOTAUTH | FEED_TSIG |
     | xfr.SerialWentBackwards; SOA serial older (RFC 1982) | FEED_ROLLBACK        |
@@ -15,7 +18,7 @@ into refusal codes where they enter:
     | transaction.DeleteNotExact (the delta does not fit our base)          | FEED_INCONSISTENT      |
     | zone.DigestVerificationFailure; NoDigest when require_zonemd | FEED_INTEGRITY |
     | bytes > max_bytes, names > max_entries, deadline passed | FEED_TOO_LARGE      |
-    | other FormError (malformed messages)               | FEED_INTEGRITY         |
+    | other FormError (malformed messages, a record outside the zone or of another class) | FEED_INTEGRITY |
     | connection refused/reset, timeout before any data, REFUSED/SERVFAIL | FEED_UNREACHABLE (not a refusal) |
 """
 

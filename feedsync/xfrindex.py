@@ -1,11 +1,14 @@
 """The transferred RPZ zone, kept per owner in the forms feedsync needs, updated incrementally.
 
-A zone transfer lands in a ``dns.zone.Zone`` (dnspython owns the protocol). Turning a million-name
-zone into text, records and screening verdicts on every IXFR would cost seconds, so this index keeps,
-per owner: its master-file lines, its records as (owner wire, type, ttl, rdata wire) for
-``rpz.compile_records``, and the screening verdict. An AXFR rebuilds it; an IXFR recomputes only the
-owners the transfer touched. Text is produced from wire form with ``rpz.names`` (dnspython's text
-conversion is the slow part of a large zone).
+Turning a million-name zone into text, records and screening verdicts on every IXFR would cost
+seconds, so this index keeps, per owner (keyed by its lower-case wire name): the zone's records
+there, its master-file lines, its records as (owner wire, type, ttl, rdata wire) for
+``rpz.compile_records``, and the screening verdict. A full transfer or the seed loads it from records
+per owner (``load``: feedsync.xfrwire, feedsync.xfrseed; ``rebuild`` from a dnspython zone); an IXFR
+recomputes only the owners the transfer touched (``update``). It is also where the IXFR base zone
+finds its records (``xfr.BaseNodes``): the base holds no dnspython object per owner. Text is
+produced from wire form with ``rpz.names`` (dnspython's text conversion is the slow part of a large
+zone).
 
 Order references served as ``<rule>.rpz-order TXT "order=..."`` (zone servers refuse a TXT beside
 a CNAME; rpz.actions.companion_base) are folded into their rule's records here, so the compiled
@@ -183,6 +186,7 @@ class XfrIndex:
         feed, psl = self.feed, self.psl
         cut = len(self.okey)
         lines_of = self._lines
+        targets: dict[bytes, str] = {}     # CNAME targets as text: a policy zone has few distinct ones
         for key, (wire, rrs) in owners.items():
             if key == self.okey or not rrs:
                 continue
@@ -196,7 +200,10 @@ class XfrIndex:
             if len(rrs) == 1 and rrs[0][0] == CNAME and key not in self.companion_of:   # most rules
                 t, ttl, rd = rrs[0]
                 rel = names.to_text(key[:len(key) - cut] + b"\x00", omit_final_dot=True)
-                text = f"{rel} {ttl} IN CNAME {names.to_text(rd)}\n".encode()
+                target = targets.get(rd)
+                if target is None:
+                    target = targets[rd] = names.to_text(rd)
+                text = f"{rel} {ttl} IN CNAME {target}\n".encode()
                 low = rd.lower()
                 v = screen(rel, low in (PASSTHRU_WIRE, key), feed, psl)
                 rej = None if v.reason is None else {"entry_id": rel, "index": -1, "reason": v.reason.value,
