@@ -324,3 +324,21 @@ def test_an_ixfr_answered_axfr_style_takes_the_fast_reader() -> None:
     zone, _, mode, _ = fetch(full, base, 6)
     assert mode == "axfr" and isinstance(zone, xfrwire.ZoneRecords)
     assert b"\x05other\x04test" + ix.okey in zone.owners and b"\x03bad\x04test" + ix.okey not in zone.owners
+
+
+def test_the_public_suffix_shortcut_answers_as_the_package_does() -> None:
+    from publicsuffixlist import PublicSuffixList
+
+    from feedsync.sync import public_suffix_check
+    psl, check = PublicSuffixList(), public_suffix_check()
+    rules = sorted(getattr(psl, "_publicsuffix", ()))
+    assert rules, "the package's rule set is where the shortcut looks"
+    names = ["com", "co.uk", "example.co.uk", "github.io", "foo.github.io", "a.foo.github.io", "kobe.jp",
+             "city.kobe.jp", "x.kobe.jp", "y.x.kobe.jp", "www.ck", "ck", "s1.d1.bad.test", "bad.test", "test",
+             "xn--55qx5d.cn", "a.xn--55qx5d.cn", "compute.amazonaws.com", "x.compute.amazonaws.com"]
+    for r in rules[::7]:               # every seventh rule, its parent and a child, as the feed could hold them
+        base = r.lstrip("!").removeprefix("*.")
+        names += [base, f"sub.{base}", f"a.b.{base}", base.partition(".")[2]]
+    for n in names:
+        if n:
+            assert check(n) == bool(psl.is_public(n)), n
