@@ -187,6 +187,7 @@ class XfrIndex:
         cut = len(self.okey)
         lines_of = self._lines
         targets: dict[bytes, str] = {}     # CNAME targets as text: a policy zone has few distinct ones
+        rels = zone.rels
         for key, (wire, rrs) in owners.items():
             if key == self.okey or not rrs:
                 continue
@@ -199,7 +200,7 @@ class XfrIndex:
                 continue
             if len(rrs) == 1 and rrs[0][0] == CNAME and key not in self.companion_of:   # most rules
                 t, ttl, rd = rrs[0]
-                rel = names.to_text(key[:len(key) - cut] + b"\x00", omit_final_dot=True)
+                rel = rels.get(key) or names.to_text(key[:len(key) - cut] + b"\x00", omit_final_dot=True)
                 target = targets.get(rd)
                 if target is None:
                     target = targets[rd] = names.to_text(rd)

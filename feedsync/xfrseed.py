@@ -16,6 +16,8 @@ returns None, and the caller reads the text with dnspython (``xfr.zone_from_text
 
 from __future__ import annotations
 
+import re
+
 import dns.name
 
 from rpz import names
@@ -24,6 +26,7 @@ from rpz.zonetext import parse_fields
 from .xfrwire import T_CNAME, T_NS, T_SOA, ZoneRecords, covers
 
 T_TXT = 16
+_PLAIN_REL = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\*(?:\.[a-z0-9_-]+)+")
 
 
 class _Unusual(Exception):
@@ -58,6 +61,8 @@ def read(text: bytes, zone: str) -> ZoneRecords | None:
     out = ZoneRecords(origin.lower())
     owners = out.owners
     add = out.add_group
+    rels = out.rels
+    plain = _PLAIN_REL.fullmatch
     rhs: dict[str, tuple[int, bytes]] = {}
     wires: dict[str, bytes] = {"@": origin}
     try:
@@ -81,6 +86,8 @@ def read(text: bytes, zone: str) -> ZoneRecords | None:
             key = wire.lower()
             if key not in owners:
                 owners[key] = (wire, ((t, ttl, rd),))
+                if plain(rel):          # what rpz.names.to_text gives back for this owner
+                    rels[key] = rel
             else:
                 add(wire, t, covers(t, rd), ttl, [rd])
             if t == T_SOA and key != out.origin:

@@ -276,6 +276,7 @@ class ZoneRecords:
 
     origin: bytes                                   # lower-case wire
     owners: dict[bytes, tuple[bytes, tuple[RR, ...]]] = field(default_factory=dict)
+    rels: dict[bytes, str] = field(default_factory=dict)   # owners' text relative to the zone, when known
 
     def add_group(self, owner: bytes, t: int, cov: int, ttl: int, rds: list[bytes]) -> None:
         key = owner.lower()
