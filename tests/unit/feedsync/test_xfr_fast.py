@@ -130,8 +130,11 @@ class Primary_:
         with conn:
             (n,) = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))
             q = dns.message.from_wire(conn.recv(n, socket.MSG_WAITALL), keyring=RING)
-            for w in self.build(q):
-                conn.sendall(struct.pack("!H", len(w)) + w)
+            try:
+                for w in self.build(q):
+                    conn.sendall(struct.pack("!H", len(w)) + w)
+            except OSError:      # the client stopped reading (a refused transfer): as a primary sees it
+                pass
         self.sock.close()
 
 
