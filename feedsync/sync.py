@@ -375,7 +375,8 @@ class FeedSync:
     def load_seed(self) -> None:
         """Warm the in-memory IXFR base from disk (the daemon does this at start)."""
         if self.feed.type == "xfr":
-            self._base = self._base_zone(self.db.state(self.feed.name))
+            with _no_cyclic_gc():
+                self._base = self._base_zone(self.db.state(self.feed.name))
 
     def _ids(self, version: str | None) -> frozenset[str] | None:
         if version is None or not self.store.has(version):
