@@ -1,5 +1,6 @@
 """Feed benchmarks: a signed bundle verified, compiled and activated; an IXFR of M changes from a
-real Knot primary applied after NOTIFY. One command:
+real Knot primary applied after NOTIFY (after the initial AXFR, a restart: the seed read back, and the IXFRs
+continue from it). One command:
 
     .venv/bin/python bench/feeds.py --rules 1000000 --changes 1000 --runs 3
 
@@ -230,6 +231,21 @@ transfer_timeout = 600
         knot.stop()
 
 
+def _profiler(profile: str | None):  # type: ignore[no-untyped-def]
+    if not profile:
+        return None
+    import cProfile
+    prof = cProfile.Profile()
+    prof.enable()
+    return prof
+
+
+def _dump(prof, profile: str | None, suffix: str) -> None:  # type: ignore[no-untyped-def]
+    if prof is not None and profile:
+        prof.disable()
+        prof.dump_stats(profile + suffix)
+
+
 def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, runs: int, n: int,
                conf: Confirmer, saved: dict | None, reuse: str | None, profile: str | None) -> dict:
     import pickle
@@ -237,11 +253,24 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
     sync = FeedSync(cfg, cfg.feed("twnic"), db, ControlClient(cfg.control_socket))
     serial = knot.soa_serial() or 10
     if saved is None:
+        prof = _profiler(profile)
         t0 = time.perf_counter()
         res = sync.cycle()
         axfr_s: float | None = time.perf_counter() - t0
+        _dump(prof, profile, ".axfr")
         assert res.outcome == "applied", res
         print(f"  initial AXFR of {n} rules applied in {axfr_s:.1f} s", file=sys.stderr)
+        # a restart: a new process state reads the seed back and continues by IXFR from it
+        del sync
+        gc.collect()
+        sync = FeedSync(cfg, cfg.feed("twnic"), db, ControlClient(cfg.control_socket))
+        prof = _profiler(profile)
+        t0 = time.perf_counter()
+        sync.load_seed()
+        seed_s = time.perf_counter() - t0
+        _dump(prof, profile, ".seed")
+        assert sync._base is not None, "the seed did not load"
+        print(f"  restart: the seed of {n} rules read back in {seed_s:.1f} s", file=sys.stderr)
         if reuse is not None and sync._base is not None:
             psl, sync._base[1].psl = sync._base[1].psl, None      # a closure: not picklable
             with open(os.path.join(reuse, "ixfr-ready.pickle"), "wb") as f:
@@ -249,7 +278,7 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
                              "base": sync._base, "axfr_s": axfr_s, "run": 0}, f, protocol=5)
             sync._base[1].psl = psl
     else:
-        axfr_s = None
+        axfr_s = seed_s = None
         sync._base = saved["base"]
         sync._base[1].psl = sync.psl
         print(f"  state after the AXFR of {n} rules reused from {reuse} (serial {serial})", file=sys.stderr)
@@ -273,16 +302,8 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
             prof.enable()
         t0 = time.perf_counter()
         m0 = time.monotonic()
-        prof = None
-        if profile:
-            import cProfile
-            prof = cProfile.Profile()
-            prof.enable()
         res = sync.cycle()
         times.append(time.perf_counter() - t0)
-        if prof is not None:
-            prof.disable()
-            prof.dump_stats(f"{profile}.bundle{k + 1}")
         if prof is not None:
             prof.disable()
             prof.dump_stats(profile)
@@ -305,6 +326,7 @@ def _ixfr_runs(cfg: fconfig.Config, knot: Knot, rules: list[str], changes: int, 
                              "base": sync._base, "axfr_s": saved["axfr_s"] if saved else axfr_s,
                              "run": first + runs}, f, protocol=5)
     return {"rules": n, "changes": changes, "axfr_s": axfr_s if axfr_s is not None else (saved or {}).get("axfr_s"),
+            "seed_s": seed_s,
             "median_s": statistics.median(times), "runs": times,
             "reload_median_s": statistics.median(to_reload), "reload_runs": to_reload,
             "loaded_median_s": statistics.median(to_loaded), "loaded_runs": to_loaded, "resolver_loads": loads,
@@ -320,8 +342,8 @@ def main() -> int:
     ap.add_argument("--bundle-format", type=int, choices=(1, 2), default=2, help="bundle: the document format")
     ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
                     "when it is there (skips the AXFR; the first run in DIR does it)")
-    ap.add_argument("--profile", metavar="FILE", help="cProfile of each bundle cycle into FILE.bundleN and "
-                    "of the last IXFR cycle into FILE")
+    ap.add_argument("--profile", metavar="FILE", help="cProfiles: each bundle cycle into FILE.bundleN, the "
+                    "initial AXFR into FILE.axfr, the seed read back into FILE.seed, the last IXFR cycle into FILE")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="feedbench-")
     out: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
@@ -350,7 +372,8 @@ def main() -> int:
         print(f"| IXFR: {x['changes']:,} changes on {x['rules']:,} rules | resolver asked after median "
               f"{x['reload_median_s']:.2f} s, loaded after median {x['loaded_median_s']:.2f} s (target <= 1 s) | "
               f"whole cycle median {x['median_s']:.2f} s | RSS {x['steady_mb']:.0f} -> peak {x['peak_mb']:.0f} MB "
-              f"({x['peak_mb'] / max(x['steady_mb'], 1):.2f}x) | initial AXFR {axfr} |")
+              f"({x['peak_mb'] / max(x['steady_mb'], 1):.2f}x) | initial AXFR {axfr} | restart from the seed "
+              f"{'reused' if x['seed_s'] is None else format(x['seed_s'], '.1f') + ' s'} |")
     return 0
 
 

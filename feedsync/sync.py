@@ -34,7 +34,7 @@ from rpz.errors import ZoneReadError
 
 from . import bundle as bfmt
 from . import bundlebulk as bfmt_bulk
-from . import engine, orders, receipts, xfr
+from . import engine, orders, receipts, xfr, xfrseed, xfrwire
 from . import serial as serials
 from .bundle import format_time
 from .config import Config, FeedConfig
@@ -74,41 +74,54 @@ class CycleResult:
         return {"applied": 0, "no_change": 0, "pinned": 0, "held": 1, "refused": 1}.get(self.outcome, 3)
 
 
-@lru_cache(maxsize=1)
 class PublicSuffixes:
     """The publicsuffixlist package with the list it ships (never downloaded at run time): called
-    with one name, or ``which(names)`` for a whole column, which asks the package only about the
-    names that could be a suffix at all (one of its rules names them or their parent)."""
+    with one name, or ``which(names)`` for a whole column.
+
+    The package answers True for a name of two or more labels only when its rule set holds the
+    name, ``*.`` the name or ``*.`` its parent (publicsuffixlist's ``_countpublic``: the match that
+    covers the whole name). When none of them is in its rule set the answer is False without the
+    package's suffix walk: three set lookups per name, or set operations over a whole column.
+    Exact, and tested against ``is_public`` (tests/unit/feedsync/test_xfr_fast.py,
+    tests/property/test_bundle_bulk.py); another version of the package without that rule set
+    is asked about every name."""
 
     def __init__(self) -> None:
         from publicsuffixlist import PublicSuffixList
         self._psl = PublicSuffixList()
         rules = getattr(self._psl, "_publicsuffix", None)
-        self._exact: set[str] | None = None
-        self._wild: set[str] = set()
+        self._rules: frozenset[str] | None = None
+        self._named: set[str] = set()    # names a rule makes a suffix themselves (name or *.name)
+        self._wild: set[str] = set()     # names whose children a rule makes suffixes (*.name)
         if isinstance(rules, frozenset) and rules and all(isinstance(r, str) for r in rules):
-            self._exact = {r for r in rules if not r.startswith(("*.", "!"))}
+            self._rules = rules
             self._wild = {r[2:] for r in rules if r.startswith("*.")}
-        self._named = (self._exact or set()) | self._wild   # names a rule makes a suffix themselves
+            self._named = {r for r in rules if not r.startswith(("*.", "!"))} | self._wild
 
     def __call__(self, name: str) -> bool:
+        rules = self._rules
+        if rules is not None:
+            name = name.lower().rstrip(".")
+            dot = name.find(".")
+            if dot > 0 and name not in rules and "*." + name not in rules and "*." + name[dot + 1:] not in rules:
+                return False
         return bool(self._psl.is_public(name))
 
     def which(self, names: list[str]) -> list[int]:
         """Positions of the public suffixes among lower-case names."""
-        exact, wild = self._exact, self._wild
-        if exact is None:   # the package's internals changed: ask it about every name
+        if self._rules is None:
             return [k for k, n in enumerate(names) if self(n)]
+        wild = self._wild
         parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
         maybe = set(names) & self._named
         if "" in parents or not wild.isdisjoint(parents):   # a wildcard rule above them, or a TLD
             maybe |= {names[k] for k, p in enumerate(parents) if not p or p in wild}
         if not maybe:
             return []
-        hits = [k for k, n in enumerate(names) if n in maybe]
-        return [k for k in hits if self(names[k])]
+        return [k for k, n in enumerate(names) if n in maybe and self(n)]
 
 
+@lru_cache(maxsize=1)
 def public_suffix_check() -> PublicSuffixes:
     return PublicSuffixes()
 
@@ -293,7 +306,7 @@ class FeedSync:
         base = self._base_zone(st)
         self._base = None  # an IXFR changes the base in place: only an applied version becomes the base again
         try:
-            zone, nbytes, mode, touched = xfr.transfer(
+            received, nbytes, mode, touched = xfr.transfer(
                 self.feed, soa.primary, base[0] if base else None, st.serial if base else None,
                 max_bytes=self.feed.max_bytes, timeout=self.feed.transfer_timeout, progress=self.progress)
         except FeedRefused as r:
@@ -301,26 +314,31 @@ class FeedSync:
                 raise
             self._refused(st, r, now, alarms=False)  # audited, then a full transfer (research C.1 item 7)
             base = None
-            zone, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
-                                                       max_bytes=self.feed.max_bytes,
-                                                       timeout=self.feed.transfer_timeout, progress=self.progress)
+            received, nbytes, mode, touched = xfr.transfer(self.feed, soa.primary, None, None,
+                                                           max_bytes=self.feed.max_bytes,
+                                                           timeout=self.feed.transfer_timeout, progress=self.progress)
         delta = None
-        if mode == "ixfr" and base is not None:
-            index = base[1]
+        if mode == "ixfr" and base is not None and isinstance(received, dns.zone.Zone):
+            zone, index = received, base[1]
             changed = index.update(zone, touched)
+            if isinstance(zone.nodes, xfr.BaseNodes):
+                zone.nodes.settle()     # the index holds the touched owners now
         else:
             index = XfrIndex(self.feed, self.psl)
-            changed = index.rebuild(zone)
-        serial = xfr.zone_serial(zone)
+            changed = index.load(received) if isinstance(received, xfrwire.ZoneRecords) else index.rebuild(received)
+            del received
+            zone = xfr.base_zone(self.feed, index)
+        assert index.serial is not None
+        serial = index.serial
         if st.serial is not None and not serials.is_newer(serial, st.serial):
             if serial == st.serial:
                 self._base = (zone, index)
                 return None
             raise FeedRefused(RefusalCode.ROLLBACK, self.feed.name, serial, "serial",
                               f"the transferred zone has serial {serial}, older than the applied {st.serial}")
-        if xfr.count_names(zone) > self.feed.max_entries:
+        if index.zone_size() > self.feed.max_entries:
             raise FeedRefused(RefusalCode.TOO_LARGE, self.feed.name, serial, "max_entries",
-                              f"{xfr.count_names(zone)} names, the cap is {self.feed.max_entries}")
+                              f"{index.zone_size()} names, the cap is {self.feed.max_entries}")
         zonemd, zonemd_digest = xfr.check_zonemd(zone, self.feed)
         try:
             proven, compiled = index.prove(changed, f"{self.feed.name}:{serial}")
@@ -368,23 +386,34 @@ class FeedSync:
         """The IXFR base: in memory, or the seed (the last-known-good's source) from disk."""
         if st.version is None or st.serial is None:
             return None
-        if self._base is not None and xfr.zone_serial(self._base[0]) == st.serial:
+        if self._base is not None and self._base[1].serial == st.serial:
             return self._base
+        t0 = time.perf_counter()
+        index = XfrIndex(self.feed, self.psl)
         try:
-            zone = xfr.zone_from_text(self.store.read(st.version, "source"), self.feed)
+            text = self.store.read(st.version, "source")
+            records = xfrseed.read(text, self.feed.zone)
+            reader = "seed" if records is not None else "dnspython"
+            if records is None:       # not in the form feedsync writes: dnspython reads it
+                index.rebuild(xfr.zone_from_text(text, self.feed))
+            else:
+                del text
+                index.load(records)
+                del records
         except Exception as exc:
             log("seed_unreadable", "warning", feed=self.feed.name, version=st.version, error=str(exc))
             return None
-        if xfr.zone_serial(zone) != st.serial:
+        if index.serial != st.serial:
             return None
-        index = XfrIndex(self.feed, self.psl)
-        index.rebuild(zone)
-        return zone, index
+        log("seed_loaded", feed=self.feed.name, version=st.version, serial=st.serial, names=index.zone_size(),
+            reader=reader, seconds=round(time.perf_counter() - t0, 3))
+        return xfr.base_zone(self.feed, index), index
 
     def load_seed(self) -> None:
         """Warm the in-memory IXFR base from disk (the daemon does this at start)."""
         if self.feed.type == "xfr":
-            self._base = self._base_zone(self.db.state(self.feed.name))
+            with _no_cyclic_gc():
+                self._base = self._base_zone(self.db.state(self.feed.name))
 
     def _ids(self, version: str | None) -> frozenset[str] | None:
         if version is None or not self.store.has(version):

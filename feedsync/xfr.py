@@ -1,13 +1,16 @@
-"""RPZ over zone transfer: SOA check, AXFR/IXFR with TSIG, ZONEMD, size and time caps (dnspython).
+"""RPZ over zone transfer: SOA check, AXFR/IXFR with TSIG, ZONEMD, size and time caps.
 
-dnspython owns the DNS side: ``dns.xfr.Inbound`` applies AXFR/IXFR (RFC 5936, RFC 1995) to a
-``dns.zone.Zone``, ``dns.tsig`` signs and verifies every message (RFC 8945: the first and the last
-message of a transfer must carry a TSIG, which Inbound checks), ``Zone.verify_digest`` checks
-ZONEMD (RFC 8976). This module only reads the TCP stream itself so it can count bytes and enforce
-the transfer deadline (``dns.query.inbound_xfr`` has neither), and translates dnspython's errors
-into refusal codes where they enter:
+dnspython owns the protocol where it is cheap: ``dns.xfr.Inbound`` applies an IXFR (RFC 1995) to the
+base zone, ``dns.tsig`` verifies every message's TSIG (RFC 8945: the first and the last message of a
+transfer must carry one), ``Zone.verify_digest`` checks ZONEMD (RFC 8976). A full transfer (an AXFR,
+or an IXFR answered AXFR-style) is read by ``feedsync.xfrwire`` into records per owner, which builds
+the zone Inbound would build without a dnspython object per record (minutes at a million rules
+otherwise); its TSIGs are verified by ``dns.tsig`` over the raw messages all the same. The IXFR base
+is a dnspython zone whose nodes are built on demand from those records (``BaseNodes``). This module
+reads the TCP stream itself so it can count bytes and enforce the transfer deadline
+(``dns.query.inbound_xfr`` has neither), and translates errors into refusal codes where they enter:
 
-    | dnspython raises                                   | refusal                |
+    | dnspython (or xfrwire, in dnspython's words) raises | refusal                |
     |----------------------------------------------------|------------------------|
     | tsig.BadSignature/BadKey/BadTime/Peer*, UnknownTSIGKey, BadTSIG, "missing TSIG", NOTAUTH | FEED_TSIG |
     | xfr.SerialWentBackwards; SOA serial older (RFC 1982) | FEED_ROLLBACK        |
@@ -15,7 +18,7 @@ into refusal codes where they enter:
     | transaction.DeleteNotExact (the delta does not fit our base)          | FEED_INCONSISTENT      |
     | zone.DigestVerificationFailure; NoDigest when require_zonemd | FEED_INTEGRITY |
     | bytes > max_bytes, names > max_entries, deadline passed | FEED_TOO_LARGE      |
-    | other FormError (malformed messages)               | FEED_INTEGRITY         |
+    | other FormError (malformed messages, a record outside the zone or of another class) | FEED_INTEGRITY |
     | connection refused/reset, timeout before any data, REFUSED/SERVFAIL | FEED_UNREACHABLE (not a refusal) |
 """
 
@@ -26,14 +29,16 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dns.exception
 import dns.message
 import dns.name
+import dns.node
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.transaction
@@ -42,6 +47,7 @@ import dns.xfr
 import dns.zone
 
 from . import serial as serials
+from . import xfrwire
 from .config import FeedConfig, Primary
 from .errors import FeedRefused, FetchFailed, RefusalCode
 
@@ -110,6 +116,98 @@ class IxfrZone(dns.zone.Zone):
     def _end_write(self, txn: Any) -> None:      # a rolled-back transaction
         if isinstance(txn.version, _InPlaceVersion):
             txn.version.rollback()
+
+
+class RecordSource(Protocol):
+    """Where a ``BaseNodes`` map finds the zone's records (feedsync.xfrindex.XfrIndex)."""
+
+    def zone_records(self, key: bytes) -> tuple[bytes, tuple[xfrwire.RR, ...]] | None: ...
+
+    def zone_keys(self) -> Iterator[bytes]: ...
+
+    def zone_size(self) -> int: ...
+
+
+def node_of(rrs: tuple[xfrwire.RR, ...]) -> dns.node.Node:
+    node: dns.node.Node = dns.node.Node()  # type: ignore[no-untyped-call]
+    for t, ttl, rd in rrs:
+        rds = node.find_rdataset(dns.rdataclass.IN, dns.rdatatype.RdataType.make(t),
+                                 dns.rdatatype.RdataType.make(xfrwire.covers(t, rd)), create=True)
+        rds.add(dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RdataType.make(t), rd, 0, len(rd)), ttl)
+    return node
+
+
+def rrs_of(node: dns.node.Node) -> tuple[xfrwire.RR, ...]:
+    return tuple((int(rds.rdtype), int(rds.ttl), bytes(rd.to_wire() or b"")) for rds in node.rdatasets for rd in rds)
+
+
+class BaseNodes(MutableMapping[dns.name.Name, dns.node.Node]):
+    """The node map of the IXFR base zone, made from the records XfrIndex keeps per owner: a node
+    is built when dnspython asks for it (an IXFR touches a few names of a million), and what an IXFR
+    writes stays here until ``settle`` (after XfrIndex took the touched owners over). So the base
+    costs no dnspython object per owner, and ``dns.xfr.Inbound`` still applies every IXFR."""
+
+    def __init__(self, source: RecordSource) -> None:
+        self.source = source
+        self.live: dict[dns.name.Name, dns.node.Node | None] = {}    # None: deleted
+
+    @staticmethod
+    def key(name: dns.name.Name) -> bytes:
+        return bytes(name.to_wire() or b"").lower()
+
+    def get(self, name: dns.name.Name, default: Any = None) -> Any:
+        if name in self.live:
+            node = self.live[name]
+            return default if node is None else node
+        found = self.source.zone_records(self.key(name))
+        return default if found is None or not found[1] else node_of(found[1])
+
+    def __getitem__(self, name: dns.name.Name) -> dns.node.Node:
+        node: dns.node.Node | None = self.get(name)
+        if node is None:
+            raise KeyError(name)
+        return node
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, dns.name.Name) and self.get(name) is not None
+
+    def __setitem__(self, name: dns.name.Name, node: dns.node.Node) -> None:
+        self.live[name] = node
+
+    def __delitem__(self, name: dns.name.Name) -> None:
+        if self.get(name) is None:
+            raise KeyError(name)
+        self.live[name] = None
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        seen: set[bytes] = set()
+        for name, node in self.live.items():
+            seen.add(self.key(name))
+            if node is not None:
+                yield name
+        for key in self.source.zone_keys():
+            if key not in seen:
+                found = self.source.zone_records(key)
+                if found is not None and found[1]:
+                    yield dns.name.from_wire(found[0], 0)[0]
+
+    def __len__(self) -> int:
+        n = self.source.zone_size()
+        for name, node in self.live.items():
+            before = self.source.zone_records(self.key(name)) is not None
+            n += (node is not None) - before
+        return n
+
+    def settle(self) -> None:
+        """XfrIndex has taken over the touched owners: drop the nodes built for them."""
+        self.live.clear()
+
+
+def base_zone(feed: FeedConfig, source: RecordSource) -> IxfrZone:
+    """The IXFR base over ``source`` (its records per owner, no dnspython node per owner)."""
+    zone = IxfrZone(dns.name.from_text(feed.zone + "."), relativize=False)
+    zone.nodes = BaseNodes(source)
+    return zone
 
 
 def keyring(feed: FeedConfig) -> dict[dns.name.Name, dns.tsig.Key]:
@@ -222,19 +320,35 @@ class _TsigCheck:
 
     def __call__(self, wire: bytes, msg: dns.message.Message, arrived: float) -> None:
         if msg.tsig is None:
-            if self.ctx is None:
-                raise dns.exception.FormError("missing TSIG")  # type: ignore[no-untyped-call]  # first one signed
-            self.ctx.update(wire)
+            self._unsigned(wire)
             return
         rd = msg.tsig[0]
         owner = msg.tsig.name
-        if owner != self.name:
-            raise dns.tsig.BadKey
         owner_wire = bytes(owner.to_wire() or b"")
         start = len(wire) - (len(owner_wire) + 10 + len(rd.to_wire() or b""))
         if start < 12 or wire[start:start + len(owner_wire)].lower() != owner_wire.lower():
             raise dns.exception.FormError(  # type: ignore[no-untyped-call]
                 "the TSIG record is not the last record, or its name is compressed")
+        self._signed(wire, owner, rd, start, arrived)
+
+    def raw(self, wire: bytes, msg: xfrwire.Message, arrived: float) -> None:
+        """The same check for a message read by xfrwire (the TSIG record's place is known)."""
+        if msg.tsig is None:
+            self._unsigned(wire)
+            return
+        owner_wire, start, rstart, rend = msg.tsig
+        owner = dns.name.from_wire(owner_wire, 0)[0]
+        rd = dns.rdata.from_wire(dns.rdataclass.ANY, dns.rdatatype.TSIG, wire, rstart, rend - rstart)
+        self._signed(wire, owner, rd, start, arrived)
+
+    def _unsigned(self, wire: bytes) -> None:
+        if self.ctx is None:
+            raise dns.exception.FormError("missing TSIG")  # type: ignore[no-untyped-call]  # first one signed
+        self.ctx.update(wire)
+
+    def _signed(self, wire: bytes, owner: dns.name.Name, rd: Any, start: int, arrived: float) -> None:
+        if owner != self.name:
+            raise dns.tsig.BadKey
         self.ctx = dns.tsig.validate(  # type: ignore[no-untyped-call]
             wire, self.key, owner, rd, int(arrived), self.request_mac, start, self.ctx, True)
 
@@ -255,16 +369,43 @@ class _Reader:
         self.t.start()
 
     def _run(self) -> None:
+        """Reads up to CHUNK octets per call and splits the messages itself: the parsing thread holds
+        the interpreter lock most of the time, and every return of this thread costs a lock handoff
+        (up to 5 ms), so reading two small pieces per message fell behind a primary that sends a
+        million rules in a second (Knot drops a client it considers idle after 10 s)."""
+        buf = bytearray()
+        pos = 0
         try:
             while not self._stop.is_set():
-                (n,) = struct.unpack("!H", _read(self.s, 2, self.deadline))
+                while len(buf) - pos < 2:
+                    buf, pos = self._fill(buf, pos)
+                (n,) = struct.unpack_from("!H", buf, pos)
                 self.total += n + 2
                 if self.total > self.max_bytes:
                     raise TooLarge("max_bytes", f"more than {self.max_bytes} bytes transferred")
-                data = _read(self.s, n, self.deadline)
+                while len(buf) - pos < n + 2:
+                    buf, pos = self._fill(buf, pos)
+                data = bytes(buf[pos + 2:pos + 2 + n])
+                pos += n + 2
                 self.q.put((data, time.time()))   # the TSIG time check is against the arrival time
         except BaseException as exc:  # handed to the parsing side, which raises it
             self.q.put(exc)
+
+    CHUNK = 1 << 20
+
+    def _fill(self, buf: bytearray, pos: int) -> tuple[bytearray, int]:
+        """More octets from the socket (what is already consumed is dropped first)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise dns.exception.Timeout
+        self.s.settimeout(left)
+        chunk = self.s.recv(self.CHUNK)
+        if not chunk:
+            raise EOFError("connection closed by the primary")
+        if pos:
+            del buf[:pos]
+        buf += chunk
+        return buf, 0
 
     def next(self) -> tuple[bytes, float]:
         """The next message; what arrived before the deadline is handed out however late it is
@@ -282,12 +423,16 @@ class _Reader:
         self._stop.set()
 
 
+Received = dns.zone.Zone | xfrwire.ZoneRecords
+
+
 def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, base_serial: int | None, *,
              max_bytes: int, timeout: float, progress: Callable[[int, int], None] | None = None
-             ) -> tuple[dns.zone.Zone, int, str, set[dns.name.Name]]:
-    """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (zone, bytes, "axfr"|"ixfr",
-    the owner names the transfer touched). A primary may answer an IXFR AXFR-style: then the mode
-    is "axfr" and the zone is a new one.
+             ) -> tuple[Received, int, str, set[dns.name.Name]]:
+    """AXFR (no base) or IXFR from ``base_serial`` into ``base``. Returns (what was received, bytes,
+    "axfr"|"ixfr", the owner names an IXFR touched). A full transfer (an AXFR, or an IXFR the primary
+    answered AXFR-style) is read by xfrwire into a ``ZoneRecords``; an incremental one is applied to
+    ``base`` by dnspython's ``dns.xfr.Inbound``.
 
     The base zone is changed in place by an IXFR only when the whole transfer verified (dnspython
     commits the transaction after the last, signed message).
@@ -302,6 +447,7 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
     deadline = time.monotonic() + timeout
     total = 0
     started = False
+    received: Received = zone
     try:
         with socket.create_connection((primary.host, primary.port), timeout=min(timeout, 10)) as s:
             wire = q.to_wire()
@@ -310,23 +456,44 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
             touched: set[dns.name.Name] = set()
             check = _TsigCheck(keyring(feed), bytes(q.mac or b""))
             parsed = 0
-            with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
+            first: tuple[bytes, float] | None = reader.next()
+            started = True
+            assert first is not None
+            full = not incremental or _axfr_style(first[0], origin, base_serial)
+            if full:
+                builder = xfrwire.AxfrBuilder(bytes(origin.to_wire() or b""), int(rdtype))
                 done = False
                 while not done:
-                    data, arrived = reader.next()
-                    started = True
-                    r = dns.message.from_wire(data, keyring=_defer_tsig, request_mac=q.mac,
-                                              xfr=True, origin=zone.from_wire_origin(),
-                                              multi=True, one_rr_per_rrset=incremental)
-                    check(data, r, arrived)
-                    touched.update(rrset.name for rrset in r.answer)
-                    done = inbound.process_message(r)
+                    data, arrived = first if first is not None else reader.next()
+                    first = None
+                    msg = xfrwire.read_message(data)
+                    check.raw(data, msg, arrived)
+                    done = builder.feed(msg)
+                    if done and msg.tsig is None:
+                        raise dns.exception.FormError("missing TSIG")  # type: ignore[no-untyped-call]
                     parsed += len(data) + 2
                     if progress is not None:
                         progress(parsed, reader.total if not done else parsed)
+                received = builder.zone
+                incremental = False
+            else:
+                with dns.xfr.Inbound(zone, rdtype, serial) as inbound:
+                    done = False
+                    while not done:
+                        data, arrived = first if first is not None else reader.next()
+                        first = None
+                        r = dns.message.from_wire(data, keyring=_defer_tsig, request_mac=q.mac,
+                                                  xfr=True, origin=zone.from_wire_origin(),
+                                                  multi=True, one_rr_per_rrset=True)
+                        check(data, r, arrived)
+                        touched.update(rrset.name for rrset in r.answer)
+                        done = inbound.process_message(r)
+                        parsed += len(data) + 2
+                        if progress is not None:
+                            progress(parsed, reader.total if not done else parsed)
+                incremental = inbound.incremental
             total = reader.total
             reader.stop()
-            incremental = incremental and inbound.incremental
     except (dns.exception.Timeout, TimeoutError) as exc:
         if started:
             raise FeedRefused(RefusalCode.TOO_LARGE, feed.name, base_serial, "transfer_timeout",
@@ -346,7 +513,26 @@ def transfer(feed: FeedConfig, primary: Primary, base: dns.zone.Zone | None, bas
         if refused is None:
             raise
         raise refused from exc
-    return zone, total, "ixfr" if incremental else "axfr", touched
+    if not incremental and not isinstance(received, xfrwire.ZoneRecords):
+        received = zone       # dnspython applied an AXFR-style answer: a zone of its own
+    return received, total, "ixfr" if incremental else "axfr", touched
+
+
+def _axfr_style(data: bytes, origin: dns.name.Name, base_serial: int | None) -> bool:
+    """RFC 1995 section 4: an IXFR answer whose second record is not the zone's SOA is a full zone.
+    Only a first message that shows this plainly (rcode 0, a newer SOA, then another record) takes
+    the full-transfer reader; anything else goes to dnspython's Inbound, which decides the rest."""
+    try:
+        msg = xfrwire.read_message(data)
+    except dns.exception.FormError:
+        return False
+    ans = msg.answer
+    o = bytes(origin.to_wire() or b"").lower()
+    if msg.rcode != 0 or len(ans) < 2 or ans[0][1] != xfrwire.T_SOA or ans[0][0].lower() != o:
+        return False
+    if base_serial is None or serials.compare(xfrwire.soa_serial(ans[0][4]), base_serial) is not serials.Order.NEWER:
+        return False
+    return not (ans[1][1] == xfrwire.T_SOA and ans[1][0].lower() == o)
 
 
 def zone_serial(zone: dns.zone.Zone) -> int:
@@ -372,10 +558,6 @@ def check_zonemd(zone: dns.zone.Zone, feed: FeedConfig) -> tuple[str, str | None
     rds = zone.get_rdataset(zone.origin, dns.rdatatype.ZONEMD)  # type: ignore[arg-type]
     hexes = sorted(f"zonemd-{'sha384' if rd.hash_algorithm == 1 else 'sha512'}:{rd.digest.hex()}" for rd in rds or ())
     return "verified", hexes[0] if hexes else None
-
-
-def count_names(zone: dns.zone.Zone) -> int:
-    return len(zone.nodes)
 
 
 def zone_from_text(text: bytes, feed: FeedConfig) -> dns.zone.Zone:

@@ -18,6 +18,8 @@ MAX_LABEL = 63
 
 _LEN = [bytes((i,)) for i in range(64)]
 _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/")
+_PLAIN_BYTES = bytes(sorted(_PLAIN))
+_PLAIN_DOT = _PLAIN_BYTES + b"."
 
 
 def from_text(text: str, origin: bytes | None = None) -> bytes:
@@ -93,14 +95,36 @@ def to_text(wire: bytes, omit_final_dot: bool = False) -> str:
     """Presentation format of a wire name; unusual octets are escaped as dnspython does."""
     if wire == ROOT:
         return "."
+    plain = _plain_text(wire)
+    if plain is not None:
+        return plain if omit_final_dot else plain + "."
     parts = []
     for label in labels(wire):
-        if all(b in _PLAIN for b in label):
+        if not label.translate(None, _PLAIN_BYTES):      # nothing outside _PLAIN (one C call)
             parts.append(label.decode("ascii"))
         else:
             parts.append(_escape(label))
     text = ".".join(parts)
     return text if omit_final_dot else text + "."
+
+
+def _plain_text(wire: bytes) -> str | None:
+    """The text of a name whose labels hold only plain octets (most names), else None."""
+    parts = []
+    pos = 0
+    n = len(wire)
+    while pos < n:
+        ln = wire[pos]
+        if ln == 0:
+            break
+        if ln > MAX_LABEL:
+            return None
+        parts.append(wire[pos + 1:pos + 1 + ln])
+        pos += ln + 1
+    joined = b".".join(parts)
+    if joined.translate(None, _PLAIN_DOT) or joined.count(b".") != len(parts) - 1:   # an odd octet, a dot in a label
+        return None
+    return joined.decode("ascii")
 
 
 def _escape(label: bytes) -> str:

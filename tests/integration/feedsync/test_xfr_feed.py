@@ -21,6 +21,7 @@ import pytest
 
 import rpz
 from feedsync import config as fconfig
+from feedsync import xfrseed
 from feedsync.control import ControlClient
 from feedsync.statedb import StateDB
 from feedsync.sync import FeedSync
@@ -112,7 +113,10 @@ def test_axfr_then_ixfr_with_zonemd(xnode: XNode) -> None:
     assert snapshot_matches_text(xnode.cfg.feed_dir("twnic"), ZONE) > 10     # a delta over the AXFR's snapshot
     assert xnode.sync.store.info(xnode.db.state("twnic").version).extra["snap_base"] is not None
     assert xnode.sync.cycle().outcome == "no_change"
-    # a restart serves from the seed on disk and continues with IXFR from it
+    # a restart serves from the seed on disk and continues with IXFR from it (the seed is in the form
+    # feedsync's own reader takes, not dnspython's)
+    st = xnode.db.state("twnic")
+    assert xfrseed.read(xnode.sync.store.read(st.version, "source"), ZONE) is not None
     xnode.new_sync()
     xnode.knot.write_zone([*RULES[1:], "new.fraud.test CNAME ."], 40)
     xnode.knot.reload()
