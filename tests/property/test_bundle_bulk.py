@@ -106,7 +106,7 @@ def _decide(zone: Any, qname: str) -> Any:
     return d and (d.action, d.owner, d.order_ref, d.records)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entries_st(), st.sampled_from([T0, T0 + 86400 * 2]), st.booleans())
 def test_columns_equal_the_reference(entries, now, columns):
     data = _doc(entries, columns)
