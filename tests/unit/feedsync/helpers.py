@@ -153,3 +153,21 @@ def snapshot_matches_text(feed_dir: str, zone: str) -> int:
                 (getattr(db, "action", None), getattr(db, "owner", None)), q
             names_checked += 1
     return names_checked
+
+
+def xfr_feed(zone: str, *, tsig_name: str, tsig_secret: str, primaries: str = '["192.0.2.53"]',
+             protected: str = "[]") -> Any:
+    """A FeedConfig of one xfr feed "t" (values as TOML literals where they are lists)."""
+    from feedsync import config as fconfig
+    cfg = fconfig.loads(f"""[node]
+state_dir = "/nonexistent"
+[[feed]]
+name = "t"
+type = "xfr"
+zone = "{zone}"
+primaries = {primaries}
+tsig_name = "{tsig_name}"
+tsig_secret = "{tsig_secret}"
+protected = {protected}
+""")
+    return cfg.feed("t")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from feedsync import bundle as b
-from feedsync.orders import OrderRules, from_bundle_rules, from_xfr_owners
+from feedsync.orders import OrderRules, from_bundle_rules, from_rule_columns, from_xfr_owners
 from feedsync.statedb import StateDB
 from feedsync.xfrindex import Owner
 from rpz import names
@@ -22,6 +22,16 @@ def test_orders_of_bundle_rules() -> None:
         "TW-1": OrderRules("nxdomain", ("a.bad.test", "*.a.bad.test"), 2),
         "HK-7": OrderRules("local-data", ("shop.test",), 1),
         "TW-2": OrderRules("nodata", ("ok.test",), 1)}
+
+
+def test_orders_of_one_rule_each_by_column() -> None:
+    """Every order on one rule (the shortcut without grouping) gives what grouping gives."""
+    owners, cnames, refs = ["a.test", "b.test", "c.test"], [".", "*.", "stop.hotline-edge.test."], ["R-1", "R-2", "R-3"]
+    got = from_rule_columns(owners, cnames, refs)
+    assert got == {"R-1": OrderRules("nxdomain", ("a.test",), 1), "R-2": OrderRules("nodata", ("b.test",), 1),
+                   "R-3": OrderRules("local-data", ("c.test",), 1)}
+    grouped = from_rule_columns([*owners, "d.test"], [*cnames, "."], [*refs, ""])   # "" forces the grouping path
+    assert grouped == got
 
 
 def test_orders_of_transferred_owners() -> None:

@@ -27,6 +27,8 @@ from feedsync.config import Primary
 from feedsync.errors import FeedRefused, RefusalCode
 from feedsync.xfrindex import XfrIndex
 
+from .helpers import xfr_feed
+
 ZONE = "feed.rpz.test"
 ORIGIN = ZONE + "."
 SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
@@ -35,18 +37,7 @@ SOA = f"@ 300 IN SOA ns.{ORIGIN} noc.{ORIGIN} 7 3600 600 86400 60"
 
 
 def feed(protected: str = '["isp.test"]') -> fconfig.FeedConfig:
-    cfg = fconfig.loads(f"""[node]
-state_dir = "/nonexistent"
-[[feed]]
-name = "t"
-type = "xfr"
-zone = "{ZONE}"
-primaries = ["127.0.0.1"]
-tsig_name = "edge-key"
-tsig_secret = "{SECRET}"
-protected = {protected}
-""")
-    return cfg.feed("t")
+    return xfr_feed(ZONE, tsig_name="edge-key", tsig_secret=SECRET, primaries='["127.0.0.1"]', protected=protected)
 
 
 def psl(name: str) -> bool:

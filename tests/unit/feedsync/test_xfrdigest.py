@@ -10,6 +10,8 @@ from feedsync import config as fconfig
 from feedsync import xfrdigest
 from feedsync.xfrindex import XfrIndex
 
+from .helpers import xfr_feed
+
 ZONE = "feed.rpz.test"
 HEAD = f"$ORIGIN {ZONE}.\n@ 60 IN SOA ns.{ZONE}. noc.{ZONE}. 7 3600 600 86400 60\n@ 60 IN NS localhost.\n"
 RULES = ["bad.test 60 IN CNAME .", "*.bad.test 60 IN CNAME .", "shop.fraud.test 60 IN CNAME stop.example.test.",
@@ -18,17 +20,7 @@ RULES = ["bad.test 60 IN CNAME .", "*.bad.test 60 IN CNAME .", "shop.fraud.test 
 
 
 def feed() -> fconfig.FeedConfig:
-    cfg = fconfig.loads(f"""[node]
-state_dir = "/nonexistent"
-[[feed]]
-name = "t"
-type = "xfr"
-zone = "{ZONE}"
-primaries = ["192.0.2.53"]
-tsig_name = "k"
-tsig_secret = "{"A" * 44}"
-""")
-    return cfg.feed("t")
+    return xfr_feed(ZONE, tsig_name="k", tsig_secret="A" * 44)
 
 
 def index_of(lines: list[str]) -> tuple[XfrIndex, dns.zone.Zone]:
