@@ -117,14 +117,15 @@ class ShippingSink:
         """The hits of one receive batch answered at ``time_ms`` (resolver.pipeline.Pipeline.submit_packed):
         one append, no object per hit. Never blocks: answers that do not fit are counted as dropped
         hits. Called from one thread only (it alone writes ``packed_in``)."""
-        room = self.limit - len(self.q) - self.packed_in + self.packed_out
-        if room < len(at):
+        k = len(at)
+        if len(self.q) + self.packed_in - self.packed_out + k > self.limit:
+            room = self.limit - self.queued()
             self.dropped += sum(map(len, templates[max(room, 0):]))
             if room <= 0:
                 return
-            at, templates = at[:room], templates[:room]
+            at, templates, k = at[:room], templates[:room], room
         self.pq.append((time_ms, transport, family, names, at, templates))
-        self.packed_in += len(at)
+        self.packed_in += k
 
     def submit_many(self, time_ms: int, hits: list[tuple[str, int, tuple[Template, ...]]], transport: str) -> None:
         """The hits of a batch of queries answered at ``time_ms`` as (ip, port, templates): one

@@ -167,6 +167,8 @@ class UdpListener:
         resp = p.c.resp
         hitc = p.c.hitc
         submit_packed = p.submit_packed
+        sink_packed = p.sink_packed     # the sink's own, when it has one: one call less per batch
+        wallclock = p.wallclock
         family = int(b.family)      # a plain int: it travels in marshal messages
         null_sink = p.null_sink
         slow = self._handle
@@ -212,7 +214,11 @@ class UdpListener:
                         continue
                 slow(rbuf[off:end].tobytes(), address(i))
             if hit_at:
-                submit_packed(family, names[:(hit_at[-1] + 1) * nsize], hit_at, hit_tpl, UDP)
+                if sink_packed is not None:
+                    sink_packed(int(wallclock() * 1000), family, names[:(hit_at[-1] + 1) * nsize].tobytes(),
+                                bytes(hit_at), hit_tpl, UDP)
+                else:
+                    submit_packed(family, names[:(hit_at[-1] + 1) * nsize], hit_at, hit_tpl, UDP)
             if j:
                 lost = send(j)
                 keep.clear()
