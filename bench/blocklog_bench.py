@@ -75,16 +75,27 @@ def bench_store(tmp: Path, seconds: float, batch: int = 2500) -> tuple[float, fl
 
 
 def producer(path: str, rate: int, seconds: float, queue_size: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Hits as the batched UDP reader hands them over (submit_packed, up to 64 answers per receive
+    batch, 5,000 distinct names, 64 senders), at ``rate`` answers per second."""
+    import socket
+
     from resolver.blocklog_ship import ShippingSink
+    from resolver.mmsg import NAME_SIZE
     sink = ShippingSink(path, queue_size=queue_size, interval_s=0.05)
-    tpls = tuple((f"q{i}.csam-site.test.", 1, *TPL[2:]) for i in range(64))
+    tpls = [((f"q{i}.csam-site.test.", 1, *TPL[2:]),) for i in range(5000)]
+    family = int(socket.AF_INET)
+    names = b"".join((family.to_bytes(2, "little") + (1024 + i).to_bytes(2, "big") + bytes([198, 51, 100, 1 + i]))
+                     .ljust(NAME_SIZE, b"\0") for i in range(64))
     sent, t0 = 0, time.monotonic()
-    ip, submit = "198.51.100.7", sink.submit_hits
+    submit = sink.submit_packed
     while (now := time.monotonic() - t0) < seconds:
         due = int(now * rate)
         while sent < due:
-            submit(int(time.time() * 1000), ip, 1024 + sent % 60000, (tpls[sent % 64],), "udp")
-            sent += 1
+            k = min(64, due - sent)
+            first = sent % 4936
+            submit(int(time.time() * 1000), family, names[:k * NAME_SIZE], bytes(range(k)), tpls[first:first + k],
+                   "udp")
+            sent += k
         time.sleep(0.002)
     sink.close()
     out.put((sent, sink.dropped))

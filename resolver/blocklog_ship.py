@@ -244,6 +244,9 @@ def _peer_uid(sock: socket.socket) -> int:
     return int(struct.unpack("3i", creds)[1])
 
 
+V4_SLOT = struct.Struct(">2xH4s20x")    # struct sockaddr_in in a 28-byte slot: port, address (network order)
+
+
 def _check_templates(tpls: Any, seen: tuple[set[int], set[int]]) -> None:
     """ValueError unless ``tpls`` is a tuple of well-formed hit templates. ``seen``: the ids of the
     tuples and of the templates already checked in this message (they are shared objects)."""
@@ -266,26 +269,21 @@ def _check_templates(tpls: Any, seen: tuple[set[int], set[int]]) -> None:
 def addresses(family: int, names: bytes, at: bytes) -> list[tuple[str, int]]:
     """(ip, port) of each slot in ``at``, from address slots as the kernel wrote them (as
     ``recvfrom`` would have presented them: resolver.mmsg.decode_sockaddr)."""
-    out = []
     if family == socket.AF_INET:
-        ips: dict[bytes, str] = {}
-        for i in at:
-            o = i * NAME_SIZE
-            raw = names[o + 4:o + 8]
-            ip = ips.get(raw)
-            if ip is None:
-                ip = ips[raw] = socket.inet_ntop(socket.AF_INET, raw)
-            out.append((ip, int.from_bytes(names[o + 2:o + 4], "big")))
-        return out
-    for i in at:
-        host, port = decode_sockaddr(names[i * NAME_SIZE:(i + 1) * NAME_SIZE], family)[:2]
-        out.append((host, port))
-    return out
+        slots = list(V4_SLOT.iter_unpack(names))
+        ips = {a: socket.inet_ntop(socket.AF_INET, a) for a in {slots[i][1] for i in at}}
+        return [(ips[a], port) for port, a in map(slots.__getitem__, at)]
+    return [decode_sockaddr(names[i * NAME_SIZE:(i + 1) * NAME_SIZE], family)[:2] for i in at]
 
 
 def unpack(packed: Packed) -> list[Raw]:
     """One receive batch's hits as records (time_ms, ip, port, templates, transport)."""
     t_ms, transport, family, names, at, templates = packed
+    if family == socket.AF_INET:      # the common case in one pass
+        slots = list(V4_SLOT.iter_unpack(names))
+        ips = {a: socket.inet_ntop(socket.AF_INET, a) for a in {slots[i][1] for i in at}}
+        return [(t_ms, ips[a], port, tpls, transport)
+                for (port, a), tpls in zip(map(slots.__getitem__, at), templates, strict=True)]
     return [(t_ms, ip, port, tpls, transport)
             for (ip, port), tpls in zip(addresses(family, names, at), templates, strict=True)]
 
