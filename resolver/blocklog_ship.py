@@ -34,9 +34,13 @@ from one thread (the event loop's): it alone counts what it queued.
 
 from __future__ import annotations
 
+import array
+import bisect
 import collections
 import contextlib
+import itertools
 import marshal
+import operator
 import os
 import select
 import socket
@@ -55,7 +59,9 @@ from .mmsg import NAME_SIZE, decode_sockaddr
 
 PROTOCOL = 2
 PROTOCOLS = frozenset({1, 2})
-MESSAGE_RECORDS = 512           # answers per message (a few tens of KB: under any default socket buffer)
+MESSAGE_RECORDS = 512           # records per message when each carries its templates (tens of KB)
+MESSAGE_ANSWERS = 1024          # answers per message of packed batches (their templates by reference)
+TABLE_MAX = 65_536              # templates a connection's table holds before it starts again
 RECV_BYTES = 1 << 20
 LOG_INTERVAL_S = 10.0
 BATCH_MAX = 20_000              # records per commit at most (a backlog is written in several)
@@ -67,6 +73,11 @@ MAX_SLOTS = 256                 # ``at`` holds one byte per answer
 # one tuple of hit templates per slot with hits
 Packed = tuple[int, str, int, bytes, bytes, list[tuple[Template, ...]]]
 Log = Callable[..., None]
+
+
+_AT = operator.itemgetter(4)                 # a packed batch's slots with hits
+_TEMPLATES = operator.itemgetter(5)          # ... their templates
+_BATCH = operator.itemgetter(0, 1, 2, 3, 4)  # ... all but the templates, as a message carries it
 
 
 def _nolog(level: str, event: str, **fields: Any) -> None:
@@ -87,7 +98,7 @@ class ShippingSink:
         self.limit = queue_size    # queries (answers with hits) both deques hold together
         self.interval = interval_s
         self.dropped = 0           # hits refused because the deque was full (cumulative)
-        self.shipped = 0           # hits handed to the writer
+        self.shipped = 0           # queries whose hits were handed to the writer
         self.log = log
         self.clock = clock
         self._sock: socket.socket | None = None
@@ -96,6 +107,10 @@ class ShippingSink:
         self._unreachable_since: float | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()    # serializes shipping (the flusher thread vs close)
+        # this connection's template table: the tuples of hit templates shipped so far (kept alive,
+        # so their ids stay theirs) and their numbers; the writer keeps the same list per connection
+        self._tindex: dict[int, int] = {}
+        self._tkeep: list[tuple[Template, ...]] = []
         self._thread = threading.Thread(target=self._run, name="blocklog-shipper", daemon=True)
         self._thread.start()
 
@@ -157,39 +172,64 @@ class ShippingSink:
                 return 0
             items = [self.q.popleft() for _ in range(n)]
             packed = [self.pq.popleft() for _ in range(m)]
-            answers = [len(p[4]) for p in packed]
-            self.packed_out += sum(answers)
+            upto = list(itertools.accumulate(map(len, map(_AT, packed))))    # answers up to each batch
+            answers = upto[-1] if upto else 0
+            self.packed_out += answers
             sent = psent = 0
             try:
                 sock = self._connect()
                 for start in range(0, n, MESSAGE_RECORDS):
                     part = items[start:start + MESSAGE_RECORDS]
-                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [])))
+                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [], b"", None)))
                     sent += len(part)
-                start = size = 0
-                for k in range(m):
-                    size += answers[k]
-                    if size >= MESSAGE_RECORDS or k == m - 1:
-                        sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], packed[start:k + 1])))
-                        psent, start, size = k + 1, k + 1, 0
+                while psent < m:           # whole batches, about MESSAGE_ANSWERS answers per message
+                    done = upto[psent - 1] if psent else 0
+                    end = max(bisect.bisect_left(upto, done + MESSAGE_ANSWERS, psent), psent + 1)
+                    sock.send(self._packed_message(packed[psent:end]))
+                    psent = min(end, m)
                 if n == 0 and m == 0:      # nothing queued: the drop count alone
-                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], [])))
+                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], [], b"", None)))
                 self._unreachable_since = None
             except OSError as exc:
                 self._close_socket()
                 self.q.extendleft(reversed(items[sent:]))
                 self.pq.extendleft(reversed(packed[psent:]))
-                self.packed_out -= sum(answers[psent:])
+                self.packed_out -= answers - (upto[psent - 1] if psent else 0)
                 self._note_unreachable(exc)
             except (ValueError, TypeError) as exc:   # not marshallable (a producer's bug): counted, never silent
                 lost = sum(len(r[3]) for r in items[sent:]) + sum(sum(map(len, p[5])) for p in packed[psent:])
                 self.dropped += lost
                 self.log("error", "blocklog_unshippable", error=str(exc), dropped=lost,
                          hint="hits that cannot be encoded were counted as dropped; this is a bug, please report it")
-                items, packed, answers = items[:sent], packed[:psent], answers[:psent]
-            self.shipped += sum(len(r[3]) for r in items[:sent]) + sum(sum(map(len, p[5])) for p in packed[:psent])
+                self._close_socket()     # the template table may have numbers the writer never got
+            handed = sent + (upto[psent - 1] if psent else 0)
+            self.shipped += handed
             self._log_drops()
-            return sent + sum(answers[:psent])
+            return handed
+
+    def _packed_message(self, chunk: list[Packed]) -> bytes:
+        """One message of packed batches, built in a few passes over the whole chunk (no Python
+        code per batch or per answer): each batch without its templates, then one number per
+        answer in this connection's template table (4 bytes each), the templates new to the table
+        defined once."""
+        tindex, keep = self._tindex, self._tkeep
+        if len(keep) >= TABLE_MAX:           # start again: the writer drops its table on base 0
+            tindex.clear()
+            keep.clear()
+        base = len(keep)
+        new: list[tuple[Template, ...]] = []
+        templates = list(itertools.chain.from_iterable(map(_TEMPLATES, chunk)))
+        try:
+            numbers = array.array("I", map(tindex.__getitem__, map(id, templates)))
+        except KeyError:                     # some are new to the table
+            for tpls in templates:
+                if id(tpls) not in tindex:
+                    tindex[id(tpls)] = len(keep)
+                    keep.append(tpls)
+                    new.append(tpls)
+            numbers = array.array("I", map(tindex.__getitem__, map(id, templates)))
+        return marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], list(map(_BATCH, chunk)), numbers.tobytes(),
+                              (base, new) if new or not base else None))
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
@@ -208,6 +248,8 @@ class ShippingSink:
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None
+        self._tindex.clear()          # a new connection starts with an empty table on both ends
+        self._tkeep.clear()
 
     def _note_unreachable(self, exc: OSError) -> None:
         now = self.clock()
@@ -288,16 +330,20 @@ def unpack(packed: Packed) -> list[Raw]:
             for (ip, port), tpls in zip(addresses(family, names, at), templates, strict=True)]
 
 
-def decode(data: bytes) -> tuple[int, int, list[Raw]]:
-    """(pid, dropped, records) of one message; ValueError when it is not a well-formed message."""
+def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tuple[int, int, list[Raw]]:
+    """(pid, dropped, records) of one message; ValueError when it is not a well-formed message.
+    ``table``: the connection's template table (packed batches refer to it by number; a message
+    defines the templates new to it), updated in place; None for a message on its own."""
     try:
         msg = marshal.loads(data)  # noqa: S302 (peers run as our own uid, SO_PEERCRED; checked below)
     except (EOFError, ValueError, TypeError) as exc:
         raise ValueError(f"not a message: {exc}") from None
-    if not (type(msg) is tuple and len(msg) in (4, 5) and msg[0] in PROTOCOLS and len(msg) == 3 + msg[0]
+    if not (type(msg) is tuple and len(msg) in (4, 7) and msg[0] in PROTOCOLS and len(msg) == 1 + 3 * msg[0]
             and type(msg[1]) is int and type(msg[2]) is int and type(msg[3]) is list
-            and (msg[0] == 1 or type(msg[4]) is list)):
-        raise ValueError("not a protocol 1 or 2 message (version, pid, dropped, records[, packed batches])")
+            and (msg[0] == 1 or (type(msg[4]) is list and type(msg[5]) is bytes and len(msg[5]) % 4 == 0
+                                 and (msg[6] is None or type(msg[6]) is tuple)))):
+        raise ValueError("not a protocol 1 or 2 message (version, pid, dropped, records[, packed batches, "
+                         "template numbers, template definitions])")
     records: list[Raw] = msg[3]
     seen: tuple[set[int], set[int]] = (set(), set())
     for r in records:
@@ -307,15 +353,35 @@ def decode(data: bytes) -> tuple[int, int, list[Raw]]:
         _check_templates(r[3], seen)
     if msg[0] == 1:
         return msg[1], msg[2], records
+    if table is None:
+        table = []
+    defs = msg[6]
+    if defs is not None:
+        if not (len(defs) == 2 and type(defs[0]) is int and type(defs[1]) is list):
+            raise ValueError(f"bad template definitions {defs!r:.200}")
+        if defs[0] == 0:
+            table.clear()
+        if defs[0] != len(table):
+            raise ValueError(f"template definitions start at {defs[0]}, the table holds {len(table)}")
+        for tpls in defs[1]:
+            _check_templates(tpls, seen)
+        table.extend(defs[1])
+    numbers = array.array("I", msg[5])
+    if numbers and max(numbers) >= len(table):
+        raise ValueError(f"packed batches refer to template {max(numbers)}, the table holds {len(table)}")
+    templates = list(map(table.__getitem__, numbers))
+    used = 0
     for p in msg[4]:
-        if not (type(p) is tuple and len(p) == 6 and type(p[0]) is int and p[1] in TRANSPORTS and p[2] in FAMILIES
-                and type(p[3]) is bytes and type(p[4]) is bytes and type(p[5]) is list
-                and len(p[3]) % NAME_SIZE == 0 and len(p[5]) == len(p[4])
+        if not (type(p) is tuple and len(p) == 5 and type(p[0]) is int and p[1] in TRANSPORTS and p[2] in FAMILIES
+                and type(p[3]) is bytes and type(p[4]) is bytes and len(p[3]) % NAME_SIZE == 0
                 and (not p[4] or max(p[4]) < len(p[3]) // NAME_SIZE)):
             raise ValueError(f"bad packed batch {p!r:.200}")
-        for tpls in p[5]:
-            _check_templates(tpls, seen)
-        records.extend(unpack(p))
+        if used + len(p[4]) > len(templates):
+            raise ValueError(f"{len(templates)} template numbers for more answers")
+        records.extend(unpack((*p, templates[used:used + len(p[4])])))
+        used += len(p[4])
+    if used != len(templates):
+        raise ValueError(f"{len(templates)} template numbers for {used} answers")
     return msg[1], msg[2], records
 
 
@@ -365,6 +431,7 @@ class BlocklogWriter:
         self._error: BaseException | None = None
         self._server: socket.socket | None = None
         self._clients: dict[int, socket.socket] = {}
+        self._tables: dict[int, list[tuple[Template, ...]]] = {}    # template table per connection
         self._thread = threading.Thread(target=self._run, name="blocklog-writer", daemon=True)
         self._logged = {"dropped": 0, "errors": 0, "bad": 0}
         self._last_log = {"dropped": -LOG_INTERVAL_S, "errors": -LOG_INTERVAL_S, "bad": -LOG_INTERVAL_S}
@@ -470,6 +537,7 @@ class BlocklogWriter:
                 continue
             conn.setblocking(False)
             self._clients[conn.fileno()] = conn
+            self._tables[conn.fileno()] = []
             poll.register(conn.fileno(), select.POLLIN)
 
     def _read(self, poll: select.poll, fd: int, ev: int) -> None:
@@ -486,10 +554,11 @@ class BlocklogWriter:
             if not data:
                 poll.unregister(fd)
                 del self._clients[fd]
+                self._tables.pop(fd, None)
                 conn.close()
                 return
             try:
-                pid, dropped, records = decode(data)
+                pid, dropped, records = decode(data, self._tables.setdefault(fd, []))
             except ValueError as exc:
                 self.stats.bad_messages += 1
                 self._log_once("bad", self.stats.bad_messages, "blocklog_bad_message", error=str(exc))

@@ -6,6 +6,7 @@ and a real SQLite file."""
 
 from __future__ import annotations
 
+import array
 import collections
 import marshal
 import socket
@@ -53,29 +54,39 @@ def kernel_slots(family: int, host: str, senders: int) -> Iterator[tuple[bytes, 
 
 
 class Listener:
-    """The writer's end of the socket, read by the test itself."""
+    """The writer's end of the socket, read by the test itself: every connection, in order."""
 
     def __init__(self, path: Path) -> None:
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.server.bind(str(path))
-        self.server.listen(1)
-        self.server.settimeout(5)
-        self.conn: socket.socket | None = None
+        self.server.listen(4)
+        self.server.setblocking(False)
+        self.conns: list[socket.socket] = []
 
     def messages(self) -> list[bytes]:
-        if self.conn is None:
-            self.conn, _ = self.server.accept()
-            self.conn.setblocking(False)
-        out = []
+        """What arrived so far (the sink sends before this is called: nothing is waited for)."""
         while True:
             try:
-                out.append(self.conn.recv(1 << 20))
+                c, _ = self.server.accept()
             except BlockingIOError:
-                return out
+                break
+            c.setblocking(False)
+            self.conns.append(c)
+        out = []
+        for c in self.conns:
+            while True:
+                try:
+                    data = c.recv(1 << 20)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                out.append(data)
+        return out
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        for c in self.conns:
+            c.close()
         self.server.close()
 
 
@@ -90,7 +101,7 @@ def test_the_writer_reads_the_senders_from_the_kernels_slots(tmp_path: Path, fam
             sink.submit_packed(1_790_000_000_000, int(family), names, bytes([0, 2]), [(T1,), (T1, T2)], "udp")
         assert sink.queued() == 2
         assert sink.flush() == 2
-        assert sink.queued() == 0 and sink.shipped == 3
+        assert sink.queued() == 0 and sink.shipped == 2
         records = [r for m in listener.messages() for r in decode(m)[2]]
     finally:
         sink.close()
@@ -149,35 +160,78 @@ def test_unsent_batches_wait_and_reach_the_log_once_the_writer_is_there(tmp_path
         store.close()
 
 
-def message(packed: list[object], records: list[object] | None = None) -> bytes:
-    return marshal.dumps((2, 4242, 0, records or [], packed))
+def message(batches: list[object], numbers: bytes, defs: object = None) -> bytes:
+    return marshal.dumps((2, 4242, 0, [], batches, numbers, defs))
 
 
-GOOD = (7, "udp", int(socket.AF_INET), bytes(2 * NS), bytes([1]), [(T1,)])
+def refs(*numbers: int) -> bytes:
+    return array.array("I", numbers).tobytes()
 
 
-@pytest.mark.parametrize("bad,words", [
-    ((7, "udp", 99, bytes(2 * NS), bytes([1]), [(T1,)]), "packed batch"),             # no such family
-    ((7, "udp", 2, bytes(2 * NS), bytes([2]), [(T1,)]), "packed batch"),              # slot past the slots
-    ((7, "udp", 2, bytes(2 * NS + 3), bytes([0]), [(T1,)]), "packed batch"),          # not whole slots
-    ((7, "udp", 2, bytes(2 * NS), bytes([0, 1]), [(T1,)]), "packed batch"),           # templates missing
-    ((7, "quic", 2, bytes(2 * NS), bytes([0]), [(T1,)]), "packed batch"),             # no such transport
-    ((7, "udp", 2, bytes(2 * NS), bytes([0]), [(T1[:7],)]), "hit template"),          # a short template
-    ((7, "udp", 2, bytes(2 * NS), bytes([0]), [T1]), "hit template"),                 # not a tuple of templates
+GOOD = (7, "udp", int(socket.AF_INET), bytes(2 * NS), bytes([1]))
+
+
+@pytest.mark.parametrize("bad,numbers,defs,words", [
+    ((7, "udp", 99, bytes(2 * NS), bytes([1])), refs(0), None, "packed batch"),             # no such family
+    ((7, "udp", 2, bytes(2 * NS), bytes([2])), refs(0), None, "packed batch"),              # slot past the slots
+    ((7, "udp", 2, bytes(2 * NS + 3), bytes([0])), refs(0), None, "packed batch"),          # not whole slots
+    ((7, "quic", 2, bytes(2 * NS), bytes([0])), refs(0), None, "packed batch"),             # no such transport
+    ((7, "udp", 2, bytes(2 * NS), bytes([0, 1])), refs(0), None, "numbers for more"),       # a number missing
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(0, 0), None, "3 template numbers for 2"),   # one too many
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(5), None, "refer to template 5"),       # past the table
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), b"\0\0", None, "protocol"),                  # not whole numbers
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (1, [(T1[:7],)]), "hit template"),  # a short template
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (1, [T1]), "hit template"),         # not a tuple of them
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (4, [(T2,)]), "start at 4"),        # out of step
 ])
-def test_malformed_packed_batches_are_refused(bad: tuple[object, ...], words: str) -> None:
-    assert decode(message([GOOD]))[2] == [(7, "0.0.0.0", 0, (T1,), "udp")]
+def test_malformed_packed_batches_are_refused(bad: tuple[object, ...], numbers: bytes, defs: object,
+                                              words: str) -> None:
+    table: list[tuple[tuple[object, ...], ...]] = []
+    assert decode(message([GOOD], refs(0), (0, [(T1,)])), table)[2] == [(7, "0.0.0.0", 0, (T1,), "udp")]  # type: ignore[arg-type]
+    assert table == [(T1,)]
     with pytest.raises(ValueError, match=words):
-        decode(message([GOOD, bad]))
+        decode(message([GOOD, bad], refs(0) + numbers, defs), table)              # type: ignore[arg-type]
+
+
+def test_templates_travel_once_per_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second message refers to the templates the first defined; past TABLE_MAX the table
+    starts again (base 0) on both ends; a new connection starts with an empty table."""
+    from resolver import blocklog_ship
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    names, table = bytes(4 * NS), []
+    first, second, third = (T1,), (T2,), (T1, T2)
+    try:
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes([0, 1]), [first, second], "udp")
+        sink.flush()
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([2, 3]), [second, first], "udp")
+        sink.flush()
+        one, two = listener.messages()
+        assert len(two) < len(one)                      # no template travels twice
+        with pytest.raises(ValueError, match="refer to template"):
+            decode(two)                                 # a message of the connection, read without its table
+        got = [r[3] for m in (one, two) for r in decode(m, table)[2]]   # type: ignore[arg-type]
+        assert got == [first, second, second, first] and table == [first, second]
+        monkeypatch.setattr(blocklog_ship, "TABLE_MAX", 2)
+        sink.submit_packed(3, int(socket.AF_INET), names, bytes([0, 1]), [third, first], "udp")
+        sink.flush()
+        (three,) = listener.messages()
+        assert [r[3] for r in decode(three, table)[2]] == [third, first]  # type: ignore[arg-type]
+        assert table == [third, first]                  # started again from 0
+    finally:
+        sink.close()
+        listener.close()
 
 
 def test_protocol_1_messages_are_still_read() -> None:
     old = marshal.dumps((1, 4242, 3, [(7, "192.0.2.1", 53, (T1,), "tcp")]))
     assert decode(old) == (4242, 3, [(7, "192.0.2.1", 53, (T1,), "tcp")])
     with pytest.raises(ValueError, match="protocol"):
-        decode(marshal.dumps((1, 4242, 3, [], [])))           # version 1 has no packed batches
+        decode(marshal.dumps((1, 4242, 3, [], [], b"", None)))    # version 1 has no packed batches
     with pytest.raises(ValueError, match="protocol"):
-        decode(marshal.dumps((3, 4242, 3, [], [])))
+        decode(marshal.dumps((2, 4242, 3, [], [])))               # version 2 has its template numbers
+    with pytest.raises(ValueError, match="protocol"):
+        decode(marshal.dumps((3, 4242, 3, [], [], b"", None)))
 
 
 def test_hits_that_cannot_be_encoded_are_counted_and_shipping_goes_on(tmp_path: Path) -> None:
@@ -193,6 +247,27 @@ def test_hits_that_cannot_be_encoded_are_counted_and_shipping_goes_on(tmp_path: 
         msgs = listener.messages()
         assert collections.Counter(r[1] for m in msgs for r in decode(m)[2]) == {"192.0.2.2": 1}
         assert decode(msgs[-1])[1] == 1                    # the drop travels to the writer's metrics
+    finally:
+        sink.close()
+        listener.close()
+
+
+def test_a_new_connection_defines_its_templates_again(tmp_path: Path) -> None:
+    """The writer's end goes away (a restart): what was not sent stays queued, and the next
+    connection's first message defines every template it refers to from number 0."""
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    names = bytes(2 * NS)
+    try:
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes([0]), [(T1,)], "udp")
+        assert sink.flush() == 1
+        assert len(listener.messages()) == 1
+        listener.conns.pop().close()                     # the writer's end closes
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([1]), [(T1,)], "udp")
+        assert sink.flush() == 0 and sink.queued() == 1  # refused: kept
+        assert sink.flush() == 1                         # a new connection
+        (msg,) = listener.messages()
+        assert decode(msg)[2] == [(2, "0.0.0.0", 0, (T1,), "udp")]   # complete on its own
     finally:
         sink.close()
         listener.close()
