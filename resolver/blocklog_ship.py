@@ -3,9 +3,9 @@
     worker process (N of them)                        supervisor process
     ShippingSink.submit_packed -> bounded deques      BlocklogWriter thread:
       flusher thread, every flush/4 -----------------> poll() the unix socket <runtime_dir>/blocklog.sock
-      marshal((2, pid, dropped, [records],             (SOCK_SEQPACKET: one message per batch part),
-      [packed batches])), one SOCK_SEQPACKET           decodes addresses, every flush/4:
-      message per <= 512 answers                       BlocklogStore.write_batch (seal, chain, insert,
+      marshal((2, pid, dropped, records, batches,      (SOCK_SEQPACKET: one message per batch part),
+      template numbers, new templates)), one           decodes addresses and templates, every flush/4:
+      SOCK_SEQPACKET message per <= 1024 answers       BlocklogStore.write_batch (seal, chain, insert,
                                                        aggregates, commit + fsync)
 
 The batched UDP reader hands the hits of one receive batch as they are (``submit_packed``): the
@@ -19,11 +19,19 @@ and its audit chain see every worker's drops, and the worker logs them itself on
 every flush/4, the writer commits every flush/4, and a commit of what arrives in flush/4 takes a
 fraction of that at the rates the writer sustains (bench/blocklog_bench.py).
 
-Message (protocol 2): ``(2, pid, dropped_so_far, records, packed)`` with ``records`` a list of
-``(time_ms, ip, port, templates, transport)`` and ``packed`` a list of ``(time_ms, transport,
-family, names, at, templates_per_answer)``: ``names`` the address slots (``mmsg.NAME_SIZE`` bytes
-each), ``at`` one byte per answer with hits (its slot), ``templates_per_answer`` one tuple of hit
-templates per byte of ``at``. Protocol 1 (``(1, pid, dropped, records)``) is still accepted.
+Message (protocol 2): ``(2, pid, dropped_so_far, records, batches, numbers, definitions)``:
+
+    records      [(time_ms, ip, port, templates, transport), ...]   one per query, templates inline
+    batches      [(time_ms, transport, family, names, at), ...]     one per receive batch: ``names``
+                 the address slots (``mmsg.NAME_SIZE`` bytes each), ``at`` one byte per answer with hits
+    numbers      array('I') bytes: per answer of ``batches``, in order, its tuple of hit templates as
+                 a number in this connection's template table
+    definitions  None, or (base, [templates, ...]): the tuples numbered base, base + 1, ... (new to
+                 the table); base 0 starts the table again (a new connection, or past TABLE_MAX)
+
+A tuple of templates thus travels once per connection however often it is hit (the sink keeps the
+tuples it numbered alive, so their ids stay theirs); the writer checks each definition once.
+Protocol 1 (``(1, pid, dropped, records)``) is still accepted.
 
 The socket is the service's own (mode 0600 in the runtime directory) and the writer accepts only
 peers of its own uid (SO_PEERCRED), so marshal (fast, but not for untrusted input) is acceptable;
