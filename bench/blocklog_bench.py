@@ -261,7 +261,7 @@ def drain(path: str, stop: object, out: multiprocessing.Queue) -> None:  # type:
                 continue
             msg = marshal.loads(data)
             messages += 1
-            answers += len(msg[3]) + sum(len(p[4]) for p in msg[4])
+            answers += len(msg[3]) + len(msg[6])      # per-query records, batched answers
         if stop.is_set() and not conns:  # type: ignore[attr-defined]
             break
     out.put((answers, messages))

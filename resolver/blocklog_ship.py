@@ -1,31 +1,33 @@
 """Getting hits from every data-plane process into ONE hash chain without the data plane waiting on disk.
 
     worker process (N of them)                        supervisor process
-    ShippingSink.submit_packed -> bounded deques      BlocklogWriter thread:
-      flusher thread, every flush/4 -----------------> poll() the unix socket <runtime_dir>/blocklog.sock
-      marshal((2, pid, dropped, records, batches,      (SOCK_SEQPACKET: one message per batch part),
-      template numbers, new templates)), one           decodes addresses and templates, every flush/4:
-      SOCK_SEQPACKET message per <= 1024 answers       BlocklogStore.write_batch (seal, chain, insert,
-                                                       aggregates, commit + fsync)
+    batched UDP reader -> ShippingSink.packed_hits     BlocklogWriter thread:
+    other producers -> ShippingSink.submit_hits        poll() the unix socket <runtime_dir>/blocklog.sock
+      flusher thread, every flush/4 -----------------> (SOCK_SEQPACKET: one message per batch part),
+      marshal((2, pid, dropped, records, batches,      decodes addresses and templates, every flush/4:
+      slots, at, numbers, definitions)), one           BlocklogStore.write_batch (seal, chain, insert,
+      SOCK_SEQPACKET message per <= 1024 answers       aggregates, commit + fsync)
 
-The batched UDP reader hands the hits of one receive batch as they are (``submit_packed``): the
-batch's sender-address slots as the kernel wrote them (one bytes copy), which slots were answered
-with hits (one byte each) and their hit templates (the remembered tuples). The data plane builds no
-object per hit; the writer turns the address slots into (ip, port) on its own core. Other producers
-(the TCP path, Unbound's plugin threads) append one tuple per query (``submit_hits``). A full queue
+The batched UDP reader leaves the hits of each receive batch in the sink's ``packed_hits``
+(resolver.hits.PackedHits) as they are: the batch's sender-address slots as the kernel wrote them,
+per answer with hits its slot (one byte) and its remembered templates, per batch one small tuple;
+under a lock, without a call. The data plane builds no object per hit; the writer turns the address
+slots into (ip, port) on its own core. Other producers (the TCP path, the pipeline's full path,
+Unbound's plugin threads) append one tuple per query to ``q`` (``submit_hits``). A full queue
 refuses the hits and counts them; the count travels with every message, so the writer's metrics
 and its audit chain see every worker's drops, and the worker logs them itself once per interval
 (never silent). A record is on disk at most about flush_interval after the hit: the worker ships
 every flush/4, the writer commits every flush/4, and a commit of what arrives in flush/4 takes a
 fraction of that at the rates the writer sustains (bench/blocklog_bench.py).
 
-Message (protocol 2): ``(2, pid, dropped_so_far, records, batches, numbers, definitions)``:
+Message (protocol 2): ``(2, pid, dropped_so_far, records, batches, slots, at, numbers, definitions)``:
 
     records      [(time_ms, ip, port, templates, transport), ...]   one per query, templates inline
-    batches      [(time_ms, transport, family, names, at), ...]     one per receive batch: ``names``
-                 the address slots (``mmsg.NAME_SIZE`` bytes each), ``at`` one byte per answer with hits
-    numbers      array('I') bytes: per answer of ``batches``, in order, its tuple of hit templates as
-                 a number in this connection's template table
+    batches      [(time_ms, transport, family, slots, answers), ...] one per receive batch with hits
+    slots        bytes: the batches' address slots (``mmsg.NAME_SIZE`` bytes each), batch after batch
+    at           bytes: per answer with hits, its slot within its batch
+    numbers      array('I') bytes: per answer with hits, its tuple of templates as a number in this
+                 connection's template table
     definitions  None, or (base, [templates, ...]): the tuples numbered base, base + 1, ... (new to
                  the table); base 0 starts the table again (a new connection, or past TABLE_MAX)
 
@@ -36,8 +38,8 @@ Protocol 1 (``(1, pid, dropped, records)``) is still accepted.
 The socket is the service's own (mode 0600 in the runtime directory) and the writer accepts only
 peers of its own uid (SO_PEERCRED), so marshal (fast, but not for untrusted input) is acceptable;
 every decoded message is still checked field by field. ``submit_hits`` works from any thread of any
-process (Unbound's plugin threads too): ``deque.append`` is atomic. ``submit_packed`` is called
-from one thread (the event loop's): it alone counts what it queued.
+process (Unbound's plugin threads too): ``deque.append`` is atomic. ``packed_hits`` has one
+producer thread (the event loop's) and takes its lock for each batch.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from typing import Any
 from .blocklog import Raw, Template
 from .blocklog_config import BlocklogConfig
 from .errors import BlocklogError
-from .hits import HitRecord
+from .hits import HitRecord, PackedHits
 from .mmsg import NAME_SIZE, decode_sockaddr
 
 PROTOCOL = 2
@@ -83,9 +85,8 @@ Packed = tuple[int, str, int, bytes, bytes, list[tuple[Template, ...]]]
 Log = Callable[..., None]
 
 
-_AT = operator.itemgetter(4)                 # a packed batch's slots with hits
-_TEMPLATES = operator.itemgetter(5)          # ... their templates
-_BATCH = operator.itemgetter(0, 1, 2, 3, 4)  # ... all but the templates, as a message carries it
+_SLOTS = operator.itemgetter(3)              # of a packed batch (time_ms, transport, family, slots, answers)
+_ANSWERS = operator.itemgetter(4)
 
 
 def _nolog(level: str, event: str, **fields: Any) -> None:
@@ -93,22 +94,23 @@ def _nolog(level: str, event: str, **fields: Any) -> None:
 
 
 class ShippingSink:
-    """The HitSink of a data-plane process: a bounded deque emptied by a flusher thread that ships
-    its contents to the writer over the unix socket."""
+    """The HitSink of a data-plane process: bounded queues emptied by a flusher thread that ships
+    their contents to the writer over the unix socket. The batched UDP reader leaves its hits in
+    ``packed_hits`` (resolver.hits.PackedHits); every other producer appends one tuple per query
+    to ``q``."""
 
     def __init__(self, socket_path: str, *, queue_size: int = 100_000, interval_s: float = 0.05,
                  log: Log = _nolog, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = socket_path
-        self.q: collections.deque[Raw] = collections.deque()           # one entry per query
-        self.pq: collections.deque[Packed] = collections.deque()       # one entry per receive batch
-        self.packed_in = 0         # answers put on pq (written only by submit_packed's one thread)
-        self.packed_out = 0        # answers taken off pq (written only under the shipping lock)
-        self.limit = queue_size    # queries (answers with hits) both deques hold together
+        self.q: collections.deque[Raw] = collections.deque()      # one entry per query
+        self.packed_hits = PackedHits(queue_size)                  # the batched reader's hits
+        self.limit = queue_size    # queries each queue holds before it refuses more (counted)
         self.interval = interval_s
-        self.dropped = 0           # hits refused because the deque was full (cumulative)
         self.shipped = 0           # queries whose hits were handed to the writer
         self.log = log
         self.clock = clock
+        self._dropped = 0          # hits refused by ``q`` or found unshippable (the reader counts its own)
+        self._held: tuple[list[tuple[int, str, int, int, int]], bytes, bytes, list[tuple[Template, ...]]] | None = None
         self._sock: socket.socket | None = None
         self._logged_drops = 0
         self._last_log = -LOG_INTERVAL_S
@@ -122,41 +124,38 @@ class ShippingSink:
         self._thread = threading.Thread(target=self._run, name="blocklog-shipper", daemon=True)
         self._thread.start()
 
+    @property
+    def dropped(self) -> int:
+        """Hits not shipped because a queue was full or they could not be encoded (cumulative)."""
+        return self._dropped + self.packed_hits.dropped
+
     # -- called on the query path -----------------------------------------------------------------
     def queued(self) -> int:
-        """Queries whose hits wait in this process (both deques)."""
-        return len(self.q) + self.packed_in - self.packed_out
+        """Queries whose hits wait in this process."""
+        return len(self.q) + len(self.packed_hits) + (len(self._held[2]) if self._held else 0)
 
     def submit_hits(self, time_ms: int, ip: str, port: int, templates: tuple[Template, ...], transport: str) -> None:
         """The hits of one query. Never blocks: a full deque counts the hits as dropped."""
         q = self.q
-        if len(q) + self.packed_in - self.packed_out < self.limit:
+        if len(q) < self.limit:
             q.append((time_ms, ip, port, templates, transport))
         else:
-            self.dropped += len(templates)
+            self._dropped += len(templates)
 
     def submit_packed(self, time_ms: int, family: int, names: bytes, at: bytes,
                       templates: list[tuple[Template, ...]], transport: str) -> None:
-        """The hits of one receive batch answered at ``time_ms`` (resolver.pipeline.Pipeline.submit_packed):
-        one append, no object per hit. Never blocks: answers that do not fit are counted as dropped
-        hits. Called from one thread only (it alone writes ``packed_in``)."""
-        k = len(at)
-        if len(self.q) + self.packed_in - self.packed_out + k > self.limit:
-            room = self.limit - self.queued()
-            self.dropped += sum(map(len, templates[max(room, 0):]))
-            if room <= 0:
-                return
-            at, templates, k = at[:room], templates[:room], room
-        self.pq.append((time_ms, transport, family, names, at, templates))
-        self.packed_in += k
+        """The hits of one receive batch answered at ``time_ms`` (resolver.pipeline.Pipeline.submit_packed;
+        the batched reader does the same inline). Never blocks: a batch that does not fit is
+        counted as dropped hits. From one thread only."""
+        self.packed_hits.add(time_ms, transport, family, names, len(names) // NAME_SIZE, at, templates)
 
     def submit_many(self, time_ms: int, hits: list[tuple[str, int, tuple[Template, ...]]], transport: str) -> None:
         """The hits of a batch of queries answered at ``time_ms`` as (ip, port, templates): one
         extend of the deque. Never blocks: what does not fit is counted as dropped."""
         q = self.q
-        room = self.limit - self.queued()
+        room = self.limit - len(q)
         if room < len(hits):
-            self.dropped += sum(len(h[2]) for h in hits[max(room, 0):])
+            self._dropped += sum(len(h[2]) for h in hits[max(room, 0):])
             hits = hits[:max(room, 0)]
         q.extend([(time_ms, ip, port, templates, transport) for ip, port, templates in hits])
 
@@ -172,61 +171,66 @@ class ShippingSink:
             self.flush()
 
     def flush(self) -> int:
-        """Ship what is queued now; returns how many queries' hits were handed over. Unsent ones go
-        back to the front of their deque (to be tried again; the bound still holds for new hits)."""
+        """Ship what is queued now; returns how many queries' hits were handed over. What could
+        not be sent is kept (the per-query ones at the front of their deque, the batched ones held
+        aside, and the batched reader's queue meanwhile fills up to its bound) and tried again."""
         with self._lock:
-            n, m = len(self.q), len(self.pq)
-            if n == 0 and m == 0 and self.dropped == self._logged_drops:
+            n = len(self.q)
+            held = self._held if self._held is not None else self.packed_hits.take()
+            self._held = None
+            batches, names, at, templates = held
+            if n == 0 and not batches and self.dropped == self._logged_drops:
                 return 0
             items = [self.q.popleft() for _ in range(n)]
-            packed = [self.pq.popleft() for _ in range(m)]
-            upto = list(itertools.accumulate(map(len, map(_AT, packed))))    # answers up to each batch
-            answers = upto[-1] if upto else 0
-            self.packed_out += answers
-            sent = psent = 0
+            sent = bsent = 0
+            slots_upto = [0, *itertools.accumulate(map(_SLOTS, batches))]
+            answers_upto = [0, *itertools.accumulate(map(_ANSWERS, batches))]
             try:
                 sock = self._connect()
                 for start in range(0, n, MESSAGE_RECORDS):
                     part = items[start:start + MESSAGE_RECORDS]
-                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [], b"", None)))
+                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [], b"", b"", b"", None)))
                     sent += len(part)
-                while psent < m:           # whole batches, about MESSAGE_ANSWERS answers per message
-                    done = upto[psent - 1] if psent else 0
-                    end = max(bisect.bisect_left(upto, done + MESSAGE_ANSWERS, psent), psent + 1)
-                    sock.send(self._packed_message(packed[psent:end]))
-                    psent = min(end, m)
-                if n == 0 and m == 0:      # nothing queued: the drop count alone
-                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], [], b"", None)))
+                while bsent < len(batches):     # whole batches, at most about MESSAGE_ANSWERS answers a message
+                    end = bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS) - 1
+                    end = min(max(end, bsent + 1), len(batches))
+                    a0, a1 = answers_upto[bsent], answers_upto[end]
+                    sock.send(self._packed_message(batches[bsent:end],
+                                                   names[slots_upto[bsent] * NAME_SIZE:slots_upto[end] * NAME_SIZE],
+                                                   at[a0:a1], templates[a0:a1]))
+                    bsent = end
+                if n == 0 and not batches:      # nothing queued: the drop count alone
+                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], [], b"", b"", b"", None)))
                 self._unreachable_since = None
             except OSError as exc:
                 self._close_socket()
                 self.q.extendleft(reversed(items[sent:]))
-                self.pq.extendleft(reversed(packed[psent:]))
-                self.packed_out -= answers - (upto[psent - 1] if psent else 0)
+                if bsent < len(batches):
+                    a0 = answers_upto[bsent]
+                    self._held = (batches[bsent:], names[slots_upto[bsent] * NAME_SIZE:], at[a0:], templates[a0:])
                 self._note_unreachable(exc)
             except (ValueError, TypeError) as exc:   # not marshallable (a producer's bug): counted, never silent
-                lost = sum(len(r[3]) for r in items[sent:]) + sum(sum(map(len, p[5])) for p in packed[psent:])
-                self.dropped += lost
+                lost = sum(len(r[3]) for r in items[sent:]) + sum(map(len, templates[answers_upto[bsent]:]))
+                self._dropped += lost
                 self.log("error", "blocklog_unshippable", error=str(exc), dropped=lost,
                          hint="hits that cannot be encoded were counted as dropped; this is a bug, please report it")
                 self._close_socket()     # the template table may have numbers the writer never got
-            handed = sent + (upto[psent - 1] if psent else 0)
+            handed = sent + int(answers_upto[bsent])
             self.shipped += handed
             self._log_drops()
             return handed
 
-    def _packed_message(self, chunk: list[Packed]) -> bytes:
-        """One message of packed batches, built in a few passes over the whole chunk (no Python
-        code per batch or per answer): each batch without its templates, then one number per
-        answer in this connection's template table (4 bytes each), the templates new to the table
-        defined once."""
+    def _packed_message(self, batches: list[tuple[int, str, int, int, int]], names: bytes, at: bytes,
+                        templates: list[tuple[Template, ...]]) -> bytes:
+        """One message of packed batches: one number per answer in this connection's template
+        table (4 bytes each), the templates new to the table defined once (a few passes over the
+        whole message, no Python code per batch or per answer)."""
         tindex, keep = self._tindex, self._tkeep
         if len(keep) >= TABLE_MAX:           # start again: the writer drops its table on base 0
             tindex.clear()
             keep.clear()
         base = len(keep)
         new: list[tuple[Template, ...]] = []
-        templates = list(itertools.chain.from_iterable(map(_TEMPLATES, chunk)))
         try:
             numbers = array.array("I", map(tindex.__getitem__, map(id, templates)))
         except KeyError:                     # some are new to the table
@@ -236,7 +240,7 @@ class ShippingSink:
                     keep.append(tpls)
                     new.append(tpls)
             numbers = array.array("I", map(tindex.__getitem__, map(id, templates)))
-        return marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], list(map(_BATCH, chunk)), numbers.tobytes(),
+        return marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], batches, names, at, numbers.tobytes(),
                               (base, new) if new or not base else None))
 
     def _connect(self) -> socket.socket:
@@ -282,7 +286,7 @@ class ShippingSink:
         self._stop.set()
         self._thread.join(timeout)
         deadline = self.clock() + timeout
-        while (self.q or self.pq) and self.clock() < deadline:
+        while (self.q or len(self.packed_hits) or self._held) and self.clock() < deadline:
             if not self.flush():
                 time.sleep(0.05)
         self._log_drops()
@@ -346,12 +350,12 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
         msg = marshal.loads(data)  # noqa: S302 (peers run as our own uid, SO_PEERCRED; checked below)
     except (EOFError, ValueError, TypeError) as exc:
         raise ValueError(f"not a message: {exc}") from None
-    if not (type(msg) is tuple and len(msg) in (4, 7) and msg[0] in PROTOCOLS and len(msg) == 1 + 3 * msg[0]
+    if not (type(msg) is tuple and len(msg) in (4, 9) and msg[0] in PROTOCOLS and len(msg) == (4 if msg[0] == 1 else 9)
             and type(msg[1]) is int and type(msg[2]) is int and type(msg[3]) is list
-            and (msg[0] == 1 or (type(msg[4]) is list and type(msg[5]) is bytes and len(msg[5]) % 4 == 0
-                                 and (msg[6] is None or type(msg[6]) is tuple)))):
-        raise ValueError("not a protocol 1 or 2 message (version, pid, dropped, records[, packed batches, "
-                         "template numbers, template definitions])")
+            and (msg[0] == 1 or (type(msg[4]) is list and type(msg[5]) is bytes and type(msg[6]) is bytes
+                                 and type(msg[7]) is bytes and (msg[8] is None or type(msg[8]) is tuple)))):
+        raise ValueError("not a protocol 1 or 2 message (version, pid, dropped, records[, batches, address slots, "
+                         "slots with hits, template numbers, template definitions])")
     records: list[Raw] = msg[3]
     seen: tuple[set[int], set[int]] = (set(), set())
     for r in records:
@@ -363,7 +367,7 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
         return msg[1], msg[2], records
     if table is None:
         table = []
-    defs = msg[6]
+    batches, names, at, numbers_raw, defs = msg[4:]
     if defs is not None:
         if not (len(defs) == 2 and type(defs[0]) is int and type(defs[1]) is list):
             raise ValueError(f"bad template definitions {defs!r:.200}")
@@ -374,22 +378,26 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
         for tpls in defs[1]:
             _check_templates(tpls, seen)
         table.extend(defs[1])
-    numbers = array.array("I", msg[5])
+    if len(numbers_raw) != 4 * len(at):
+        raise ValueError(f"{len(numbers_raw) // 4} template numbers for {len(at)} answers")
+    numbers = array.array("I", numbers_raw)
     if numbers and max(numbers) >= len(table):
         raise ValueError(f"packed batches refer to template {max(numbers)}, the table holds {len(table)}")
     templates = list(map(table.__getitem__, numbers))
-    used = 0
-    for p in msg[4]:
-        if not (type(p) is tuple and len(p) == 5 and type(p[0]) is int and p[1] in TRANSPORTS and p[2] in FAMILIES
-                and type(p[3]) is bytes and type(p[4]) is bytes and len(p[3]) % NAME_SIZE == 0
-                and (not p[4] or max(p[4]) < len(p[3]) // NAME_SIZE)):
-            raise ValueError(f"bad packed batch {p!r:.200}")
-        if used + len(p[4]) > len(templates):
-            raise ValueError(f"{len(templates)} template numbers for more answers")
-        records.extend(unpack((*p, templates[used:used + len(p[4])])))
-        used += len(p[4])
-    if used != len(templates):
-        raise ValueError(f"{len(templates)} template numbers for {used} answers")
+    slot = answer = 0
+    for b in batches:
+        if not (type(b) is tuple and len(b) == 5 and type(b[0]) is int and b[1] in TRANSPORTS and b[2] in FAMILIES
+                and type(b[3]) is int and type(b[4]) is int and 0 < b[3] <= MAX_SLOTS and b[4] > 0
+                and (slot + b[3]) * NAME_SIZE <= len(names) and answer + b[4] <= len(at)
+                and max(at[answer:answer + b[4]]) < b[3]):
+            raise ValueError(f"bad packed batch {b!r:.200} (at slot {slot}, answer {answer})")
+        records.extend(unpack((b[0], b[1], b[2], names[slot * NAME_SIZE:(slot + b[3]) * NAME_SIZE],
+                               at[answer:answer + b[4]], templates[answer:answer + b[4]])))
+        slot += b[3]
+        answer += b[4]
+    if slot * NAME_SIZE != len(names) or answer != len(at):
+        raise ValueError(f"packed batches cover {slot} slots and {answer} answers of {len(names) // NAME_SIZE} "
+                         f"and {len(at)}")
     return msg[1], msg[2], records
 
 

@@ -15,8 +15,9 @@ and counts what a full queue refuses.
 from __future__ import annotations
 
 import collections
+import threading
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,59 @@ class CountingSink:
         key = (hit.zone, hit.action)
         self.by_zone_action[key] = self.by_zone_action.get(key, 0) + 1
         self.recent.append(hit)
+
+
+class PackedHits:
+    """Where the batched UDP reader leaves the hits of its receive batches for a sink that takes
+    them so (``sink.packed_hits``; docs/contracts.md): no object per hit, no call per batch.
+
+    ``names``      the sender-address slots of every batch with hits, as the kernel wrote them
+                   (``resolver.mmsg.NAME_SIZE`` bytes each), batch after batch
+    ``at``         per answer with hits, its slot within its batch (one byte)
+    ``templates``  per answer with hits, its tuple of hit templates (the remembered one)
+    ``batches``    per batch: (time_ms, transport, family, slots, answers)
+
+    One producer thread appends a batch under ``lock`` (``add`` is the readable version of what
+    the reader does inline, holding references to the four containers: they are emptied, never
+    replaced); the sink's consumer takes everything under ``lock`` (``take``). A
+    batch that would take it past ``limit`` answers is refused whole and its hits are counted in
+    ``dropped`` (never silent).
+    """
+
+    __slots__ = ("at", "batches", "dropped", "limit", "lock", "names", "templates")
+
+    def __init__(self, limit: int) -> None:
+        self.lock = threading.Lock()
+        self.names = bytearray()
+        self.at = bytearray()
+        self.templates: list[Any] = []
+        self.batches: list[tuple[int, str, int, int, int]] = []
+        self.limit = limit
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        """Answers with hits held."""
+        return len(self.templates)
+
+    def add(self, time_ms: int, transport: str, family: int, names: bytes, slots: int, at: bytes | list[int],
+            templates: list[Any]) -> bool:
+        """One receive batch's hits (``names``: its first ``slots`` address slots); False when refused."""
+        with self.lock:
+            if len(self.templates) + len(at) > self.limit:
+                self.dropped += sum(map(len, templates))
+                return False
+            self.names += names
+            self.at.extend(at)
+            self.templates.extend(templates)
+            self.batches.append((time_ms, transport, family, slots, len(at)))
+            return True
+
+    def take(self) -> tuple[list[tuple[int, str, int, int, int]], bytes, bytes, list[Any]]:
+        """Everything held, as (batches, names, at, templates); empties it."""
+        with self.lock:
+            out = (self.batches[:], bytes(self.names), bytes(self.at), self.templates[:])
+            self.batches.clear()
+            self.names.clear()
+            self.at.clear()
+            self.templates.clear()
+        return out

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import rpz
@@ -37,7 +37,7 @@ from .active import ActivePolicy, PolicyHolder
 from .cache import AnswerCache, CacheEntry, Key
 from .config import ResolverConfig
 from .errors import UpstreamError, WireError
-from .hits import HitRecord, HitSink, NullSink
+from .hits import HitRecord, HitSink, NullSink, PackedHits
 from .mmsg import NAME_SIZE, buffer_address, decode_sockaddr
 from .synth import HitTemplate, garden_pieces, hit_templates, is_garden, pieces
 from .upstream import UpstreamClient
@@ -210,6 +210,7 @@ class Pipeline:
         self.submit_hits: Callable[..., None] | None = getattr(sink, "submit_hits", None)
         self.submit_many: Callable[..., None] | None = getattr(sink, "submit_many", None)
         self.sink_packed: Callable[..., None] | None = getattr(sink, "submit_packed", None)
+        self.packed_hits: PackedHits | None = getattr(sink, "packed_hits", None)   # the batched reader fills it
         self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
@@ -387,7 +388,7 @@ class Pipeline:
         for ip, port, hits in batch:
             self.submit(hits, ip, port, transport)
 
-    def submit_packed(self, family: int, names: Any, at: list[int], templates: list[tuple[HitTemplate, ...]],
+    def submit_packed(self, family: int, names: Any, at: Sequence[int], templates: list[tuple[HitTemplate, ...]],
                       transport: str) -> None:
         """The hits of a batch of UDP answers as the batched reader holds them: ``names`` the batch's
         sender address slots as the kernel wrote them (``mmsg.NAME_SIZE`` bytes each, a buffer the

@@ -148,10 +148,12 @@ class UdpListener:
         table entry holds their address; ``keep`` holds the entries until they are sent, as the
         slow path may empty the table meanwhile). The sender's address is read as an integer
         (IPv4) or bytes (IPv6) key from where the kernel wrote it and becomes a string only the
-        first time it is seen. The hits of remembered answers are reported once per batch
-        (``Pipeline.submit_packed``): which slots answered with hits and their templates, beside the
-        batch's address slots, so no per-hit object is built here. Anything else takes ``_handle``
-        with what ``recvfrom`` would have returned."""
+        first time it is seen. The hits of remembered answers are reported once per batch: which
+        slots answered with hits and their templates, beside the batch's address slots, so no
+        per-hit object is built here; a sink with ``packed_hits`` (resolver.hits.PackedHits) gets
+        them appended there under its lock without a call, any other through
+        ``Pipeline.submit_packed``. Anything else takes ``_handle`` with what ``recvfrom`` would
+        have returned."""
         p = self.pipeline
         b = mmsg.Batch(self.sock, UDP_BATCH, UDP_MAX_QUERY)
         recv, send, address = b.recv, b.send, b.address
@@ -167,13 +169,17 @@ class UdpListener:
         resp = p.c.resp
         hitc = p.c.hitc
         submit_packed = p.submit_packed
-        sink_packed = p.sink_packed     # the sink's own, when it has one: one call less per batch
+        packed = p.packed_hits          # PackedHits.add, inline below: no call per batch
+        if packed is not None:          # (its containers are never replaced, only emptied)
+            plock, pnames, pat, ptpl, pbatches, plimit = (packed.lock, packed.names, packed.at, packed.templates,
+                                                          packed.batches, packed.limit)
         wallclock = p.wallclock
         family = int(b.family)      # a plain int: it travels in marshal messages
         null_sink = p.null_sink
         slow = self._handle
 
         def readable() -> None:
+            nonlocal pnames, pat, ptpl       # += below extends them in place (the same objects)
             try:
                 n = recv()
             except OSError:
@@ -182,7 +188,7 @@ class UdpListener:
                 return
             now = int(clock())
             j = 0
-            hit_at: list[int] = []      # slots answered with hits (small ints: no objects built)
+            hit_at = bytearray()        # slots answered with hits (one byte each: UDP_BATCH <= 256)
             hit_tpl: list[Any] = []     # their hit templates, as remembered
             for i in range(n):
                 off = i * rsize
@@ -214,11 +220,22 @@ class UdpListener:
                         continue
                 slow(rbuf[off:end].tobytes(), address(i))
             if hit_at:
-                if sink_packed is not None:
-                    sink_packed(int(wallclock() * 1000), family, names[:(hit_at[-1] + 1) * nsize].tobytes(),
-                                bytes(hit_at), hit_tpl, UDP)
+                slots = hit_at[-1] + 1
+                if packed is not None:
+                    t_ms = int(wallclock() * 1000)
+                    plock.acquire()
+                    try:
+                        if len(ptpl) + len(hit_at) <= plimit:
+                            pnames += names[:slots * nsize]
+                            pat += hit_at
+                            ptpl += hit_tpl
+                            pbatches.append((t_ms, UDP, family, slots, len(hit_at)))
+                        else:               # full: refused whole, counted by its hits
+                            packed.dropped += sum(map(len, hit_tpl))
+                    finally:
+                        plock.release()
                 else:
-                    submit_packed(family, names[:(hit_at[-1] + 1) * nsize], hit_at, hit_tpl, UDP)
+                    submit_packed(family, names[:slots * nsize], hit_at, hit_tpl, UDP)
             if j:
                 lost = send(j)
                 keep.clear()

@@ -110,20 +110,22 @@ def test_the_writer_reads_the_senders_from_the_kernels_slots(tmp_path: Path, fam
                        (1_790_000_000_000, *senders[2], (T1, T2), "udp")]
 
 
-def test_a_packed_batch_that_does_not_fit_is_counted_as_dropped_hits(tmp_path: Path) -> None:
+def test_a_packed_batch_that_does_not_fit_is_refused_whole_and_counted(tmp_path: Path) -> None:
     names = bytes(8 * NS)
     sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=4, interval_s=3600)
     try:
-        sink.submit_hits(1, "192.0.2.1", 1, (T1,), "udp")                      # one query on the other deque
         sink.submit_packed(2, int(socket.AF_INET), names, bytes([0, 1]), [(T1,), (T2,)], "udp")
+        sink.submit_hits(1, "192.0.2.1", 1, (T1,), "udp")                 # the per-query queue has its own bound
         assert sink.queued() == 3 and sink.dropped == 0
-        # room for one more answer: the second and third are dropped, counted by their hits (1 + 2)
+        # three more answers do not fit in the four: the batch is refused whole, counted by its hits
         sink.submit_packed(3, int(socket.AF_INET), names, bytes([0, 3, 5]), [(T2,), (T1,), (T1, T2)], "udp")
-        assert sink.queued() == 4 and sink.dropped == 3
-        assert [(p[4], p[5]) for p in sink.pq] == [(bytes([0, 1]), [(T1,), (T2,)]), (bytes([0]), [(T2,)])]
-        sink.submit_packed(4, int(socket.AF_INET), names, bytes([0]), [(T1, T2)], "udp")        # full: all dropped
-        sink.submit_hits(5, "192.0.2.1", 1, (T1,), "udp")
-        assert sink.queued() == 4 and sink.dropped == 6
+        assert sink.queued() == 3 and sink.dropped == 4
+        sink.submit_packed(4, int(socket.AF_INET), names, bytes([7, 2]), [(T1, T2), (T2,)], "udp")   # fits
+        assert sink.queued() == 5 and sink.dropped == 4
+        held = sink.packed_hits
+        assert held.batches == [(2, "udp", 2, 8, 2), (4, "udp", 2, 8, 2)]
+        assert bytes(held.at) == bytes([0, 1, 7, 2]) and held.templates == [(T1,), (T2,), (T1, T2), (T2,)]
+        assert len(held.names) == 16 * NS
     finally:
         sink.close(timeout=0.2)
 
@@ -142,7 +144,7 @@ def test_unsent_batches_wait_and_reach_the_log_once_the_writer_is_there(tmp_path
         slots[o + 4:o + 8] = socket.inet_aton(ip)
     sink.submit_packed(1_790_000_000_000, int(socket.AF_INET), bytes(slots), bytes([1, 0]), [(T1,), (T2,)], "udp")
     assert sink.flush() == 0                                   # nobody listens yet: kept, not lost
-    assert sink.queued() == 2 and len(sink.pq) == 1 and sink.dropped == 0
+    assert sink.queued() == 2 and sink.dropped == 0
     assert ("warning", "blocklog_writer_unreachable") in logged
     writer = BlocklogWriter(cfg).start()
     try:
@@ -160,37 +162,39 @@ def test_unsent_batches_wait_and_reach_the_log_once_the_writer_is_there(tmp_path
         store.close()
 
 
-def message(batches: list[object], numbers: bytes, defs: object = None) -> bytes:
-    return marshal.dumps((2, 4242, 0, [], batches, numbers, defs))
+def message(batches: list[object], names: bytes, at: bytes, numbers: bytes, defs: object = None) -> bytes:
+    return marshal.dumps((2, 4242, 0, [], batches, names, at, numbers, defs))
 
 
 def refs(*numbers: int) -> bytes:
     return array.array("I", numbers).tobytes()
 
 
-GOOD = (7, "udp", int(socket.AF_INET), bytes(2 * NS), bytes([1]))
+GOOD = ((7, "udp", int(socket.AF_INET), 2, 1), bytes(2 * NS), bytes([1]), refs(0))
+S2 = bytes(2 * NS)
 
 
-@pytest.mark.parametrize("bad,numbers,defs,words", [
-    ((7, "udp", 99, bytes(2 * NS), bytes([1])), refs(0), None, "packed batch"),             # no such family
-    ((7, "udp", 2, bytes(2 * NS), bytes([2])), refs(0), None, "packed batch"),              # slot past the slots
-    ((7, "udp", 2, bytes(2 * NS + 3), bytes([0])), refs(0), None, "packed batch"),          # not whole slots
-    ((7, "quic", 2, bytes(2 * NS), bytes([0])), refs(0), None, "packed batch"),             # no such transport
-    ((7, "udp", 2, bytes(2 * NS), bytes([0, 1])), refs(0), None, "numbers for more"),       # a number missing
-    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(0, 0), None, "3 template numbers for 2"),   # one too many
-    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(5), None, "refer to template 5"),       # past the table
-    ((7, "udp", 2, bytes(2 * NS), bytes([0])), b"\0\0", None, "protocol"),                  # not whole numbers
-    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (1, [(T1[:7],)]), "hit template"),  # a short template
-    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (1, [T1]), "hit template"),         # not a tuple of them
-    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (4, [(T2,)]), "start at 4"),        # out of step
+@pytest.mark.parametrize("bad,defs,words", [
+    (((7, "udp", 99, 2, 1), S2, bytes([1]), refs(0)), None, "packed batch"),              # no such family
+    (((7, "udp", 2, 2, 1), S2, bytes([2]), refs(0)), None, "packed batch"),               # slot past its slots
+    (((7, "udp", 2, 3, 1), S2, bytes([0]), refs(0)), None, "packed batch"),               # more slots than sent
+    (((7, "udp", 2, 1, 1), S2, bytes([0]), refs(0)), None, "cover"),                      # fewer slots than sent
+    (((7, "quic", 2, 2, 1), S2, bytes([0]), refs(0)), None, "packed batch"),              # no such transport
+    (((7, "udp", 2, 2, 2), S2, bytes([0]), refs(0)), None, "packed batch"),               # an answer missing
+    (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(0, 0)), None, "template numbers for"),    # one number too many
+    (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(5)), None, "refer to template 5"),        # past the table
+    (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(1)), (1, [(T1[:7],)]), "hit template"),  # a short template
+    (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(1)), (1, [T1]), "hit template"),         # not a tuple of them
+    (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(1)), (4, [(T2,)]), "start at 4"),        # out of step
 ])
-def test_malformed_packed_batches_are_refused(bad: tuple[object, ...], numbers: bytes, defs: object,
-                                              words: str) -> None:
+def test_malformed_packed_batches_are_refused(bad: tuple[object, ...], defs: object, words: str) -> None:
     table: list[tuple[tuple[object, ...], ...]] = []
-    assert decode(message([GOOD], refs(0), (0, [(T1,)])), table)[2] == [(7, "0.0.0.0", 0, (T1,), "udp")]  # type: ignore[arg-type]
-    assert table == [(T1,)]
+    got = decode(message([GOOD[0]], GOOD[1], GOOD[2], GOOD[3], (0, [(T1,)])), table)[2]  # type: ignore[arg-type]
+    assert got == [(7, "0.0.0.0", 0, (T1,), "udp")] and table == [(T1,)]
+    batch, names, at, numbers = bad
     with pytest.raises(ValueError, match=words):
-        decode(message([GOOD, bad], refs(0) + numbers, defs), table)              # type: ignore[arg-type]
+        decode(message([GOOD[0], batch], GOOD[1] + names, GOOD[2] + at, GOOD[3] + numbers, defs),  # type: ignore[operator]
+               table)                                                                         # type: ignore[arg-type]
 
 
 def test_templates_travel_once_per_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,11 +231,11 @@ def test_protocol_1_messages_are_still_read() -> None:
     old = marshal.dumps((1, 4242, 3, [(7, "192.0.2.1", 53, (T1,), "tcp")]))
     assert decode(old) == (4242, 3, [(7, "192.0.2.1", 53, (T1,), "tcp")])
     with pytest.raises(ValueError, match="protocol"):
-        decode(marshal.dumps((1, 4242, 3, [], [], b"", None)))    # version 1 has no packed batches
+        decode(marshal.dumps((1, 4242, 3, [], [], b"", b"", b"", None)))  # version 1 has no packed batches
     with pytest.raises(ValueError, match="protocol"):
-        decode(marshal.dumps((2, 4242, 3, [], [])))               # version 2 has its template numbers
+        decode(marshal.dumps((2, 4242, 3, [], [])))                       # version 2 has them
     with pytest.raises(ValueError, match="protocol"):
-        decode(marshal.dumps((3, 4242, 3, [], [], b"", None)))
+        decode(marshal.dumps((3, 4242, 3, [], [], b"", b"", b"", None)))
 
 
 def test_hits_that_cannot_be_encoded_are_counted_and_shipping_goes_on(tmp_path: Path) -> None:

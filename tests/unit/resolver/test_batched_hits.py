@@ -1,0 +1,106 @@
+"""The batched UDP reader leaves its hits in a sink's PackedHits, inline (resolver/server.py): one
+real UDP socket, our pipeline with the demo policy in memory, datagrams from real client sockets;
+the reader is called by hand, no event loop turns."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dns.message
+import pytest
+
+import rpz
+from resolver import mmsg
+from resolver.active import PolicyHolder
+from resolver.blocklog_ship import ShippingSink, unpack
+from resolver.cache import AnswerCache
+from resolver.config import Endpoint, ResolverConfig
+from resolver.pipeline import Pipeline
+from resolver.server import Inflight, UdpListener
+from resolver.upstream import UpstreamClient
+
+pytestmark = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg not available from this C library")
+DEMO = Path(__file__).resolve().parents[3] / "rpz" / "data" / "demo-hotline.rpz"
+
+
+@contextmanager
+def reader(sink: ShippingSink) -> Iterator[tuple[UdpListener, tuple[str, int]]]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    holder = PolicyHolder()
+    zone = rpz.PolicyZone(rpz.compile_text(DEMO.read_bytes()), rpz.ZoneSettings(ede_code=17))
+    holder.swap(rpz.Policy([zone]), 1, 0.0)
+    cfg = ResolverConfig(upstreams=(Endpoint("127.0.0.1", 9),), allow=("127.0.0.0/8",))
+    p = Pipeline(cfg, holder, AnswerCache(100), UpstreamClient([Endpoint("127.0.0.1", 9)], 0.1, 0.2, 1232), sink,
+                 wallclock=lambda: 1_795_000_000.5)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.setblocking(False)
+
+    async def make() -> UdpListener:
+        return UdpListener(srv, p, Inflight())
+    listener = loop.run_until_complete(make())
+    listener.stop_reading()
+    try:
+        yield listener, srv.getsockname()
+    finally:
+        listener.close()
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def ask(listener: UdpListener, server: tuple[str, int], clients: list[socket.socket], names: list[str]) -> None:
+    """Client k asks names[k]; one call of the reader takes them all; every answer is read."""
+    for c, name in zip(clients, names, strict=True):
+        c.sendto(dns.message.make_query(name, "A").to_wire(), server)
+    listener.readable()
+    for c in clients:
+        assert dns.message.from_wire(c.recv(4096)).rcode() == 3          # NXDOMAIN
+
+
+def test_remembered_answers_leave_their_hits_packed(tmp_path: Path) -> None:
+    sink = ShippingSink(str(tmp_path / "absent.sock"), interval_s=3600)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for c in clients:
+            c.bind(("127.0.0.1", 0))
+            c.settimeout(2)
+        with reader(sink) as (listener, server):
+            names = ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."]
+            ask(listener, server, clients, names)           # first time: the full path (one record per query)
+            assert len(sink.q) == 3 and len(sink.packed_hits) == 0
+            ask(listener, server, clients, names)           # remembered: one packed batch
+            batches, slots, at, templates = sink.packed_hits.take()
+        # the datagrams were queued before the reader ran: one receive batch of three
+        assert batches == [(1_795_000_000_500, "udp", int(socket.AF_INET), 3, 3)]
+        records = unpack((*batches[0][:3], slots, at, templates))
+        asked = {c.getsockname(): n for c, n in zip(clients, names, strict=True)}
+        assert sorted((r[1], r[2], r[3][0][0]) for r in records) == sorted((*k, v) for k, v in asked.items())
+        assert sink.dropped == 0
+    finally:
+        for c in clients:
+            c.close()
+        sink.close(timeout=0.2)
+
+
+def test_a_full_queue_refuses_the_batch_and_counts_its_hits(tmp_path: Path) -> None:
+    sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=2, interval_s=3600)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for c in clients:
+            c.bind(("127.0.0.1", 0))
+            c.settimeout(2)
+        with reader(sink) as (listener, server):
+            names = ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."]
+            ask(listener, server, clients, names)          # the full path: two fit in the per-query queue
+            assert len(sink.q) == 2 and sink.dropped == 1
+            ask(listener, server, clients, names)          # three remembered answers for a queue of two
+            assert len(sink.packed_hits) == 0 and sink.dropped == 1 + 3   # one batch of three: refused whole
+    finally:
+        for c in clients:
+            c.close()
+        sink.close(timeout=0.2)
