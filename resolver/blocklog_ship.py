@@ -1,24 +1,25 @@
 """Getting hits from every data-plane process into ONE hash chain without the data plane waiting on disk.
 
     worker process (N of them)                        supervisor process
-    batched UDP reader -> ShippingSink.packed_hits     BlocklogWriter thread:
-    other producers -> ShippingSink.submit_hits        poll() the unix socket <runtime_dir>/blocklog.sock
+    batched UDP reader -> ShippingSink.packed_hits    BlocklogWriter thread:
+    other producers -> ShippingSink.submit_hits       poll() the unix socket <runtime_dir>/blocklog.sock
       flusher thread, every flush/4 -----------------> (SOCK_SEQPACKET: one message per batch part),
       marshal((2, pid, dropped, records, batches,      decodes addresses and templates, every flush/4:
       slots, at, numbers, definitions)), one           BlocklogStore.write_batch (seal, chain, insert,
       SOCK_SEQPACKET message per <= 1024 answers       aggregates, commit + fsync)
 
 The batched UDP reader leaves the hits of each receive batch in the sink's ``packed_hits``
-(resolver.hits.PackedHits) as they are: the batch's sender-address slots as the kernel wrote them,
-per answer with hits its slot (one byte) and its remembered templates, per batch one small tuple;
-under a lock, without a call. The data plane builds no object per hit; the writer turns the address
-slots into (ip, port) on its own core. Other producers (the TCP path, the pipeline's full path,
-Unbound's plugin threads) append one tuple per query to ``q`` (``submit_hits``). A full queue
-refuses the hits and counts them; the count travels with every message, so the writer's metrics
-and its audit chain see every worker's drops, and the worker logs them itself once per interval
-(never silent). A record is on disk at most about flush_interval after the hit: the worker ships
-every flush/4, the writer commits every flush/4, and a commit of what arrives in flush/4 takes a
-fraction of that at the rates the writer sustains (bench/blocklog_bench.py).
+(resolver.hits.PackedHits) as they are, one tuple per batch appended without a call: the batch's
+sender-address slots as the kernel wrote them, per answer with hits its slot (one byte) and its
+remembered templates. The flusher takes them as four flat buffers. The data plane builds no object
+per hit; the writer turns the address slots into (ip, port) on its own core. Other producers (the
+TCP path, the pipeline's full path, Unbound's plugin threads) append one tuple per query to ``q``
+(``submit_hits``). A full queue refuses the hits and counts them; the count travels with every
+message, so the writer's metrics and its audit chain see every worker's drops, and the worker logs
+them itself once per interval (never silent). A record is on disk at most about flush_interval after
+the hit: the worker ships every flush/4, the writer commits every flush/4, and a commit of what
+arrives in flush/4 takes a fraction of that at the rates the writer sustains
+(bench/blocklog_bench.py).
 
 Message (protocol 2): ``(2, pid, dropped_so_far, records, batches, slots, at, numbers, definitions)``:
 
@@ -39,7 +40,8 @@ The socket is the service's own (mode 0600 in the runtime directory) and the wri
 peers of its own uid (SO_PEERCRED), so marshal (fast, but not for untrusted input) is acceptable;
 every decoded message is still checked field by field. ``submit_hits`` works from any thread of any
 process (Unbound's plugin threads too): ``deque.append`` is atomic. ``packed_hits`` has one
-producer thread (the event loop's) and takes its lock for each batch.
+producer thread (the event loop's); it is bounded in batches there (a stopped flusher) and in
+answers by the flusher (what does not fit while the writer is away is counted).
 """
 
 from __future__ import annotations
@@ -87,6 +89,11 @@ Log = Callable[..., None]
 
 _SLOTS = operator.itemgetter(3)              # of a packed batch (time_ms, transport, family, slots, answers)
 _ANSWERS = operator.itemgetter(4)
+_AT = operator.itemgetter(3)                 # of a PackedHits batch (time_ms, family, names, at, templates)
+UDP = "udp"
+# batched hits as PackedHits.take gives them: per batch (time_ms, transport, family, slots, answers),
+# the slots, the answers' slots, the answers' templates
+Flat = tuple[list[tuple[int, str, int, int, int]], bytes, bytes, list[tuple[Template, ...]]]
 
 
 def _nolog(level: str, event: str, **fields: Any) -> None:
@@ -103,14 +110,15 @@ class ShippingSink:
                  log: Log = _nolog, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = socket_path
         self.q: collections.deque[Raw] = collections.deque()      # one entry per query
-        self.packed_hits = PackedHits(queue_size)                  # the batched reader's hits
+        self.packed_hits = PackedHits(queue_size, NAME_SIZE)       # the batched reader's hits
         self.limit = queue_size    # queries each queue holds before it refuses more (counted)
         self.interval = interval_s
         self.shipped = 0           # queries whose hits were handed to the writer
         self.log = log
         self.clock = clock
-        self._dropped = 0          # hits refused by ``q`` or found unshippable (the reader counts its own)
-        self._held: tuple[list[tuple[int, str, int, int, int]], bytes, bytes, list[tuple[Template, ...]]] | None = None
+        self._dropped = 0          # hits ``q`` refused (written by its producers)
+        self._unshippable = 0      # hits that could not be encoded (written by the flusher)
+        self._held: list[Flat] = []   # batched hits taken but not sent yet (the writer was away)
         self._sock: socket.socket | None = None
         self._logged_drops = 0
         self._last_log = -LOG_INTERVAL_S
@@ -127,12 +135,14 @@ class ShippingSink:
     @property
     def dropped(self) -> int:
         """Hits not shipped because a queue was full or they could not be encoded (cumulative)."""
-        return self._dropped + self.packed_hits.dropped
+        p = self.packed_hits
+        return self._dropped + self._unshippable + p.dropped + p.trimmed
 
     # -- called on the query path -----------------------------------------------------------------
     def queued(self) -> int:
         """Queries whose hits wait in this process."""
-        return len(self.q) + len(self.packed_hits) + (len(self._held[2]) if self._held else 0)
+        return (len(self.q) + sum(map(len, map(_AT, list(self.packed_hits.batches))))
+                + sum(len(h[2]) for h in self._held))
 
     def submit_hits(self, time_ms: int, ip: str, port: int, templates: tuple[Template, ...], transport: str) -> None:
         """The hits of one query. Never blocks: a full deque counts the hits as dropped."""
@@ -145,9 +155,12 @@ class ShippingSink:
     def submit_packed(self, time_ms: int, family: int, names: bytes, at: bytes,
                       templates: list[tuple[Template, ...]], transport: str) -> None:
         """The hits of one receive batch answered at ``time_ms`` (resolver.pipeline.Pipeline.submit_packed;
-        the batched reader does the same inline). Never blocks: a batch that does not fit is
-        counted as dropped hits. From one thread only."""
-        self.packed_hits.add(time_ms, transport, family, names, len(names) // NAME_SIZE, at, templates)
+        the batched reader does the same inline). Never blocks. From one thread only."""
+        if transport != UDP:
+            self.submit_many(time_ms, [(ip, port, t) for (ip, port), t in
+                                       zip(addresses(family, names, at), templates, strict=True)], transport)
+            return
+        self.packed_hits.add(time_ms, family, names, at, templates)
 
     def submit_many(self, time_ms: int, hits: list[tuple[str, int, tuple[Template, ...]]], transport: str) -> None:
         """The hits of a batch of queries answered at ``time_ms`` as (ip, port, templates): one
@@ -173,52 +186,65 @@ class ShippingSink:
     def flush(self) -> int:
         """Ship what is queued now; returns how many queries' hits were handed over. What could
         not be sent is kept (the per-query ones at the front of their deque, the batched ones held
-        aside, and the batched reader's queue meanwhile fills up to its bound) and tried again."""
+        aside within the bound, what does not fit counted) and tried again next time."""
         with self._lock:
+            room = self.limit - sum(len(h[2]) for h in self._held)
+            taken = self.packed_hits.take(max(room, 0))
+            if taken[0]:
+                self._held.append(taken)
             n = len(self.q)
-            held = self._held if self._held is not None else self.packed_hits.take()
-            self._held = None
-            batches, names, at, templates = held
-            if n == 0 and not batches and self.dropped == self._logged_drops:
+            if n == 0 and not self._held and self.dropped == self._logged_drops:
                 return 0
             items = [self.q.popleft() for _ in range(n)]
-            sent = bsent = 0
-            slots_upto = [0, *itertools.accumulate(map(_SLOTS, batches))]
-            answers_upto = [0, *itertools.accumulate(map(_ANSWERS, batches))]
+            sent = handed = 0
             try:
                 sock = self._connect()
                 for start in range(0, n, MESSAGE_RECORDS):
                     part = items[start:start + MESSAGE_RECORDS]
                     sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [], b"", b"", b"", None)))
                     sent += len(part)
-                while bsent < len(batches):     # whole batches, at most about MESSAGE_ANSWERS answers a message
-                    end = bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS) - 1
-                    end = min(max(end, bsent + 1), len(batches))
-                    a0, a1 = answers_upto[bsent], answers_upto[end]
-                    sock.send(self._packed_message(batches[bsent:end],
-                                                   names[slots_upto[bsent] * NAME_SIZE:slots_upto[end] * NAME_SIZE],
-                                                   at[a0:a1], templates[a0:a1]))
-                    bsent = end
-                if n == 0 and not batches:      # nothing queued: the drop count alone
+                while self._held:
+                    handed += self._send_held(sock)
+                if n == 0 and not handed:      # nothing queued: the drop count alone
                     sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], [], b"", b"", b"", None)))
                 self._unreachable_since = None
             except OSError as exc:
                 self._close_socket()
                 self.q.extendleft(reversed(items[sent:]))
-                if bsent < len(batches):
-                    a0 = answers_upto[bsent]
-                    self._held = (batches[bsent:], names[slots_upto[bsent] * NAME_SIZE:], at[a0:], templates[a0:])
                 self._note_unreachable(exc)
             except (ValueError, TypeError) as exc:   # not marshallable (a producer's bug): counted, never silent
-                lost = sum(len(r[3]) for r in items[sent:]) + sum(map(len, templates[answers_upto[bsent]:]))
-                self._dropped += lost
+                lost = sum(len(r[3]) for r in items[sent:]) + sum(sum(map(len, h[3])) for h in self._held)
+                self._held.clear()
+                self._unshippable += lost
                 self.log("error", "blocklog_unshippable", error=str(exc), dropped=lost,
                          hint="hits that cannot be encoded were counted as dropped; this is a bug, please report it")
                 self._close_socket()     # the template table may have numbers the writer never got
-            handed = sent + int(answers_upto[bsent])
+            handed += sent
             self.shipped += handed
             self._log_drops()
             return handed
+
+    def _send_held(self, sock: socket.socket) -> int:
+        """Send the oldest held batched hits, whole batches, about MESSAGE_ANSWERS answers a
+        message; what is sent leaves ``_held`` as it goes (an error leaves the rest there).
+        Returns how many answers' hits were sent."""
+        batches, names, at, templates = self._held[0]
+        slots_upto = [0, *itertools.accumulate(map(_SLOTS, batches))]
+        answers_upto = [0, *itertools.accumulate(map(_ANSWERS, batches))]
+        bsent = 0
+        while bsent < len(batches):
+            end = bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS) - 1
+            end = min(max(end, bsent + 1), len(batches))
+            a0, a1 = answers_upto[bsent], answers_upto[end]
+            s0, s1 = slots_upto[bsent] * NAME_SIZE, slots_upto[end] * NAME_SIZE
+            try:
+                sock.send(self._packed_message(batches[bsent:end], names[s0:s1], at[a0:a1], templates[a0:a1]))
+            except BaseException:
+                self._held[0] = (batches[bsent:], names[s0:], at[a0:], templates[a0:])
+                raise
+            bsent = end
+        self._held.pop(0)
+        return int(answers_upto[-1])
 
     def _packed_message(self, batches: list[tuple[int, str, int, int, int]], names: bytes, at: bytes,
                         templates: list[tuple[Template, ...]]) -> bytes:
@@ -286,7 +312,7 @@ class ShippingSink:
         self._stop.set()
         self._thread.join(timeout)
         deadline = self.clock() + timeout
-        while (self.q or len(self.packed_hits) or self._held) and self.clock() < deadline:
+        while (self.q or self.packed_hits.batches or self._held) and self.clock() < deadline:
             if not self.flush():
                 time.sleep(0.05)
         self._log_drops()

@@ -14,8 +14,10 @@ and counts what a full queue refuses.
 
 from __future__ import annotations
 
+import bisect
 import collections
-import threading
+import itertools
+import operator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -75,53 +77,54 @@ class PackedHits:
     """Where the batched UDP reader leaves the hits of its receive batches for a sink that takes
     them so (``sink.packed_hits``; docs/contracts.md): no object per hit, no call per batch.
 
-    ``names``      the sender-address slots of every batch with hits, as the kernel wrote them
-                   (``resolver.mmsg.NAME_SIZE`` bytes each), batch after batch
-    ``at``         per answer with hits, its slot within its batch (one byte)
-    ``templates``  per answer with hits, its tuple of hit templates (the remembered one)
-    ``batches``    per batch: (time_ms, transport, family, slots, answers)
+    ``batches`` holds one tuple per receive batch with hits, appended by the one producer thread
+    (the event loop's; ``add`` is the readable version of what the reader does inline):
 
-    One producer thread appends a batch under ``lock`` (``add`` is the readable version of what
-    the reader does inline, holding references to the four containers: they are emptied, never
-    replaced); the sink's consumer takes everything under ``lock`` (``take``). A
-    batch that would take it past ``limit`` answers is refused whole and its hits are counted in
-    ``dropped`` (never silent).
+        (time_ms, family, names, at, templates)
+        names      the batch's first sender-address slots as the kernel wrote them (``slot_size``
+                   bytes each: resolver.mmsg.NAME_SIZE)
+        at         per answer with hits, its slot (one byte each)
+        templates  per answer with hits, its tuple of hit templates (the remembered one)
+
+    The consumer (the sink's flusher) ``take``s them as four flat buffers and bounds them: what
+    does not fit in its room is counted in ``trimmed``. The producer refuses a batch when
+    ``limit`` batches wait (the consumer has stopped) and counts it in ``dropped``; never silent.
     """
 
-    __slots__ = ("at", "batches", "dropped", "limit", "lock", "names", "templates")
+    __slots__ = ("batches", "dropped", "limit", "slot_size", "trimmed")
 
-    def __init__(self, limit: int) -> None:
-        self.lock = threading.Lock()
-        self.names = bytearray()
-        self.at = bytearray()
-        self.templates: list[Any] = []
-        self.batches: list[tuple[int, str, int, int, int]] = []
+    def __init__(self, limit: int, slot_size: int = 28) -> None:
+        self.batches: collections.deque[tuple[int, int, bytes, bytes | bytearray, list[Any]]] = collections.deque()
         self.limit = limit
-        self.dropped = 0
+        self.slot_size = slot_size
+        self.dropped = 0      # hits the producer refused (written by the producer only)
+        self.trimmed = 0      # hits the consumer had no room for (written by the consumer only)
 
-    def __len__(self) -> int:
-        """Answers with hits held."""
-        return len(self.templates)
+    def add(self, time_ms: int, family: int, names: bytes, at: bytes | bytearray, templates: list[Any]) -> bool:
+        """One receive batch's hits; False when refused (counted)."""
+        if len(self.batches) >= self.limit:
+            self.dropped += sum(map(len, templates))
+            return False
+        self.batches.append((time_ms, family, names, at, templates))
+        return True
 
-    def add(self, time_ms: int, transport: str, family: int, names: bytes, slots: int, at: bytes | list[int],
-            templates: list[Any]) -> bool:
-        """One receive batch's hits (``names``: its first ``slots`` address slots); False when refused."""
-        with self.lock:
-            if len(self.templates) + len(at) > self.limit:
-                self.dropped += sum(map(len, templates))
-                return False
-            self.names += names
-            self.at.extend(at)
-            self.templates.extend(templates)
-            self.batches.append((time_ms, transport, family, slots, len(at)))
-            return True
+    def take(self, room: int, transport: str = "udp") -> tuple[list[tuple[int, str, int, int, int]], bytes, bytes,
+                                                               list[Any]]:
+        """What waits, as (batches, names, at, templates): per batch (time_ms, transport, family,
+        slots, answers), then the slots, the answers' slots and their templates, each run together.
+        Whole batches beyond ``room`` answers are left out and counted in ``trimmed``."""
+        q = self.batches
+        entries = [q.popleft() for _ in range(len(q))]     # the producer appends meanwhile: at the other end
+        upto = list(itertools.accumulate(map(len, map(_AT, entries))))
+        if upto and upto[-1] > room:
+            cut = bisect.bisect_right(upto, room)
+            self.trimmed += sum(map(len, itertools.chain.from_iterable(map(_TEMPLATES, entries[cut:]))))
+            del entries[cut:]
+        batches = list(zip(map(_TIME, entries), itertools.repeat(transport), map(_FAMILY, entries),
+                           map(self.slot_size.__rfloordiv__, map(len, map(_NAMES, entries))),
+                           map(len, map(_AT, entries)), strict=False))
+        return (batches, b"".join(map(_NAMES, entries)), b"".join(map(_AT, entries)),
+                list(itertools.chain.from_iterable(map(_TEMPLATES, entries))))
 
-    def take(self) -> tuple[list[tuple[int, str, int, int, int]], bytes, bytes, list[Any]]:
-        """Everything held, as (batches, names, at, templates); empties it."""
-        with self.lock:
-            out = (self.batches[:], bytes(self.names), bytes(self.at), self.templates[:])
-            self.batches.clear()
-            self.names.clear()
-            self.at.clear()
-            self.templates.clear()
-        return out
+
+_TIME, _FAMILY, _NAMES, _AT, _TEMPLATES = (operator.itemgetter(i) for i in range(5))

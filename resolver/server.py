@@ -151,7 +151,7 @@ class UdpListener:
         first time it is seen. The hits of remembered answers are reported once per batch: which
         slots answered with hits and their templates, beside the batch's address slots, so no
         per-hit object is built here; a sink with ``packed_hits`` (resolver.hits.PackedHits) gets
-        them appended there under its lock without a call, any other through
+        one tuple appended there per batch, without a call; any other gets them through
         ``Pipeline.submit_packed``. Anything else takes ``_handle`` with what ``recvfrom`` would
         have returned."""
         p = self.pipeline
@@ -170,16 +170,14 @@ class UdpListener:
         hitc = p.c.hitc
         submit_packed = p.submit_packed
         packed = p.packed_hits          # PackedHits.add, inline below: no call per batch
-        if packed is not None:          # (its containers are never replaced, only emptied)
-            plock, pnames, pat, ptpl, pbatches, plimit = (packed.lock, packed.names, packed.at, packed.templates,
-                                                          packed.batches, packed.limit)
+        if packed is not None:
+            pbatches, pappend, plimit = packed.batches, packed.batches.append, packed.limit
         wallclock = p.wallclock
         family = int(b.family)      # a plain int: it travels in marshal messages
         null_sink = p.null_sink
         slow = self._handle
 
         def readable() -> None:
-            nonlocal pnames, pat, ptpl       # += below extends them in place (the same objects)
             try:
                 n = recv()
             except OSError:
@@ -222,18 +220,10 @@ class UdpListener:
             if hit_at:
                 slots = hit_at[-1] + 1
                 if packed is not None:
-                    t_ms = int(wallclock() * 1000)
-                    plock.acquire()
-                    try:
-                        if len(ptpl) + len(hit_at) <= plimit:
-                            pnames += names[:slots * nsize]
-                            pat += hit_at
-                            ptpl += hit_tpl
-                            pbatches.append((t_ms, UDP, family, slots, len(hit_at)))
-                        else:               # full: refused whole, counted by its hits
-                            packed.dropped += sum(map(len, hit_tpl))
-                    finally:
-                        plock.release()
+                    if len(pbatches) < plimit:
+                        pappend((int(wallclock() * 1000), family, names[:slots * nsize].tobytes(), hit_at, hit_tpl))
+                    else:                   # the consumer has stopped: refused, counted by its hits
+                        packed.dropped += sum(map(len, hit_tpl))
                 else:
                     submit_packed(family, names[:slots * nsize], hit_at, hit_tpl, UDP)
             if j:

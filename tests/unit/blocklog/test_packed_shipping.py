@@ -110,22 +110,27 @@ def test_the_writer_reads_the_senders_from_the_kernels_slots(tmp_path: Path, fam
                        (1_790_000_000_000, *senders[2], (T1, T2), "udp")]
 
 
-def test_a_packed_batch_that_does_not_fit_is_refused_whole_and_counted(tmp_path: Path) -> None:
+def test_batched_hits_beyond_the_bound_are_counted_never_lost_silently(tmp_path: Path) -> None:
     names = bytes(8 * NS)
     sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=4, interval_s=3600)
     try:
-        sink.submit_packed(2, int(socket.AF_INET), names, bytes([0, 1]), [(T1,), (T2,)], "udp")
-        sink.submit_hits(1, "192.0.2.1", 1, (T1,), "udp")                 # the per-query queue has its own bound
-        assert sink.queued() == 3 and sink.dropped == 0
-        # three more answers do not fit in the four: the batch is refused whole, counted by its hits
-        sink.submit_packed(3, int(socket.AF_INET), names, bytes([0, 3, 5]), [(T2,), (T1,), (T1, T2)], "udp")
-        assert sink.queued() == 3 and sink.dropped == 4
-        sink.submit_packed(4, int(socket.AF_INET), names, bytes([7, 2]), [(T1, T2), (T2,)], "udp")   # fits
-        assert sink.queued() == 5 and sink.dropped == 4
-        held = sink.packed_hits
-        assert held.batches == [(2, "udp", 2, 8, 2), (4, "udp", 2, 8, 2)]
-        assert bytes(held.at) == bytes([0, 1, 7, 2]) and held.templates == [(T1,), (T2,), (T1, T2), (T2,)]
-        assert len(held.names) == 16 * NS
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes([0, 1]), [(T1,), (T2,)], "udp")
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([0, 3, 5]), [(T2,), (T1,), (T1, T2)], "udp")
+        sink.submit_packed(3, int(socket.AF_INET), names, bytes([7]), [(T1, T2)], "udp")
+        sink.submit_hits(1, "192.0.2.1", 1, (T1,), "udp")                # the per-query queue has its own bound
+        assert sink.queued() == 7 and sink.dropped == 0
+        # the writer is away: the flusher keeps whole batches up to four answers and counts the
+        # rest by their hits (the second batch does not fit after the first: 1 + 1 + 2, then 2)
+        assert sink.flush() == 0
+        assert sink.queued() == 3 and sink.dropped == 6
+        (held,) = sink._held
+        assert held[0] == [(1, "udp", 2, 8, 2)] and held[2] == bytes([0, 1]) and held[3] == [(T1,), (T2,)]
+        # while it waits, the reader's queue refuses batches once four wait (nobody takes them)
+        for t in range(5):
+            sink.submit_packed(10 + t, int(socket.AF_INET), names, bytes([t]), [(T1,)], "udp")
+        assert sink.dropped == 6 + 1 and len(sink.packed_hits.batches) == 4
+        assert sink.flush() == 0                                          # room for two more answers
+        assert sink.queued() == 1 + 2 + 2 and sink.dropped == 7 + 2
     finally:
         sink.close(timeout=0.2)
 

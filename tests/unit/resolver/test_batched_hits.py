@@ -72,9 +72,9 @@ def test_remembered_answers_leave_their_hits_packed(tmp_path: Path) -> None:
         with reader(sink) as (listener, server):
             names = ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."]
             ask(listener, server, clients, names)           # first time: the full path (one record per query)
-            assert len(sink.q) == 3 and len(sink.packed_hits) == 0
+            assert len(sink.q) == 3 and not sink.packed_hits.batches
             ask(listener, server, clients, names)           # remembered: one packed batch
-            batches, slots, at, templates = sink.packed_hits.take()
+            batches, slots, at, templates = sink.packed_hits.take(1000)
         # the datagrams were queued before the reader ran: one receive batch of three
         assert batches == [(1_795_000_000_500, "udp", int(socket.AF_INET), 3, 3)]
         records = unpack((*batches[0][:3], slots, at, templates))
@@ -87,8 +87,8 @@ def test_remembered_answers_leave_their_hits_packed(tmp_path: Path) -> None:
         sink.close(timeout=0.2)
 
 
-def test_a_full_queue_refuses_the_batch_and_counts_its_hits(tmp_path: Path) -> None:
-    sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=2, interval_s=3600)
+def test_a_full_queue_refuses_batches_and_counts_their_hits(tmp_path: Path) -> None:
+    sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=1, interval_s=3600)
     clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
     try:
         for c in clients:
@@ -96,10 +96,14 @@ def test_a_full_queue_refuses_the_batch_and_counts_its_hits(tmp_path: Path) -> N
             c.settimeout(2)
         with reader(sink) as (listener, server):
             names = ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."]
-            ask(listener, server, clients, names)          # the full path: two fit in the per-query queue
-            assert len(sink.q) == 2 and sink.dropped == 1
-            ask(listener, server, clients, names)          # three remembered answers for a queue of two
-            assert len(sink.packed_hits) == 0 and sink.dropped == 1 + 3   # one batch of three: refused whole
+            ask(listener, server, clients, names)          # the full path: one fits in the per-query queue
+            assert len(sink.q) == 1 and sink.dropped == 2
+            ask(listener, server, clients, names)          # remembered: one batch waits (the bound: one)
+            assert len(sink.packed_hits.batches) == 1 and sink.dropped == 2
+            ask(listener, server, clients, names)          # a second batch is refused, counted by its hits
+            assert len(sink.packed_hits.batches) == 1 and sink.dropped == 2 + 3
+            sink.flush()                                   # nobody listens: room for one answer, not three
+            assert sink.queued() == 1 and sink.dropped == 2 + 3 + 3
     finally:
         for c in clients:
             c.close()
