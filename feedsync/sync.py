@@ -107,12 +107,14 @@ class PublicSuffixes:
                 return False
         return bool(self._psl.is_public(name))
 
-    def which(self, names: list[str]) -> list[int]:
-        """Positions of the public suffixes among lower-case names."""
+    def which(self, names: list[str], parents: list[str] | None = None) -> list[int]:
+        """Positions of the public suffixes among lower-case names (``parents``: each name's
+        parent, "" for a single label, when the caller has them already)."""
         if self._rules is None:
             return [k for k, n in enumerate(names) if self(n)]
         wild = self._wild
-        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+        if parents is None:
+            parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
         maybe = set(names) & self._named
         if "" in parents or not wild.isdisjoint(parents):   # a wildcard rule above them, or a TLD
             maybe |= {names[k] for k, p in enumerate(parents) if not p or p in wild}

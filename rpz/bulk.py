@@ -258,11 +258,20 @@ def _rule_ids(builder: ZoneBuilder, actions: list[Action], aids: Sequence[int] |
     distinct = dict.fromkeys(refs)
     distinct.pop(b"", None)
     builder.extra_refs.extend(distinct)  # first-appearance order == id order
-    index = dict(zip(distinct, range(first, first + len(distinct)), strict=True))
-    index[b""] = 0
-    rid = np.fromiter(map(index.__getitem__, refs), dtype=np.int64, count=n)
-    pair = (global_aid[np.asarray(aids, dtype=np.int64)] << 32) | rid
-    uniq, inv = np.unique(pair, return_inverse=True)
+    ga = global_aid[np.asarray(aids, dtype=np.int64)]
+    if len(distinct) == n:
+        # every row its own reference (one rule per order): the pairs are distinct and already in
+        # reference order, so np.unique's order is a stable sort by action (a radix sort here)
+        rid = np.arange(first, first + n, dtype=np.int64)
+        order = np.argsort(ga.astype(np.int16) if len(global_aid) < 1 << 15 else ga, kind="stable")
+        uniq = ((ga << 32) | rid)[order]
+        inv = np.empty(n, dtype=np.int64)
+        inv[order] = np.arange(n, dtype=np.int64)
+    else:
+        index = dict(zip(distinct, range(first, first + len(distinct)), strict=True))
+        index[b""] = 0
+        rid = np.fromiter(map(index.__getitem__, refs), dtype=np.int64, count=n)
+        uniq, inv = np.unique((ga << 32) | rid, return_inverse=True)
     base = len(builder.rule_action)
     builder.rule_action.extend((uniq >> 32).tolist())
     builder.rule_ref.extend((uniq & 0xFFFFFFFF).tolist())
