@@ -89,13 +89,15 @@ def test_rule_ids_one_reference_per_row_equal_the_general_numbering(aids, distin
     from rpz.zone import ZoneBuilder
     acts = [Action(ActionKind.NXDOMAIN), Action(ActionKind.NODATA), Action(ActionKind.PASSTHRU),
             Action(ActionKind.DROP)]
-    refs = [f"R-{j}".encode() if distinct else f"R-{j % 3}".encode() for j in range(len(aids))]
+    refs = [f"R-{j}".encode() if distinct else f"R-{j % 3}".encode() if j % 4 else b"" for j in range(len(aids))]
     b = ZoneBuilder(b"\x03rpz\x04test\x00", "t")
     got = _rule_ids(b, acts, aids, refs)
     # the numbering spelled out: pairs (global action id, reference id) sorted, ids after the first
     gaid = [b.action_id(a) for a in acts]
-    rid = {r: k for k, r in enumerate(dict.fromkeys(refs), start=1)}
+    rid = {r: k for k, r in enumerate((r for r in dict.fromkeys(refs) if r), start=1)}
+    rid[b""] = 0
     pairs = sorted({(gaid[a], rid[r]) for a, r in zip(aids, refs, strict=True)})
     want = [1 + pairs.index((gaid[a], rid[r])) for a, r in zip(aids, refs, strict=True)]
     assert got.tolist() == want
     assert b.rule_action[1:] == [p[0] for p in pairs] and b.rule_ref[1:] == [p[1] for p in pairs]
+    assert b.extra_refs == [r for r in dict.fromkeys(refs) if r]
