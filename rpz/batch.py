@@ -170,6 +170,17 @@ def _masks() -> npt.NDArray[np.uint64]:
 _MASKS = _masks()
 
 
+def _checked_lens(qnames: Sequence[bytes]) -> I64:
+    """The lengths of a few names, each checked as _Batch checks a whole batch."""
+    for i, q in enumerate(qnames):
+        at, end = 0, len(q) - 1
+        while at < end and 0 < q[at] <= 63:
+            at += q[at] + 1
+        if at != end or end > 254 or q[end]:
+            raise DnsNameError(f"name #{i} of the batch is not one uncompressed wire name: {q!r}")
+    return np.fromiter(map(len, qnames), dtype=np.int64, count=len(qnames))
+
+
 def _label_starts(buf: U8, base: I64, lens: I64, width: int) -> tuple[list[I64], I64]:
     """(starts, depth): starts[k][i] is where (in ``buf``) name i's suffix after k cut labels
     begins (its root byte once k >= depth[i]). DnsNameError names the first row that is not one
@@ -481,7 +492,7 @@ def decide_qnames(policy: Policy, qnames: Sequence[bytes], qtype: int = 1, *, ve
     if n and policy.zones:
         state = policy.batch_state()
         batch = _Batch(qnames) if n >= vector_from else None
-        lens = batch.lens if batch is not None else np.fromiter(map(len, qnames), dtype=np.int64, count=n)
+        lens = batch.lens if batch is not None else _checked_lens(qnames)
         first_disabled = np.full(n, -1, dtype=np.int16)
         todo = np.arange(n, dtype=np.int64)
         for zi, pz in enumerate(policy.zones):
@@ -512,6 +523,9 @@ def decide_qnames(policy: Policy, qnames: Sequence[bytes], qtype: int = 1, *, ve
             else:
                 todo = todo if log_only else todo[~hit]
         only_disabled = (zone < 0) & (first_disabled >= 0) & (flags & F_NEED_RESPONSE == 0)
-        zone[only_disabled] = first_disabled[only_disabled]
-        kind[only_disabled] = ActionKind.DISABLED
+        if only_disabled.any():  # the first disabled match stands for the decision (logged only)
+            for zi, dr, dn, dw in disabled:
+                rows = np.flatnonzero(only_disabled & (first_disabled == zi))
+                zone[rows], rule[rows], node[rows], wild[rows] = zi, dr[rows], dn[rows], dw[rows]
+            kind[only_disabled] = ActionKind.DISABLED
     return QnameDecisions(policy, qtype, qnames, zone, rule, wild, kind, flags, node, tuple(disabled))
