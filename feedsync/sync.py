@@ -407,6 +407,7 @@ class FeedSync:
             return None
         if index.serial != st.serial:
             return None
+        index.digest()   # hash the digest tree now: otherwise the first IXFR after a restart pays for it
         log("seed_loaded", feed=self.feed.name, version=st.version, serial=st.serial, names=index.zone_size(),
             reader=reader, seconds=round(time.perf_counter() - t0, 3))
         return xfr.base_zone(self.feed, index), index
