@@ -6,10 +6,11 @@
            2. the whole path: producer processes with the data plane's ShippingSink (deque, flusher
               thread, unix socket) at a fixed total rate into one BlocklogWriter thread: records
               written, drops (must be 0), the writer's CPU, how far behind it ends
-  path     our resolver under dnsperf (max rate, 100 % blocked names, demo policy), logging off and
-           on, alternating in the same run. The data plane (one worker) runs on CPU 1; with logging
-           on, the main process holding the writer runs on CPU 0 beside dnsperf, as a node gives
-           the writer a core of its own (--writer-cpu 1 puts it beside the worker instead).
+  path     our resolver under dnsperf (a fixed rate, then max rate; 100 % blocked names, demo
+           policy) in three modes, alternating in the same run: off (no log); ship (the data plane
+           ships every hit, as with the log on, to a stand-in writer that only counts them: the data
+           plane's own cost); on (the real writer in the main process, on CPU 0 beside dnsperf;
+           --writer-cpu 1 puts it beside the data plane instead). The data plane runs on CPU 1.
 
     .venv/bin/python bench/blocklog_bench.py                      both, 3 passes of 20 s
     .venv/bin/python bench/blocklog_bench.py --only writer --seconds 10
@@ -74,16 +75,27 @@ def bench_store(tmp: Path, seconds: float, batch: int = 2500) -> tuple[float, fl
 
 
 def producer(path: str, rate: int, seconds: float, queue_size: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Hits as the batched UDP reader hands them over (submit_packed, up to 64 answers per receive
+    batch, 5,000 distinct names, 64 senders), at ``rate`` answers per second."""
+    import socket
+
     from resolver.blocklog_ship import ShippingSink
+    from resolver.mmsg import NAME_SIZE
     sink = ShippingSink(path, queue_size=queue_size, interval_s=0.05)
-    tpls = tuple((f"q{i}.csam-site.test.", 1, *TPL[2:]) for i in range(64))
+    tpls = [((f"q{i}.csam-site.test.", 1, *TPL[2:]),) for i in range(5000)]
+    family = int(socket.AF_INET)
+    names = b"".join((family.to_bytes(2, "little") + (1024 + i).to_bytes(2, "big") + bytes([198, 51, 100, 1 + i]))
+                     .ljust(NAME_SIZE, b"\0") for i in range(64))
     sent, t0 = 0, time.monotonic()
-    ip, submit = "198.51.100.7", sink.submit_hits
+    submit = sink.submit_packed
     while (now := time.monotonic() - t0) < seconds:
         due = int(now * rate)
         while sent < due:
-            submit(int(time.time() * 1000), ip, 1024 + sent % 60000, (tpls[sent % 64],), "udp")
-            sent += 1
+            k = min(64, due - sent)
+            first = sent % 4936
+            submit(int(time.time() * 1000), family, names[:k * NAME_SIZE], bytes(range(k)), tpls[first:first + k],
+                   "udp")
+            sent += k
         time.sleep(0.002)
     sink.close()
     out.put((sent, sink.dropped))
@@ -108,7 +120,38 @@ def sink_cost(path: str, n: int, out: multiprocessing.Queue) -> None:  # type: i
     out.put(((cpu_seconds() - c0 - base) / n * 1e6, sink.dropped))
 
 
-def bench_sink(tmp: Path, n: int = 500_000) -> float:
+def packed_cost(path: str, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The same for the batched UDP reader's way (ShippingSink.submit_packed): per batch of 64
+    answers with hits, two list appends per answer as the reader does them, then one call with
+    the batch's address slots; minus the same loop without the appends and the call."""
+    import socket
+
+    from resolver.blocklog_ship import ShippingSink
+    from resolver.mmsg import NAME_SIZE
+    tpls = tuple(((f"q{i}.csam-site.test.", 1, *TPL[2:]),) for i in range(64))
+    slot = int(socket.AF_INET).to_bytes(2, "little") + (5353).to_bytes(2, "big") + bytes([198, 51, 100, 7])
+    names = memoryview(bytearray(slot.ljust(NAME_SIZE, b"\0") * 64))
+    t_ms, family = int(time.time() * 1000), int(socket.AF_INET)
+    c0 = cpu_seconds()
+    for _ in range(n // 64):
+        for i in range(64):
+            tpls[i]
+    base = cpu_seconds() - c0
+    sink = ShippingSink(path, queue_size=10_000_000, interval_s=0.05)
+    submit = sink.submit_packed
+    c0 = cpu_seconds()
+    for _ in range(n // 64):
+        at: list[int] = []
+        tp: list[object] = []
+        for i in range(64):
+            at.append(i)
+            tp.append(tpls[i])
+        submit(t_ms, family, bytes(names[:64 * NAME_SIZE]), bytes(at), tp, "udp")  # type: ignore[arg-type]
+    sink.close()
+    out.put(((cpu_seconds() - c0 - base) / (n // 64 * 64) * 1e6, sink.dropped))
+
+
+def bench_sink(tmp: Path, n: int = 500_000, target: object = sink_cost) -> float:
     from resolver.blocklog_config import BlocklogConfig
     from resolver.blocklog_ship import BlocklogWriter
     cfg = BlocklogConfig(enabled=True, path=str(tmp / f"sink-{time.monotonic_ns()}.sqlite"),
@@ -116,7 +159,7 @@ def bench_sink(tmp: Path, n: int = 500_000) -> float:
     writer = BlocklogWriter(cfg).start()
     ctx = multiprocessing.get_context("spawn")
     q: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
-    p = ctx.Process(target=sink_cost, args=(cfg.socket_path, n, q))
+    p = ctx.Process(target=target, args=(cfg.socket_path, n, q))
     p.start()
     us, dropped = q.get(timeout=300)
     p.join()
@@ -168,6 +211,61 @@ def _hist_median(stats: object) -> float:
 
 
 # -- the blocked-answer path ------------------------------------------------------------------------
+#
+# Three modes, alternating in the same run:
+#   off   no log: the data plane runs in the main process (workers = 1 serves inline)
+#   ship  the data plane does everything logging asks of it (hits queued, packed, marshalled and sent
+#         every flush/4 by its ShippingSink) to a stand-in writer that only counts what arrives: the
+#         data plane's own cost, in the same layout as "off", without the writer's CPU beside dnsperf
+#   on    the real thing: the data plane in a worker process, the writer (seal, chain, SQLite) in the
+#         main process on --writer-cpu
+# Per run: the data plane's CPU per answer (user and system), its event-loop wake-ups per answer (at a
+# fixed rate below saturation the CPU per answer depends mostly on how many answers one wake-up finds,
+# which depends on what shares the load generator's CPU), and in "on" the writer's CPU per record.
+
+MODES = ("off", "ship", "on")
+DRAIN_ENV = "HOTLINE_EDGE_BENCH_DRAIN"
+
+
+def standin_sink() -> object:
+    """HOTLINE_EDGE_HIT_SINK factory of the "ship" mode: the data plane's own ShippingSink, shipping
+    to the stand-in writer at $HOTLINE_EDGE_BENCH_DRAIN."""
+    from resolver.blocklog_ship import ShippingSink
+    return ShippingSink(os.environ[DRAIN_ENV], queue_size=100_000, interval_s=0.05)
+
+
+def drain(path: str, stop: object, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The stand-in writer: accepts the data plane's connection and counts the answers whose hits
+    arrive (a marshal.loads per message, nothing else)."""
+    import marshal
+    import select
+    import socket
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    srv.bind(path)
+    srv.listen(4)
+    poll = select.poll()
+    poll.register(srv.fileno(), select.POLLIN)
+    conns: dict[int, socket.socket] = {}
+    answers = messages = 0
+    while not stop.is_set() or conns:  # type: ignore[attr-defined]
+        for fd, _ev in poll.poll(100):
+            if fd == srv.fileno():
+                c, _ = srv.accept()
+                conns[c.fileno()] = c
+                poll.register(c.fileno(), select.POLLIN)
+                continue
+            data = conns[fd].recv(1 << 20)
+            if not data:
+                poll.unregister(fd)
+                conns.pop(fd).close()
+                continue
+            msg = marshal.loads(data)
+            messages += 1
+            answers += len(msg[3]) + sum(len(p[4]) for p in msg[4])
+        if stop.is_set() and not conns:  # type: ignore[attr-defined]
+            break
+    out.put((answers, messages))
+
 
 def config(tmp: Path, port: int, logging: bool, key: PrivateKey) -> Path:
     pub = tmp / "c.pub"
@@ -199,9 +297,14 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def run_resolver(tmp: Path, port: int, logging: bool, key: PrivateKey, writer_cpu: int) -> subprocess.Popen[bytes]:
+def run_resolver(tmp: Path, port: int, mode: str, key: PrivateKey, writer_cpu: int,
+                 drain_path: str | None = None) -> subprocess.Popen[bytes]:
+    logging = mode == "on"
     cfg = config(tmp, port, logging, key)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{HERE}")
+    if mode == "ship":
+        assert drain_path is not None
+        env.update({"HOTLINE_EDGE_HIT_SINK": "blocklog_bench:standin_sink", DRAIN_ENV: drain_path})
     proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c",
                              "import sys; from admin_api.cli import main; sys.exit(main())", "serve", "--config",
                              str(cfg)], stdout=subprocess.DEVNULL, stderr=(tmp / "resolver.log").open("ab"),
@@ -238,52 +341,127 @@ def dnsperf(port: int, data: Path, seconds: float, qps: int | None = None) -> tu
 
 def ticks(pid: int) -> int:
     """CPU time (user + system, in clock ticks) of every thread of ``pid`` so far."""
+    return sum(cpu_ticks(pid))
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) CPU time in clock ticks of every thread of ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[-1].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of ``pid``'s main thread (the event loop): how often it slept."""
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
+def writer_settled(pid: int, timeout: float = 120.0) -> int:
+    """The CPU ticks of ``pid`` once it has been idle for half a second: a writer that fell behind
+    during the run writes its backlog after the load has stopped, and that is its work too."""
+    last, since, end = ticks(pid), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = ticks(pid)
+        if now - last > 2:          # more than 2 ticks per 0.1 s: still working
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 0.5:
+            return now
+    return ticks(pid)
 
 
 def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, key: PrivateKey,
             writer_cpu: int) -> dict[str, float]:
     from tests.integration.resolver.peers import free_port
     port = free_port()
-    proc = run_resolver(tmp, port, mode == "on", key, writer_cpu)
+    drainer = None
+    if mode == "ship":
+        ctx = multiprocessing.get_context("spawn")
+        stop, q = ctx.Event(), ctx.Queue()
+        drain_path = str(tmp / f"drain-{time.monotonic_ns()}.sock")
+        drainer = ctx.Process(target=drain, args=(drain_path, stop, q))
+        drainer.start()
+        pin(drainer.pid, 0)     # type: ignore[arg-type]
+        while not os.path.exists(drain_path):
+            time.sleep(0.01)
+    proc = run_resolver(tmp, port, mode, key, writer_cpu, drain_path if drainer else None)
     try:
         kids = [k for k in children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
         plane = kids[0] if mode == "on" else proc.pid
-        p0, m0 = ticks(plane), ticks(proc.pid)
+        p0, m0, w0 = cpu_ticks(plane), ticks(proc.pid), wakeups(plane)
         rate, done = dnsperf(port, data, seconds, qps)
-        p1, m1 = ticks(plane), ticks(proc.pid)
+        p1, w1 = cpu_ticks(plane), wakeups(plane)
+        m1 = writer_settled(proc.pid) if mode == "on" else ticks(proc.pid)
         hz = os.sysconf("SC_CLK_TCK")
-        out = {"qps": rate, "done": float(done), "plane_us": (p1 - p0) / hz * 1e6 / max(done, 1),
-               "writer_us": (m1 - m0) / hz * 1e6 / max(done, 1) if mode == "on" else 0.0}
+        per = 1e6 / hz / max(done, 1)
+        out = {"qps": rate, "done": float(done), "plane_us": (sum(p1) - sum(p0)) * per,
+               "plane_user_us": (p1[0] - p0[0]) * per, "plane_sys_us": (p1[1] - p0[1]) * per,
+               "answers_per_wakeup": done / max(w1 - w0, 1), "writer_cpu_s": (m1 - m0) / hz if mode == "on" else 0.0}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+    if drainer is not None:
+        stop.set()
+        out["logged"], out["messages"] = (float(x) for x in q.get(timeout=60))
+        drainer.join(10)
     if mode == "on":
         from resolver.blocklog import BlocklogStore
         store = BlocklogStore(str(tmp / "state-on" / "blocklog.sqlite"), readonly=True)
         out["logged"] = float(store.counts()["records"])
         store.close()
         shutil.rmtree(tmp / "state-on", ignore_errors=True)
+        out["writer_us"] = out["writer_cpu_s"] * 1e6 / max(out["logged"], 1)
     return out
 
 
 def bench_path(tmp: Path, seconds: float, passes: int, writer_cpu: int, qps: int) -> dict[str, list[dict[str, float]]]:
-    """Per pass: at a fixed rate (CPU per answer of the data-plane process, off vs on) and at max rate."""
+    """Per pass: at a fixed rate and at max rate, every mode (the order alternates between passes)."""
     key = PrivateKey.generate()
     data = tmp / "blocked.txt"
     data.write_text("".join(f"q{i}.csam-site.test A\n" for i in range(5000)))
-    out: dict[str, list[dict[str, float]]] = {"off@fixed": [], "on@fixed": [], "off@max": [], "on@max": []}
+    out: dict[str, list[dict[str, float]]] = {f"{m}@{r}": [] for m in MODES for r in ("fixed", "max")}
     for n in range(passes):
         for rate, label in ((qps, "fixed"), (None, "max")):
-            for mode in ("off", "on") if n % 2 == 0 else ("on", "off"):
+            for mode in MODES if n % 2 == 0 else MODES[::-1]:
                 r = one_run(tmp, mode, data, seconds, rate, key, writer_cpu)
                 out[f"{mode}@{label}"].append(r)
-                log(f"pass {n + 1} {label:>5} logging {mode:>3}: {r['qps']:,.0f} q/s answered, data plane "
-                    f"{r['plane_us']:.1f} us CPU per answer" + (f", writer {r['writer_us']:.1f} us per record, "
-                    f"{r.get('logged', 0):,.0f} records for {r['done']:,.0f} answers" if mode == "on" else ""))
+                log(f"pass {n + 1} {label:>5} {mode:>4}: {r['qps']:,.0f} q/s answered, data plane "
+                    f"{r['plane_us']:.2f} us CPU per answer ({r['plane_user_us']:.2f} user, {r['plane_sys_us']:.2f} "
+                    f"system), {r['answers_per_wakeup']:.1f} answers per wake-up"
+                    + (f"; {r['logged']:,.0f} answers' hits arrived in {r['messages']:,.0f} messages"
+                       if mode == "ship" else "")
+                    + (f"; writer {r['writer_us']:.1f} us CPU per record, {r['logged']:,.0f} records for "
+                       f"{r['done']:,.0f} answers" if mode == "on" else ""))
     return out
+
+
+def summarize_path(r: dict[str, list[dict[str, float]]], rate: int, passes: int, writer_cpu: int) -> None:
+    def med(key: str, field: str) -> float:
+        return float(statistics.median(x[field] for x in r[key]))
+
+    for label, what in (("fixed", f"at {rate:,} q/s"), ("max", "at max rate")):
+        off = med(f"off@{label}", "plane_us")
+        parts = []
+        for mode in MODES:
+            k = f"{mode}@{label}"
+            parts.append(f"{mode} {med(k, 'qps'):,.0f} q/s, {med(k, 'plane_us'):.2f} us "
+                         f"({med(k, 'plane_user_us'):.2f} user + {med(k, 'plane_sys_us'):.2f} system, "
+                         f"{med(k, 'answers_per_wakeup'):.1f} answers per wake-up)")
+        log(f"blocked path {what}, median of {passes}: data plane CPU per answer: " + "; ".join(parts))
+        for mode in ("ship", "on"):
+            x = med(f"{mode}@{label}", "plane_us")
+            log(f"  {what}, {mode} vs off: data plane CPU per answer {x - off:+.2f} us ({x / off - 1:+.1%}): "
+                f"logging costs the path {1 - off / x:.1%} of its throughput")
+        log(f"  {what}, on: the writer {med(f'on@{label}', 'writer_us'):.1f} us CPU per record (CPU {writer_cpu}), "
+            f"{med(f'on@{label}', 'logged') / med(f'on@{label}', 'done'):.2f} records per answer")
+    off_max, on_max = med("off@max", "qps"), med("on@max", "qps")
+    log(f"max rate on this machine (dnsperf on CPU 0, data plane on CPU 1, writer on CPU {writer_cpu}): "
+        f"off {off_max:,.0f} q/s, ship {med('ship@max', 'qps'):,.0f} q/s, on {on_max:,.0f} q/s "
+        f"({on_max / off_max:.2f}x)")
 
 
 def main() -> int:
@@ -306,8 +484,11 @@ def main() -> int:
                 + f"; median {statistics.median(r for r, _ in store):,.0f} rec/s, "
                 f"{statistics.median(b for _, b in store) * 1000:.1f} ms per 2,500-record batch")
             sinks = [bench_sink(tmp) for _ in range(a.passes)]
-            log("data-plane side (ShippingSink: submit_hits + flusher thread), CPU per hit: "
+            log("data-plane side, one query at a time (ShippingSink: submit_hits + flusher thread), CPU per hit: "
                 + ", ".join(f"{x:.2f} us" for x in sinks) + f"; median {statistics.median(sinks):.2f} us")
+            packed = [bench_sink(tmp, target=packed_cost) for _ in range(a.passes)]
+            log("data-plane side, batched UDP reader (submit_packed of 64 answers + flusher thread), CPU per hit: "
+                + ", ".join(f"{x:.2f} us" for x in packed) + f"; median {statistics.median(packed):.2f} us")
             pipes = [bench_pipeline(tmp, a.seconds, a.rate, a.producers) for _ in range(a.passes)]
             for p in pipes:
                 log(f"pipeline at {a.rate:,}/s: written {p['written']:,.0f} of {p['submitted']:,.0f}, dropped "
@@ -319,16 +500,7 @@ def main() -> int:
                 log("dnsperf not installed (Debian package dnsperf): skipping the path benchmark")
                 return 1
             r = bench_path(tmp, a.seconds, a.passes, a.writer_cpu, a.path_rate)
-
-            def med(key: str, field: str) -> float:
-                return float(statistics.median(x[field] for x in r[key]))
-            off_cpu, on_cpu = med("off@fixed", "plane_us"), med("on@fixed", "plane_us")
-            log(f"blocked path at {a.path_rate:,} q/s, median of {a.passes}: data plane {off_cpu:.1f} us CPU per "
-                f"answer off, {on_cpu:.1f} on: logging costs the path {(1 - off_cpu / on_cpu):.1%} of its throughput; "
-                f"the writer {med('on@fixed', 'writer_us'):.1f} us CPU per record (CPU {a.writer_cpu})")
-            off_max, on_max = med("off@max", "qps"), med("on@max", "qps")
-            log(f"max rate on this machine (dnsperf on CPU 0, data plane on CPU 1, writer on CPU {a.writer_cpu}): "
-                f"off {off_max:,.0f} q/s, on {on_max:,.0f} q/s ({on_max / off_max:.2f}x)")
+            summarize_path(r, a.path_rate, a.passes, a.writer_cpu)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

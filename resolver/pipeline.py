@@ -38,7 +38,7 @@ from .cache import AnswerCache, CacheEntry, Key
 from .config import ResolverConfig
 from .errors import UpstreamError, WireError
 from .hits import HitRecord, HitSink, NullSink
-from .mmsg import buffer_address
+from .mmsg import NAME_SIZE, buffer_address, decode_sockaddr
 from .synth import HitTemplate, garden_pieces, hit_templates, is_garden, pieces
 from .upstream import UpstreamClient
 from .wire import (
@@ -209,6 +209,7 @@ class Pipeline:
         # a sink may take a query's hits as they are (docs/contracts.md): no HitRecord per hit
         self.submit_hits: Callable[..., None] | None = getattr(sink, "submit_hits", None)
         self.submit_many: Callable[..., None] | None = getattr(sink, "submit_many", None)
+        self.sink_packed: Callable[..., None] | None = getattr(sink, "submit_packed", None)
         self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
@@ -385,6 +386,20 @@ class Pipeline:
             return
         for ip, port, hits in batch:
             self.submit(hits, ip, port, transport)
+
+    def submit_packed(self, family: int, names: Any, at: list[int], templates: list[tuple[HitTemplate, ...]],
+                      transport: str) -> None:
+        """The hits of a batch of UDP answers as the batched reader holds them: ``names`` the batch's
+        sender address slots as the kernel wrote them (``mmsg.NAME_SIZE`` bytes each, a buffer the
+        next batch overwrites), ``at`` the slots answered with hits (each < 256) and ``templates``
+        their hit templates, stamped with one time. A sink that takes them so (``submit_packed``)
+        gets copies of both buffers and decodes the addresses in its own time; any other gets
+        (ip, port, templates) per answer through ``submit_batch``."""
+        if self.sink_packed is not None:
+            self.sink_packed(int(self.wallclock() * 1000), family, bytes(names), bytes(at), templates, transport)
+            return
+        self.submit_batch([(*decode_sockaddr(bytes(names[i * NAME_SIZE:(i + 1) * NAME_SIZE]), family)[:2], t)
+                           for i, t in zip(at, templates, strict=True)], transport)
 
     def submit(self, hits: tuple[HitTemplate, ...], ip: str, port: int, transport: str) -> None:
         now_ms = int(self.wallclock() * 1000)

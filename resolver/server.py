@@ -148,8 +148,10 @@ class UdpListener:
         table entry holds their address; ``keep`` holds the entries until they are sent, as the
         slow path may empty the table meanwhile). The sender's address is read as an integer
         (IPv4) or bytes (IPv6) key from where the kernel wrote it and becomes a string only the
-        first time it is seen. Anything else takes ``_handle`` with what ``recvfrom`` would have
-        returned."""
+        first time it is seen. The hits of remembered answers are reported once per batch
+        (``Pipeline.submit_packed``): which slots answered with hits and their templates, beside the
+        batch's address slots, so no per-hit object is built here. Anything else takes ``_handle``
+        with what ``recvfrom`` would have returned."""
         p = self.pipeline
         b = mmsg.Batch(self.sock, UDP_BATCH, UDP_MAX_QUERY)
         recv, send, address = b.recv, b.send, b.address
@@ -164,7 +166,10 @@ class UdpListener:
         clock = p.clock
         resp = p.c.resp
         hitc = p.c.hitc
-        submit_batch = p.submit_batch
+        submit_packed = p.submit_packed
+        sink_packed = p.sink_packed     # the sink's own, when it has one: one call less per batch
+        wallclock = p.wallclock
+        family = int(b.family)      # a plain int: it travels in marshal messages
         null_sink = p.null_sink
         slow = self._handle
 
@@ -177,7 +182,8 @@ class UdpListener:
                 return
             now = int(clock())
             j = 0
-            hits: list[tuple[str, int, Any]] = []
+            hit_at: list[int] = []      # slots answered with hits (small ints: no objects built)
+            hit_tpl: list[Any] = []     # their hit templates, as remembered
             for i in range(n):
                 off = i * rsize
                 end = off + rhdr32[i * 16 + 14]
@@ -203,11 +209,16 @@ class UdpListener:
                         for k in f[4]:
                             hitc[k] += 1
                         if f[2] and not null_sink:
-                            hits.append((ip, int.from_bytes(names[noff + 2:noff + 4], "big"), f[2]))
+                            hit_at.append(i)
+                            hit_tpl.append(f[2])
                         continue
                 slow(rbuf[off:end].tobytes(), address(i))
-            if hits:
-                submit_batch(hits, UDP)
+            if hit_at:
+                if sink_packed is not None:
+                    sink_packed(int(wallclock() * 1000), family, names[:(hit_at[-1] + 1) * nsize].tobytes(),
+                                bytes(hit_at), hit_tpl, UDP)
+                else:
+                    submit_packed(family, names[:(hit_at[-1] + 1) * nsize], hit_at, hit_tpl, UDP)
             if j:
                 lost = send(j)
                 keep.clear()

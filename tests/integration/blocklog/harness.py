@@ -72,7 +72,9 @@ class Node:
         return int(json.loads(self.cli("log", "status", "--json").stdout)["records"])
 
 
-def make_node(workdir: Path, *, workers: int = 2, extra: str = "") -> Node:
+def make_node(workdir: Path, *, workers: int = 2, extra: str = "", v6: bool = False) -> Node:
+    """A node with the demo policy and the log on (sealed to a fresh compliance key); ``v6`` adds
+    a listener on [::1] (and lets ::1 in)."""
     key = PrivateKey.generate()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "compliance-x25519.key").write_text(base64.b64encode(bytes(key)).decode() + "\n")
@@ -80,7 +82,7 @@ def make_node(workdir: Path, *, workers: int = 2, extra: str = "") -> Node:
     port, mport = free_port(), free_port()
     dead_upstream = free_port()      # blocked answers never need the upstream
     cfg = resolver_config(workdir, port, [dead_upstream], [{"file": str(DEMO), "ede": 17}], workers=workers,
-                          metrics_port=mport,
+                          metrics_port=mport, v6=v6, allow=("127.0.0.0/8", "::1/128") if v6 else ("127.0.0.0/8",),
                           extra=f'\n[blocklog]\ncompliance_public_key = "{workdir}/compliance-x25519.pub"\n{extra}')
     return Node(workdir, cfg, port, mport, key)
 

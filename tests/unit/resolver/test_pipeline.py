@@ -197,3 +197,23 @@ def test_other_classes_are_refused(qclass: str) -> None:
     w = World(main_policy(), allow=ALLOW)
     data = dns.message.make_query("version.bind.", "TXT", rdclass=qclass).to_wire()
     assert msg(w.p.handle(data, "192.0.2.7", 1, UDP)).rcode() == dns.rcode.REFUSED
+
+
+def test_a_packed_batch_reaches_a_sink_without_submit_packed_as_records() -> None:
+    import socket
+
+    from resolver.mmsg import NAME_SIZE
+    w = World(main_policy(), allow=ALLOW)
+    slots = bytearray(3 * NAME_SIZE)
+    for i, (ip, port) in enumerate((("192.0.2.7", 5353), ("192.0.2.8", 53), ("192.0.2.9", 40000))):
+        o = i * NAME_SIZE
+        slots[o:o + 2] = int(socket.AF_INET).to_bytes(2, "little")
+        slots[o + 2:o + 4] = port.to_bytes(2, "big")
+        slots[o + 4:o + 8] = socket.inet_aton(ip)
+    t1 = ("blocked.example.", 1, "rpz.test.", 7, "QNAME", "blocked.example.rpz.test.", "nxdomain", "TW-1")
+    t2 = ("drop.example.", 28, "rpz.test.", 7, "QNAME", "drop.example.rpz.test.", "drop", None)
+    w.p.submit_packed(int(socket.AF_INET), memoryview(bytes(slots)), [2, 0], [(t1,), (t1, t2)], UDP)
+    assert [(h.client_ip, h.client_port, h.qname, h.time_ms, h.transport) for h in w.sink.recent] == [
+        ("192.0.2.9", 40000, "blocked.example.", 1_795_000_000_123, "udp"),
+        ("192.0.2.7", 5353, "blocked.example.", 1_795_000_000_123, "udp"),
+        ("192.0.2.7", 5353, "drop.example.", 1_795_000_000_123, "udp")]

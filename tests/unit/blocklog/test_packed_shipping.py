@@ -1,0 +1,273 @@
+"""A receive batch's hits shipped as they are (``submit_packed``): the sender-address slots the
+kernel wrote, one byte per answer with hits, the remembered templates. The writer turns the slots
+into the same (ip, port) that ``recvfrom`` would have given; a full queue counts what it refuses;
+a message that is not well formed is refused field by field. Real loopback sockets, a real writer
+and a real SQLite file."""
+
+from __future__ import annotations
+
+import array
+import collections
+import marshal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from nacl.public import PrivateKey
+
+from resolver import mmsg
+from resolver.blocklog import BlocklogStore
+from resolver.blocklog_config import BlocklogConfig
+from resolver.blocklog_seal import open_client
+from resolver.blocklog_ship import BlocklogWriter, ShippingSink, decode
+
+T1 = ("csam-site.test.", 1, "hotline.rpz.test.", 7, "QNAME", "csam-site.test.hotline.rpz.test.", "nxdomain",
+      "TW-2026-0042")
+T2 = ("fraud.test.", 28, "hotline.rpz.test.", 7, "QNAME", "fraud.test.hotline.rpz.test.", "nxdomain", "TW-2026-0043")
+NS = mmsg.NAME_SIZE
+
+needs_mmsg = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg not available from this C library")
+
+
+@contextmanager
+def kernel_slots(family: int, host: str, senders: int) -> Iterator[tuple[bytes, list[tuple[str, int]]]]:
+    """The address slots of one real receive batch (datagram k from sender k) and the senders'
+    addresses as the socket module names them."""
+    with socket.socket(family, socket.SOCK_DGRAM) as server:
+        server.bind((host, 0))
+        server.setblocking(False)
+        clients = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(senders)]
+        try:
+            for c in clients:
+                c.bind((host, 0))
+                c.sendto(b"q", server.getsockname()[:2])
+            b = mmsg.Batch(server, slots=8, rsize=64)
+            n = b.recv()
+            assert n == senders
+            order = [b.address(i)[:2] for i in range(n)]
+            yield bytes(b.names[:n * NS]), order
+        finally:
+            for c in clients:
+                c.close()
+
+
+class Listener:
+    """The writer's end of the socket, read by the test itself: every connection, in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        self.server.setblocking(False)
+        self.conns: list[socket.socket] = []
+
+    def messages(self) -> list[bytes]:
+        """What arrived so far (the sink sends before this is called: nothing is waited for)."""
+        while True:
+            try:
+                c, _ = self.server.accept()
+            except BlockingIOError:
+                break
+            c.setblocking(False)
+            self.conns.append(c)
+        out = []
+        for c in self.conns:
+            while True:
+                try:
+                    data = c.recv(1 << 20)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                out.append(data)
+        return out
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        self.server.close()
+
+
+@needs_mmsg
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_the_writer_reads_the_senders_from_the_kernels_slots(tmp_path: Path, family: int, host: str) -> None:
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    try:
+        with kernel_slots(family, host, 3) as (names, senders):
+            # answers 0 and 2 of the batch had hits (answer 1 did not)
+            sink.submit_packed(1_790_000_000_000, int(family), names, bytes([0, 2]), [(T1,), (T1, T2)], "udp")
+        assert sink.queued() == 2
+        assert sink.flush() == 2
+        assert sink.queued() == 0 and sink.shipped == 2
+        records = [r for m in listener.messages() for r in decode(m)[2]]
+    finally:
+        sink.close()
+        listener.close()
+    assert records == [(1_790_000_000_000, *senders[0], (T1,), "udp"),
+                       (1_790_000_000_000, *senders[2], (T1, T2), "udp")]
+
+
+def test_a_packed_batch_that_does_not_fit_is_counted_as_dropped_hits(tmp_path: Path) -> None:
+    names = bytes(8 * NS)
+    sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=4, interval_s=3600)
+    try:
+        sink.submit_hits(1, "192.0.2.1", 1, (T1,), "udp")                      # one query on the other deque
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([0, 1]), [(T1,), (T2,)], "udp")
+        assert sink.queued() == 3 and sink.dropped == 0
+        # room for one more answer: the second and third are dropped, counted by their hits (1 + 2)
+        sink.submit_packed(3, int(socket.AF_INET), names, bytes([0, 3, 5]), [(T2,), (T1,), (T1, T2)], "udp")
+        assert sink.queued() == 4 and sink.dropped == 3
+        assert [(p[4], p[5]) for p in sink.pq] == [(bytes([0, 1]), [(T1,), (T2,)]), (bytes([0]), [(T2,)])]
+        sink.submit_packed(4, int(socket.AF_INET), names, bytes([0]), [(T1, T2)], "udp")        # full: all dropped
+        sink.submit_hits(5, "192.0.2.1", 1, (T1,), "udp")
+        assert sink.queued() == 4 and sink.dropped == 6
+    finally:
+        sink.close(timeout=0.2)
+
+
+def test_unsent_batches_wait_and_reach_the_log_once_the_writer_is_there(tmp_path: Path) -> None:
+    key = PrivateKey.generate()
+    cfg = BlocklogConfig(enabled=True, path=str(tmp_path / "blocklog.sqlite"), socket_path=str(tmp_path / "bl.sock"),
+                         node="edge-1", flush_interval_ms=20, compliance_public_key=bytes(key.public_key))
+    logged: list[tuple[str, str]] = []
+    sink = ShippingSink(cfg.socket_path, interval_s=3600, log=lambda level, event, **kw: logged.append((level, event)))
+    slots = bytearray(2 * NS)
+    for i, (ip, port) in enumerate((("198.51.100.7", 40000), ("203.0.113.9", 53))):
+        o = i * NS
+        slots[o:o + 2] = int(socket.AF_INET).to_bytes(2, "little")
+        slots[o + 2:o + 4] = port.to_bytes(2, "big")
+        slots[o + 4:o + 8] = socket.inet_aton(ip)
+    sink.submit_packed(1_790_000_000_000, int(socket.AF_INET), bytes(slots), bytes([1, 0]), [(T1,), (T2,)], "udp")
+    assert sink.flush() == 0                                   # nobody listens yet: kept, not lost
+    assert sink.queued() == 2 and len(sink.pq) == 1 and sink.dropped == 0
+    assert ("warning", "blocklog_writer_unreachable") in logged
+    writer = BlocklogWriter(cfg).start()
+    try:
+        assert sink.flush() == 2
+    finally:
+        sink.close()
+        writer.close()
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        rows = list(store.records())
+        assert [(r.qname, open_client(key, r.sealed_client)) for r in rows] == [
+            ("csam-site.test.", ("203.0.113.9", 53)), ("fraud.test.", ("198.51.100.7", 40000))]
+        assert store.verify().ok
+    finally:
+        store.close()
+
+
+def message(batches: list[object], numbers: bytes, defs: object = None) -> bytes:
+    return marshal.dumps((2, 4242, 0, [], batches, numbers, defs))
+
+
+def refs(*numbers: int) -> bytes:
+    return array.array("I", numbers).tobytes()
+
+
+GOOD = (7, "udp", int(socket.AF_INET), bytes(2 * NS), bytes([1]))
+
+
+@pytest.mark.parametrize("bad,numbers,defs,words", [
+    ((7, "udp", 99, bytes(2 * NS), bytes([1])), refs(0), None, "packed batch"),             # no such family
+    ((7, "udp", 2, bytes(2 * NS), bytes([2])), refs(0), None, "packed batch"),              # slot past the slots
+    ((7, "udp", 2, bytes(2 * NS + 3), bytes([0])), refs(0), None, "packed batch"),          # not whole slots
+    ((7, "quic", 2, bytes(2 * NS), bytes([0])), refs(0), None, "packed batch"),             # no such transport
+    ((7, "udp", 2, bytes(2 * NS), bytes([0, 1])), refs(0), None, "numbers for more"),       # a number missing
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(0, 0), None, "3 template numbers for 2"),   # one too many
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(5), None, "refer to template 5"),       # past the table
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), b"\0\0", None, "protocol"),                  # not whole numbers
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (1, [(T1[:7],)]), "hit template"),  # a short template
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (1, [T1]), "hit template"),         # not a tuple of them
+    ((7, "udp", 2, bytes(2 * NS), bytes([0])), refs(1), (4, [(T2,)]), "start at 4"),        # out of step
+])
+def test_malformed_packed_batches_are_refused(bad: tuple[object, ...], numbers: bytes, defs: object,
+                                              words: str) -> None:
+    table: list[tuple[tuple[object, ...], ...]] = []
+    assert decode(message([GOOD], refs(0), (0, [(T1,)])), table)[2] == [(7, "0.0.0.0", 0, (T1,), "udp")]  # type: ignore[arg-type]
+    assert table == [(T1,)]
+    with pytest.raises(ValueError, match=words):
+        decode(message([GOOD, bad], refs(0) + numbers, defs), table)              # type: ignore[arg-type]
+
+
+def test_templates_travel_once_per_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second message refers to the templates the first defined; past TABLE_MAX the table
+    starts again (base 0) on both ends; a new connection starts with an empty table."""
+    from resolver import blocklog_ship
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    names, table = bytes(4 * NS), []
+    first, second, third = (T1,), (T2,), (T1, T2)
+    try:
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes([0, 1]), [first, second], "udp")
+        sink.flush()
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([2, 3]), [second, first], "udp")
+        sink.flush()
+        one, two = listener.messages()
+        assert len(two) < len(one)                      # no template travels twice
+        with pytest.raises(ValueError, match="refer to template"):
+            decode(two)                                 # a message of the connection, read without its table
+        got = [r[3] for m in (one, two) for r in decode(m, table)[2]]   # type: ignore[arg-type]
+        assert got == [first, second, second, first] and table == [first, second]
+        monkeypatch.setattr(blocklog_ship, "TABLE_MAX", 2)
+        sink.submit_packed(3, int(socket.AF_INET), names, bytes([0, 1]), [third, first], "udp")
+        sink.flush()
+        (three,) = listener.messages()
+        assert [r[3] for r in decode(three, table)[2]] == [third, first]  # type: ignore[arg-type]
+        assert table == [third, first]                  # started again from 0
+    finally:
+        sink.close()
+        listener.close()
+
+
+def test_protocol_1_messages_are_still_read() -> None:
+    old = marshal.dumps((1, 4242, 3, [(7, "192.0.2.1", 53, (T1,), "tcp")]))
+    assert decode(old) == (4242, 3, [(7, "192.0.2.1", 53, (T1,), "tcp")])
+    with pytest.raises(ValueError, match="protocol"):
+        decode(marshal.dumps((1, 4242, 3, [], [], b"", None)))    # version 1 has no packed batches
+    with pytest.raises(ValueError, match="protocol"):
+        decode(marshal.dumps((2, 4242, 3, [], [])))               # version 2 has its template numbers
+    with pytest.raises(ValueError, match="protocol"):
+        decode(marshal.dumps((3, 4242, 3, [], [], b"", None)))
+
+
+def test_hits_that_cannot_be_encoded_are_counted_and_shipping_goes_on(tmp_path: Path) -> None:
+    listener = Listener(tmp_path / "w.sock")
+    logged: list[str] = []
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600, log=lambda level, event, **kw: logged.append(event))
+    try:
+        sink.submit_hits(1, "192.0.2.1", 1, ((object(),),), "udp")       # type: ignore[arg-type]  # a producer's bug
+        sink.flush()
+        assert sink.dropped == 1 and sink.queued() == 0 and "blocklog_unshippable" in logged
+        sink.submit_hits(2, "192.0.2.2", 2, (T1,), "udp")
+        assert sink.flush() == 1
+        msgs = listener.messages()
+        assert collections.Counter(r[1] for m in msgs for r in decode(m)[2]) == {"192.0.2.2": 1}
+        assert decode(msgs[-1])[1] == 1                    # the drop travels to the writer's metrics
+    finally:
+        sink.close()
+        listener.close()
+
+
+def test_a_new_connection_defines_its_templates_again(tmp_path: Path) -> None:
+    """The writer's end goes away (a restart): what was not sent stays queued, and the next
+    connection's first message defines every template it refers to from number 0."""
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    names = bytes(2 * NS)
+    try:
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes([0]), [(T1,)], "udp")
+        assert sink.flush() == 1
+        assert len(listener.messages()) == 1
+        listener.conns.pop().close()                     # the writer's end closes
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([1]), [(T1,)], "udp")
+        assert sink.flush() == 0 and sink.queued() == 1  # refused: kept
+        assert sink.flush() == 1                         # a new connection
+        (msg,) = listener.messages()
+        assert decode(msg)[2] == [(2, "0.0.0.0", 0, (T1,), "udp")]   # complete on its own
+    finally:
+        sink.close()
+        listener.close()
