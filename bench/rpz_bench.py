@@ -16,7 +16,9 @@ What is measured, per zone size N (zones from bench/gen_data.py, the shared gene
                  (Python + numpy + our modules), per rule; for the snapshot also after every page
                  was touched by a full pass over the blocked query set
   decisions/s    one core, in process: the blocked query set (and the allowed set) through
-                 Policy.evaluate (no cache), then through Policy.evaluate_query (decision cache)
+                 Policy.evaluate (no cache), then through Policy.evaluate_query (decision cache);
+                 batched: the same names through Policy.decide_qnames in batches of 100,000 and of
+                 64 (median of 3 passes; a set smaller than a batch is one batch, shown with its size)
   reference      the resolver started with the zone -> the probe name answered with 192.0.2.1
 """
 
@@ -77,6 +79,7 @@ print(f'RESULT {ready:.4f} {loaded_rss} {touched_rss} {zone.stats.rules}')
 
 RATE = r"""
 import sys, time
+BATCHES = @BATCHES@
 from rpz import names
 from rpz.policy import Policy, PolicyZone, Stage, ZoneSettings
 from rpz.snapshot import open_snapshot
@@ -102,8 +105,20 @@ for qfile in sys.argv[2:]:
     for q in qs:
         table.match(q)
     lookups = len(qs) / (time.perf_counter() - t)
-    print(f'RATE {qfile} {uncached:.0f} {cached:.0f} {lookups:.0f}')
+    batched = []
+    for size in BATCHES:
+        chunks = [qs[i:i + size] for i in range(0, len(qs), size)]
+        p.decide_qnames(chunks[0])  # the table views are made once per policy, on first use
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for c in chunks:
+                p.decide_qnames(c)
+            runs.append(len(qs) / (time.perf_counter() - t))
+        batched.append(f'{sorted(runs)[1]:.0f}:{len(chunks[0])}')
+    print(f'RATE {qfile} {uncached:.0f} {cached:.0f} {lookups:.0f} ' + ' '.join(batched))
 """
+BATCHES = (100_000, 64)
 
 
 def pinned(cmd: list[str]) -> list[str]:
@@ -238,7 +253,8 @@ def main() -> int:
             r["snapshot"].append(run_child("snapshot", snap, probe, blocked))
             for ref in refs:
                 r[ref].append(reference(ref, zone, probe, work / ref))
-        rate = subprocess.run(pinned([PY, "-c", RATE, snap, blocked, str(data / "q-allowed.txt")]), cwd=ROOT,
+        rate_code = RATE.replace("@BATCHES@", repr(BATCHES))
+        rate = subprocess.run(pinned([PY, "-c", rate_code, snap, blocked, str(data / "q-allowed.txt")]), cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout
         r["rates"] = [line.split()[1:] for line in rate.splitlines() if line.startswith("RATE")]
         results[str(n)] = r
@@ -269,11 +285,18 @@ def print_table(results: dict[str, dict], base_rss: float, refs: list[str]) -> N
                 per = f"{rss / rules:.0f} (whole process)"
             label = {"text": "hotline-edge, zone text", "snapshot": "hotline-edge, compiled snapshot"}.get(key, key)
             print(f"| {rules:,} | {label} | {secs:.2f} | {ratio} | {rss / 1e6:.0f} | {per} |")
-    print("\n| rules | query set | Policy.evaluate (no cache) /s | with decision cache /s | table lookups /s |")
-    print("|---|---|---|---|---|")
+    sizes = " | ".join(f"batched /s, {b:,} a batch" for b in BATCHES)
+    print("\n| rules | query set | Policy.evaluate (no cache) /s | with decision cache /s | table lookups /s | "
+          f"{sizes} |")
+    print("|---|---|---|---|---|" + "---|" * len(BATCHES))
     for n, r in results.items():
-        for qfile, unc, cached, look in r["rates"]:
-            print(f"| {int(n):,} | {Path(qfile).name} | {int(unc):,} | {int(cached):,} | {int(look):,} |")
+        for qfile, unc, cached, look, *batched in r["rates"]:
+            cells = []
+            for b, cell in zip(BATCHES, batched, strict=True):
+                rate, size = cell.split(":")
+                cells.append(f"{int(rate):,}" + (f" (one batch of {int(size):,})" if int(size) < b else ""))
+            print(f"| {int(n):,} | {Path(qfile).name} | {int(unc):,} | {int(cached):,} | {int(look):,} | "
+                  + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ construction; tests/unit/feedsync/test_bundle_bulk.py checks that both ways agre
 
 from __future__ import annotations
 
+import array
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -38,16 +39,35 @@ _TAIL = itemgetter(2)   # of str.partition: the parent of a name
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 
-# ASCII classes, as lookup tables over byte values
-_TARGET_OK = np.zeros(256, dtype=bool)
-for _c in b"abcdefghijklmnopqrstuvwxyz0123456789_-.":
-    _TARGET_OK[_c] = True
-_REF_OK = np.zeros(256, dtype=bool)
-_REF_OK[0x20:0x7F] = True
-_REF_OK[ord('"')] = False
-_REF_OK[ord("\\")] = False
+# ASCII classes as inclusive byte ranges (two vector operations per range over a whole column)
+_TARGET_RANGES = ((ord("a"), ord("z")), (ord("0"), ord("9")), (ord("-"), ord(".")), (ord("_"), ord("_")))
+_REF_RANGES = ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7E))      # printable, without '"' and '\\'
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0"):ord("9") + 1] = True
+
+
+_BEFORE_VALUE = frozenset(b"[,:")
+_WHITESPACE = frozenset(b" \t\r\n")
+
+
+def json_bools(data: bytes, limit: int = 10_000) -> bool:
+    """Whether the JSON text ``data`` may hold a ``true`` or ``false`` value: an occurrence that
+    follows ``[``, ``,`` or ``:`` (after whitespace). Words inside strings may answer True (a
+    caution, never a miss); past ``limit`` occurrences the answer is True."""
+    seen = 0
+    for word in (b"true", b"false"):
+        i = data.find(word)
+        while i >= 0:
+            seen += 1
+            if seen > limit:
+                return True
+            j = i - 1
+            while j >= 0 and data[j] in _WHITESPACE:
+                j -= 1
+            if j >= 0 and data[j] in _BEFORE_VALUE:
+                return True
+            i = data.find(word, i + 1)
+    return False
 
 
 def load_document(data: bytes, source: str) -> Any:
@@ -86,6 +106,15 @@ class EntryColumns:
     expires_at: I64
     appeal_contact: list[str]
     retention_days: list[int]
+    acode: npt.NDArray[np.int8]           # the action's code per row (_ACODE), -1 where not valid
+    mcode: npt.NDArray[np.int8]           # the match's code per row (_MCODE)
+    _parents: list[str] | None = None
+
+    def parents(self) -> list[str]:
+        """The parent of every row's target ("" for a single label), computed once."""
+        if self._parents is None:
+            self._parents = list(map(_TAIL, map(str.partition, self.target, repeat("."))))
+        return self._parents
 
     def entry(self, i: int) -> Entry:
         """The entry of a valid row (as ``parse_entry`` returned it)."""
@@ -101,6 +130,9 @@ class EntryColumns:
         for name in Entry.__slots__:
             col = getattr(self, name)
             col[i] = getattr(e, name)
+        self._parents = None
+        self.acode[i] = _ACODE[e.action]
+        self.mcode[i] = _MCODE[e.match]
         self.valid[i] = True
 
     def entries(self, rows: Sequence[int] | I64) -> Iterator[tuple[int, Entry]]:
@@ -108,40 +140,52 @@ class EntryColumns:
             yield i, self.entry(i)
 
 
-def _ascii(col: list[str]) -> tuple[list[str], Mask | None]:
-    """The column with non-ASCII values blanked, and which those were (None: all ASCII)."""
-    if all(map(str.isascii, col)):
-        return col, None
-    odd = np.fromiter((not s.isascii() for s in col), dtype=bool, count=len(col))
-    return [s if s.isascii() else "" for s in col], odd
+def _plain(col: list[str]) -> tuple[list[str], str, Mask]:
+    """The column with every value that is not ASCII or holds a newline blanked, the column joined
+    into one text (each row followed by a newline, so newlines are exactly the row ends), and
+    which rows were blanked."""
+    n = len(col)
+    odd = np.zeros(n, dtype=bool)
+    if not all(map(str.isascii, col)):
+        odd = np.fromiter((not s.isascii() for s in col), dtype=bool, count=n)
+        col = [s if s.isascii() else "" for s in col]
+    text = "\n".join(col) + "\n" if col else ""
+    if text.count("\n") != n:
+        nl = np.fromiter(("\n" in s for s in col), dtype=bool, count=n)
+        odd |= nl
+        col = ["" if s else v for s, v in zip(nl.tolist(), col, strict=True)]
+        text = "\n".join(col) + "\n"
+    return col, text, odd
 
 
-def _lines(col: list[str]) -> tuple[npt.NDArray[np.uint8], I64, I64, Mask]:
-    """The column as one ASCII byte array, each row followed by a newline; each row's start and the
-    position of its newline; rows that were not ASCII (blanked)."""
-    col, odd = _ascii(col)
-    a = np.frombuffer(("\n".join(col) + "\n").encode("ascii") if col else b"", dtype=np.uint8)
+def _lines(col: list[str], table: bytes) -> tuple[Mask, I64, I64, Mask]:
+    """The column as one ASCII text, each row followed by a newline: per byte, whether ``table``
+    (bytes.translate: 1 = not allowed) refuses it; each row's start and the position of its
+    newline; rows that were not plain ASCII (blanked, see _plain)."""
+    col, text, odd = _plain(col)
+    wrong = np.frombuffer(text.encode("ascii").translate(table), dtype=bool)
     lens = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
     ends = np.cumsum(lens + 1) - 1
-    return a, ends - lens, ends, (odd if odd is not None else np.zeros(len(col), dtype=bool))
+    return wrong, ends - lens, ends, odd
 
 
-def _rows_of(positions: I64, ends: I64) -> I64:
-    """Row of each byte position (rows given by the positions of their newlines)."""
-    out: I64 = np.searchsorted(ends, positions, side="left")
-    return out
+def _refusing(ranges: tuple[tuple[int, int], ...]) -> bytes:
+    """A bytes.translate table: 0 for the newline and the bytes in the inclusive ``ranges``, 1 for
+    every other byte (one C pass over a whole column, far cheaper than numpy indexing)."""
+    return bytes(0 if c == 10 or any(lo <= c <= hi for lo, hi in ranges) else 1 for c in range(256))
 
 
-def _charset_bad(col: list[str], table: npt.NDArray[np.bool_], max_len: int) -> Mask:
-    """Rows that are empty, longer than ``max_len`` or hold a character outside ``table``."""
-    a, starts, ends, odd = _lines(col)
+_TARGET_OK = _refusing(_TARGET_RANGES)
+_REF_OK = _refusing(_REF_RANGES)
+
+
+def _charset_bad(col: list[str], table: bytes, max_len: int) -> Mask:
+    """Rows that are empty, longer than ``max_len`` or hold a character ``table`` refuses."""
+    wrong, starts, ends, odd = _lines(col, table)
     lens = ends - starts
     bad: Mask = odd | (lens == 0) | (lens > max_len)
-    ok = table[a]
-    ok[ends] = True
-    wrong = np.flatnonzero(~ok)
-    if len(wrong):
-        bad[_rows_of(wrong, ends)] = True
+    if len(col):
+        bad |= np.logical_or.reduceat(wrong, starts)   # no row's span is empty (its newline)
     return bad
 
 
@@ -150,32 +194,35 @@ def _target_bad(col: list[str]) -> Mask:
     not starting or ending with '-', none starting with 'rpz-', at least two, at most 253 characters
     in all (``normalize_target`` returns such a name unchanged; every other row goes to it)."""
     n = len(col)
-    a, starts, ends, odd = _lines(col)
-    lens = ends - starts
+    col, text, odd = _plain(col)
+    blob = text.encode("ascii")
+    wrong = np.frombuffer(blob.translate(_TARGET_OK), dtype=bool)
+    lens = np.fromiter(map(len, col), dtype=np.int64, count=n)
+    ends = np.cumsum(lens + 1) - 1
+    starts = ends - lens
     bad: Mask = odd | (lens == 0) | (lens > 253)
-    ok = _TARGET_OK[a]
-    ok[ends] = True
-    wrong = np.flatnonzero(~ok)
-    if len(wrong):
-        bad[_rows_of(wrong, ends)] = True
-    dots = np.flatnonzero(a == 46)
-    dot_rows = _rows_of(dots, ends)
-    bad |= np.bincount(dot_rows, minlength=n)[:n] == 0
-    bounds = np.flatnonzero((a == 46) | (a == 10))
-    lab_start = np.concatenate([starts, dots + 1])
-    lab_row = np.concatenate([np.arange(n), dot_rows])
-    lab_end = bounds[np.searchsorted(bounds, lab_start, side="left")]
-    size = lab_end - lab_start
-    lb = (size < 1) | (size > 63)
-    good = np.flatnonzero(~lb)
-    s0, e0 = lab_start[good], lab_end[good]
-    edge = (a[s0] == 45) | (a[e0 - 1] == 45)
-    four = size[good] >= 4
-    s4 = s0[four]
-    edge[np.flatnonzero(four)[(a[s4] == 114) & (a[s4 + 1] == 112) & (a[s4 + 2] == 122) & (a[s4 + 3] == 45)]] = True
-    lb[good[edge]] = True
-    if lb.any():
-        bad[lab_row[lb]] = True
+    if not n:
+        return bad
+    # every row ends with its newline (and holds no other), so no row's span is empty
+    bad |= np.logical_or.reduceat(wrong, starts)
+    bad |= ~np.logical_or.reduceat(np.frombuffer(blob, dtype=np.uint8) == 46, starts)   # one dot at least
+    # label faults, by neighbouring bytes (elementwise over the whole column, no per-label work):
+    # an empty label, a label starting or ending with '-', a label starting with 'rpz-'
+    u = np.frombuffer(blob, dtype=np.uint8)
+    edge = np.empty(len(u) + 1, dtype=bool)     # a label boundary before each byte (or at the end)
+    edge[0] = True
+    np.logical_or(u == 46, u == 10, out=edge[1:])
+    hy = u == 45
+    fault = edge[:-1] & (edge[1:] | hy)               # empty label, or '-' first
+    fault[:-1] |= hy[:-1] & edge[2:]                  # '-' last
+    rpz = edge[:-4] & (u[:-3] == 114) & (u[1:-2] == 112) & (u[2:-1] == 122) & hy[3:]
+    fault[:-3] |= rpz
+    got = np.flatnonzero(fault)
+    if len(got):
+        bad[np.searchsorted(ends, got, side="left")] = True
+    for k in np.flatnonzero((lens > 63) & ~bad).tolist():   # only a long row can hold a long label
+        if max(map(len, col[k].split("."))) > 63:
+            bad[k] = True
     return bad
 
 
@@ -267,52 +314,159 @@ def parse_columns(raw: list[Any]) -> tuple[EntryColumns, list[EntryRejection]]:
     return parse_fields(n, cols, slow, raw.__getitem__)
 
 
-def parse_fields(n: int, col: Mapping[str, list[Any]], slow: Mask, row: Callable[[int], Any]
-                 ) -> tuple[EntryColumns, list[EntryRejection]]:
-    """``parse_entry`` by column: ``col`` holds one list of ``n`` raw values per field (a field
-    missing from it is absent from every entry), ``slow`` the rows known to need ``parse_entry``
-    (given the raw entry by ``row``)."""
-    col = {f: col.get(f) or [None] * n for f in bf.ALL_FIELDS}
-    text: dict[str, list[str]] = {}
-    for name in bf.REQUIRED_TEXT:
-        c = col[name]
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """A ``/2`` encoded column kept encoded: ``values[index[i]]`` is row i's value. Checks run once
+    per distinct value and their results are spread to the rows through ``index``."""
+
+    values: list[Any]
+    index: I64
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.values[int(self.index[i])]
+
+    def spread(self, per_value: list[Any]) -> list[Any]:
+        """One value per row from one per distinct value."""
+        if len(per_value) == 1:
+            return per_value * len(self.index)
+        return list(map(per_value.__getitem__, self.index.tolist()))
+
+
+Column = list[Any] | Coded
+
+
+def coded_columns(doc: dict[str, Any], source: str, exact_types: bool = True) -> tuple[int, dict[str, Column]]:
+    """``bundle.bundle_columns`` with encoded columns left encoded (``Coded``): the same checks,
+    the same errors, in the same order. ``exact_types=False`` promises that the document holds no
+    JSON ``true``/``false`` (the caller looked at its bytes), so an index that numpy reads as
+    integers is all integers and is checked as an array."""
+    n = doc.get("count")
+    columns = doc.get("columns")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(columns, dict):
+        bf.bundle_columns(doc, source)   # raises its error
+    assert isinstance(n, int) and isinstance(columns, dict)
+    out: dict[str, Column] = {}
+    for name, given in columns.items():
+        if not isinstance(given, dict):
+            if not isinstance(given, list) or len(given) != n:
+                bf.bundle_columns({"count": n, "columns": {name: given}}, source)   # raises its error
+            out[name] = given
+            continue
+        values, index = given.get("values"), given.get("index")
+        idx = None
+        if isinstance(values, list) and isinstance(index, list) and set(given) == {"values", "index"} \
+                and not exact_types and index:
+            try:   # C-level: refuses floats, text, lists and integers beyond 64 bits (bools: see above)
+                arr = np.frombuffer(array.array("q", index), dtype=np.int64)
+            except (ValueError, TypeError, OverflowError):
+                arr = None
+            if arr is not None and len(arr) == n and int(arr.min()) >= 0 and int(arr.max()) < len(values):
+                idx = arr
+        if idx is None:   # the reference decides (and words any error)
+            _, one = bf.bundle_columns({"count": n, "columns": {name: given}}, source)
+            idx = np.array(given["index"], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
+            del one
+        out[name] = Coded(list(values), idx)   # type: ignore[arg-type]
+    return n, out
+
+
+def _by_value(c: Column, check: Callable[[list[Any]], tuple[Mask, list[Any]]]) -> tuple[Mask, list[Any]]:
+    """``check`` (-> rows to send to the reference, normalized values) over a column; over an
+    encoded one, once per distinct value."""
+    if isinstance(c, Coded):
+        bad, out = check(c.values)
+        return bad[c.index], c.spread(out)
+    return check(c)
+
+
+def _text_check(extra: Callable[[list[str]], Mask] | None = None, lower: bool = False
+                ) -> Callable[[list[Any]], tuple[Mask, list[Any]]]:
+    """A required text field: strings, stripped, not empty (and ``extra``'s shape check); the
+    values kept are the stripped ones (lower-cased with ``lower``)."""
+    def check(c: list[Any]) -> tuple[Mask, list[Any]]:
+        slow = np.zeros(len(c), dtype=bool)
         if not set(map(type, c)) <= {str}:
             slow |= _where(c, lambda v: type(v) is not str)
             c = [v if type(v) is str else "" for v in c]
         s = list(map(str.strip, c))
         if "" in s:
             slow |= _where(s, lambda v: v == "")
-        text[name] = s
-    slow |= _charset_bad(text["order_ref"], _REF_OK, 128)
-    slow |= _target_bad(text["target"])
-    matches = list(map(bf._MATCHES.get, text["match"]))
-    actions = list(map(bf._ACTIONS.get, text["action"]))
-    if None in matches:
-        slow |= _where(matches, lambda v: v is None)
-    if None in actions:
-        slow |= _where(actions, lambda v: v is None)
-    sp = col["stop_page"]
-    kinds = set(map(type, sp))
+        if extra is not None:
+            slow |= extra(s)
+        return slow, list(map(str.lower, s)) if lower else s
+    return check
+
+
+def _enum(c: Column, table: Mapping[str, Any], codes: Mapping[Any, int]
+          ) -> tuple[Mask, list[Any], npt.NDArray[np.int8]]:
+    """An enumerated field: rows to send to the reference, the member per row and its code."""
+    def check(v: list[Any]) -> tuple[Mask, list[Any]]:
+        slow, s = _text_check()(v)
+        got = list(map(table.get, s))
+        if None in got:
+            slow |= _where(got, lambda x: x is None)
+        return slow, got
+    if isinstance(c, Coded):
+        bad, got = check(c.values)
+        return bad[c.index], c.spread(got), _codes(got, codes)[c.index]
+    bad, got = check(c)
+    return bad, got, _codes(got, codes)
+
+
+def _stop_check(c: list[Any]) -> tuple[Mask, list[Any]]:
+    slow = np.zeros(len(c), dtype=bool)
+    kinds = set(map(type, c))
     if kinds <= {str}:
-        stop = list(map(str.strip, sp))
-    else:
-        if not kinds <= {str, type(None)}:
-            slow |= _where(sp, lambda v: not (v is None or type(v) is str))
-        stop = [v.strip() if type(v) is str else "" for v in sp]
-    if EntryAction.STOP_PAGE in actions:
-        slow[[i for i, (a, p) in enumerate(zip(actions, stop, strict=True))
-              if a is EntryAction.STOP_PAGE and not p]] = True
+        return slow, list(map(str.strip, c))
+    if not kinds <= {str, type(None)}:
+        slow |= _where(c, lambda v: not (v is None or type(v) is str))
+    return slow, [v.strip() if type(v) is str else "" for v in c]
+
+
+def _retention_check(c: list[Any]) -> tuple[Mask, list[Any]]:
+    if c and not (set(map(type, c)) <= {int} and min(c) >= 0):
+        return _where(c, lambda v: not (type(v) is int and v >= 0)), c
+    return np.zeros(len(c), dtype=bool), c
+
+
+def parse_fields(n: int, col: Mapping[str, Column], slow: Mask, row: Callable[[int], Any]
+                 ) -> tuple[EntryColumns, list[EntryRejection]]:
+    """``parse_entry`` by column: ``col`` holds, per field, a list of ``n`` raw values or a
+    ``Coded`` column (a field missing from it is absent from every entry), ``slow`` the rows known
+    to need ``parse_entry`` (given the raw entry by ``row``)."""
+    col = {f: col.get(f) or Coded([None], np.zeros(n, dtype=np.int64)) for f in bf.ALL_FIELDS}
+    text: dict[str, list[Any]] = {}
+    extra: dict[str, Callable[[list[str]], Mask]] = {
+        "order_ref": lambda s: _charset_bad(s, _REF_OK, 128), "target": _target_bad}
+    for name in bf.REQUIRED_TEXT:
+        if name in ("match", "action"):
+            continue
+        bad, text[name] = _by_value(col[name], _text_check(extra.get(name), lower=name == "category"))
+        slow |= bad
+    bad, matches, mcode = _enum(col["match"], bf._MATCHES, _MCODE)
+    slow |= bad
+    bad, actions, acode = _enum(col["action"], bf._ACTIONS, _ACODE)
+    slow |= bad
+    bad, stop = _by_value(col["stop_page"], _stop_check)
+    slow |= bad
+    if (acode == _STOP).any():
+        slow[[i for i in np.flatnonzero(acode == _STOP).tolist() if not stop[i]]] = True
     times = []
     for name in bf.TIME_FIELDS:
-        t, bad = _times(col[name])
+        c = col[name]
+        t, bad = _times_of(c.values) if isinstance(c, Coded) else _times(c)
+        if isinstance(c, Coded):
+            t, bad = t[c.index], bad[c.index]
         slow |= bad
         times.append(t)
-    ret = col["retention_days"]
-    if n and not (set(map(type, ret)) <= {int} and min(ret) >= 0):
-        slow |= _where(ret, lambda v: not (type(v) is int and v >= 0))
+    bad, ret = _by_value(col["retention_days"], _retention_check)
+    slow |= bad
     out = EntryColumns(n, ~slow, text["entry_id"], text["order_ref"], text["issuing_authority"],
-                       text["legal_basis"], list(map(str.lower, text["category"])), text["target"],
-                       matches, actions, stop, times[0], times[1], times[2], text["appeal_contact"], ret)
+                       text["legal_basis"], text["category"], text["target"], matches, actions, stop,
+                       times[0], times[1], times[2], text["appeal_contact"], ret, acode, mcode)
     rejected: list[EntryRejection] = []
     for i in np.flatnonzero(slow).tolist():
         e = bf.parse_entry(row(i), i)
@@ -331,7 +485,7 @@ def read_bundle(data: bytes, source: str = "<bundle>") -> tuple[bf.BundleHeader,
     if doc["format"] == bf.FORMAT:
         cols, rejected = parse_columns(doc["entries"])
         return head, cols, rejected
-    n, fields = bf.bundle_columns(doc, source)
+    n, fields = coded_columns(doc, source, exact_types=json_bools(data))
     del doc
     cols, rejected = parse_fields(n, fields, np.zeros(n, dtype=bool),
                                   lambda i: {name: c[i] for name, c in fields.items()})
@@ -367,6 +521,27 @@ def _codes(values: list[Any], codes: Mapping[Any, int]) -> npt.NDArray[np.int8]:
     return np.fromiter(map(codes.__getitem__, values), dtype=np.int8, count=len(values))
 
 
+def _rows_ending(col: list[str], tails: Sequence[str], whole: Sequence[str]) -> I64:
+    """Rows that end with one of ``tails`` or equal one of ``whole`` (few of each), found by
+    searching the column joined into one text instead of testing row by row."""
+    if not col or not (tails or whole):
+        return np.zeros(0, dtype=np.int64)
+    text = "\n" + "\n".join(col) + "\n"
+    lens = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
+    starts = np.empty(len(col), dtype=np.int64)     # of each row in text
+    starts[0] = 1
+    np.cumsum(lens[:-1] + 1, out=starts[1:])
+    starts[1:] += 1
+    hits: list[int] = []
+    for needle, skip in [*((t + "\n", 0) for t in tails), *(("\n" + w + "\n", 1) for w in whole)]:
+        i = text.find(needle)
+        while i >= 0:
+            hits.append(i + skip)       # a position inside the row
+            i = text.find(needle, i + 1)
+    rows: I64 = np.searchsorted(starts, np.asarray(hits, dtype=np.int64), side="right") - 1
+    return np.unique(rows)
+
+
 def screen_columns(cols: EntryColumns, rejected: list[EntryRejection], guards: Guards) -> ScreenedColumns:
     """``bundle.screen``: the duplicate-id rule, then ``check_entry``'s guards, by column. Rows
     that any column check flags are decided by ``check_entry`` itself (exact reasons)."""
@@ -389,26 +564,26 @@ def screen_columns(cols: EntryColumns, rejected: list[EntryRejection], guards: G
     iss, eff, exp = cols.issued_at, cols.effective_at, cols.expires_at
     flag = live & ((exp <= eff) | (eff < iss) | (exp - eff > guards.max_duration_s))
     lrows = np.flatnonzero(live)
-    targets = cols.target if len(lrows) == n else [cols.target[i] for i in lrows.tolist()]
+    everyone = len(lrows) == n
+    targets = cols.target if everyone else [cols.target[i] for i in lrows.tolist()]
     if guards.is_public_suffix is not None:
         which = getattr(guards.is_public_suffix, "which", None)
-        hits = which(targets) if which is not None else [k for k, t in enumerate(targets) if guards.is_public_suffix(t)]
+        if which is not None:
+            parents = cols.parents()
+            hits = which(targets, parents if everyone else [parents[i] for i in lrows.tolist()])
+        else:
+            hits = [k for k, t in enumerate(targets) if guards.is_public_suffix(t)]
         flag[lrows[np.asarray(hits, dtype=np.int64)]] = True
-    acode = _codes(cols.action, _ACODE)
+    acode = cols.acode
     for i in np.flatnonzero(live & (acode == _STOP)).tolist():
         if cols.stop_page[i] not in guards.stop_pages:
             flag[i] = True
     prot = {p.rstrip(".").lower() for p in (*guards.protected, *guards.stop_pages.values())}
     if prot:
         # at or under a protected name (a PASSTHRU rule blocks nothing: check_entry passes it)
-        tails = tuple("." + p for p in prot)
-        near = [k for k, t in enumerate(targets) if t.endswith(tails)] + \
-            [k for k, t in enumerate(targets) if t in prot]
-        # a subdomains rule on a name above a protected one covers it
+        # and a subdomains rule on a name above a protected one covers it
         above = {".".join(p.split(".")[k:]) for p in prot for k in range(p.count(".") + 1)}
-        if set(targets) & above:
-            near += [k for k, t in enumerate(targets) if t in above]
-        got = lrows[np.asarray(near, dtype=np.int64)]
+        got = lrows[_rows_ending(targets, ["." + p for p in prot], sorted(above | prot))]
         flag[got[acode[got] != _PASS]] = True
     accepted = live.copy()
     for i in np.flatnonzero(flag).tolist():
@@ -509,33 +684,36 @@ def rule_table(cols: EntryColumns, accepted: Mask, stop_pages: Mapping[str, str]
     live = accepted & (cols.effective_at <= now) & (now < cols.expires_at)
     rows = np.flatnonzero(live)
     T = cols.target
-    targets = [T[i] for i in rows.tolist()]
+    every = len(rows) == cols.n    # every row in force (the common case): the columns as they are
+    targets = list(T) if every else [T[i] for i in rows.tolist()]
     used = live.copy()
     conflicts: list[EntryRejection] = []
     shared: list[int] = []
     keep = rows
-    if len(set(targets)) < len(targets):
+    bases = set(targets)
+    if len(bases) < len(targets):
         counts = Counter(targets)
         multi = np.fromiter((counts[t] > 1 for t in targets), dtype=bool, count=len(rows))
         shared = rows[multi].tolist()
         keep = rows[~multi]
+        every = False
         targets = [T[i] for i in keep.tolist()]
+        bases = set(targets)
     kl = keep.tolist()
-    acode = _codes(cols.action, _ACODE)[keep]
-    by_code = [_CNAME.get(a, "") for a in EntryAction]
-    cname = [by_code[a] for a in acode.tolist()]
+    acode = cols.acode[keep]
+    by_code = np.array([_CNAME.get(a, "") for a in EntryAction] + [""], dtype=object)
+    cname: list[str] = by_code[acode].tolist()     # code -1 (never in force) -> ""
     for k in np.flatnonzero(acode == _STOP).tolist():
         cname[k] = stop_pages[cols.stop_page[kl[k]]].rstrip(".") + "."
-    refs = [cols.order_ref[i] for i in kl]
-    eids = [cols.entry_id[i] for i in kl]
-    sub = np.flatnonzero(_codes(cols.match, _MCODE)[keep] == _MCODE[Match.SUBDOMAINS]).tolist()
+    refs = list(cols.order_ref) if every else [cols.order_ref[i] for i in kl]
+    eids = list(cols.entry_id) if every else [cols.entry_id[i] for i in kl]
+    sub = np.flatnonzero(cols.mcode[keep] == _MCODE[Match.SUBDOMAINS]).tolist()
     wild = [targets[k] for k in sub]
     owners = targets + ["*." + t for t in wild]
     cname += [cname[k] for k in sub]
     refs += [refs[k] for k in sub]
     eids += [eids[k] for k in sub]
     table = RuleTable(owners, cname, refs, eids, [False] * len(owners))
-    bases = set(targets)
     wild_set = set(wild)
     if shared:
         ordered = sorted(shared, key=lambda i: (int(cols.effective_at[i]), cols.entry_id[i]))
@@ -549,18 +727,21 @@ def rule_table(cols: EntryColumns, accepted: Mask, stop_pages: Mapping[str, str]
             bases.add(base)
             if o.startswith("*."):
                 wild_set.add(base)
-    gaps = fill_gaps(table, bases, wild_set)
+    gaps = fill_gaps(table, bases, wild_set, cols.parents())
     return CompiledRules(table, int(used.sum()), used, tuple(conflicts), gaps)
 
 
-def fill_gaps(table: RuleTable, bases: set[str], wild: set[str]) -> int:
+def fill_gaps(table: RuleTable, bases: set[str], wild: set[str], parents: Sequence[str] | None = None) -> int:
     """``bundle.fill_wildcard_gaps`` on the owners that have a wildcard rule above them (found
     through their distinct parent names); every other owner needs nothing. ``bases``: every owner
-    without its ``*.``; ``wild``: the bases of the wildcard owners."""
+    without its ``*.``; ``wild``: the bases of the wildcard owners; ``parents``: names that include
+    the parent of every base (more do no harm), when the caller has them already."""
     if not wild:
         return 0
     covered = set()
-    for p in set(map(_TAIL, map(str.partition, bases, repeat(".")))):
+    if parents is None:
+        parents = list(map(_TAIL, map(str.partition, bases, repeat("."))))
+    for p in set(parents):
         q = p
         while q:
             if q in wild:

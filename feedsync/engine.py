@@ -158,7 +158,7 @@ def prepare_bundle(data: bytes, feed: FeedConfig, now: float, *, zone_serial: in
     accepted = screened.accepted.copy()
     accepted[[r.index for r in compiled.conflicts]] = False
     rows = np.flatnonzero(accepted)
-    ids = frozenset(cols.entry_id[i] for i in rows.tolist())
+    ids = frozenset(cols.entry_id) if len(rows) == cols.n else frozenset(cols.entry_id[i] for i in rows.tolist())
     times = np.concatenate([cols.effective_at[rows], cols.expires_at[rows]])
     future = times[times > now]
     table, zone, ttl = compiled.rules, feed.zone, feed.ttl

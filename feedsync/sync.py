@@ -107,12 +107,14 @@ class PublicSuffixes:
                 return False
         return bool(self._psl.is_public(name))
 
-    def which(self, names: list[str]) -> list[int]:
-        """Positions of the public suffixes among lower-case names."""
+    def which(self, names: list[str], parents: list[str] | None = None) -> list[int]:
+        """Positions of the public suffixes among lower-case names (``parents``: each name's
+        parent, "" for a single label, when the caller has them already)."""
         if self._rules is None:
             return [k for k, n in enumerate(names) if self(n)]
         wild = self._wild
-        parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
+        if parents is None:
+            parents = list(map(itemgetter(2), map(str.partition, names, repeat("."))))
         maybe = set(names) & self._named
         if "" in parents or not wild.isdisjoint(parents):   # a wildcard rule above them, or a TLD
             maybe |= {names[k] for k, p in enumerate(parents) if not p or p in wild}
@@ -405,6 +407,7 @@ class FeedSync:
             return None
         if index.serial != st.serial:
             return None
+        index.digest()   # hash the digest tree now: otherwise the first IXFR after a restart pays for it
         log("seed_loaded", feed=self.feed.name, version=st.version, serial=st.serial, names=index.zone_size(),
             reader=reader, seconds=round(time.perf_counter() - t0, 3))
         return xfr.base_zone(self.feed, index), index

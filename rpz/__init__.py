@@ -6,9 +6,11 @@ evaluated with the draft's precedence rules. No sockets, no clock, no environmen
     zone = compile_text(data, "hotline.rpz")               # or compile_records(origin, records)
     policy = Policy([PolicyZone(zone, ZoneSettings(ede_code=17, ede_text="order {order_ref}"))])
     decision = policy.evaluate(client, qtype, [Stage(qname_wire)])
+    batch = policy.decide_qnames(many_qname_wires)       # QNAME rules, vectorized; batch.decision(i)
 """
 
 from .actions import RR, Action, ActionKind
+from .batch import QnameDecisions
 from .errors import (
     DnsNameError,
     PolicyConfigError,
@@ -35,6 +37,7 @@ __all__ = [
     "PolicyConfigError",
     "PolicyZone",
     "Prefix",
+    "QnameDecisions",
     "RecordError",
     "Rejection",
     "RpzError",

@@ -255,14 +255,28 @@ def _rule_ids(builder: ZoneBuilder, actions: list[Action], aids: Sequence[int] |
         return np.zeros(0, dtype=np.uint32)
     global_aid = np.array([builder.action_id(a) for a in actions], dtype=np.int64)
     first = len(builder._ref_list) + len(builder.extra_refs)
-    distinct = dict.fromkeys(refs)
-    distinct.pop(b"", None)
-    builder.extra_refs.extend(distinct)  # first-appearance order == id order
-    index = dict(zip(distinct, range(first, first + len(distinct)), strict=True))
-    index[b""] = 0
-    rid = np.fromiter(map(index.__getitem__, refs), dtype=np.int64, count=n)
-    pair = (global_aid[np.asarray(aids, dtype=np.int64)] << 32) | rid
-    uniq, inv = np.unique(pair, return_inverse=True)
+    ga = global_aid[np.asarray(aids, dtype=np.int64)]
+    # each reference -> the first row that has it (later rows overwrite earlier ones when reversed)
+    first_row = dict(zip(reversed(refs), range(n - 1, -1, -1), strict=True))
+    first_of = np.fromiter(map(first_row.__getitem__, refs), dtype=np.int64, count=n)
+    is_first = first_of == np.arange(n, dtype=np.int64)
+    empty = first_row.get(b"")
+    if empty is not None:
+        is_first[empty] = False
+    firsts = np.flatnonzero(is_first)
+    builder.extra_refs.extend(map(refs.__getitem__, firsts.tolist()))  # first-appearance order == id order
+    rid = np.searchsorted(firsts, first_of) + first
+    if empty is not None:
+        rid[first_of == empty] = 0
+    if len(firsts) == n:
+        # every row its own reference (one rule per order): the pairs are distinct and already in
+        # reference order, so np.unique's order is a stable sort by action (a radix sort here)
+        order = np.argsort(ga.astype(np.int16) if len(global_aid) < 1 << 15 else ga, kind="stable")
+        uniq = ((ga << 32) | rid)[order]
+        inv = np.empty(n, dtype=np.int64)
+        inv[order] = np.arange(n, dtype=np.int64)
+    else:
+        uniq, inv = np.unique((ga << 32) | rid, return_inverse=True)
     base = len(builder.rule_action)
     builder.rule_action.extend((uniq >> 32).tolist())
     builder.rule_ref.extend((uniq & 0xFFFFFFFF).tolist())

@@ -32,6 +32,7 @@ import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from . import names
 from .actions import RR, T_ANY, T_CNAME, T_DNAME, Action, ActionKind
@@ -39,6 +40,9 @@ from .errors import PolicyConfigError
 from .index import NameLookup
 from .triggers import SUFFIX_OF, Prefix, TriggerKind, address_value
 from .zone import CompiledZone
+
+if TYPE_CHECKING:
+    from .batch import BatchState, QnameDecisions
 
 
 class Override(Enum):
@@ -196,6 +200,7 @@ class Policy:
         self.has_client_ip = any(z.zone.has_client_ip for z in self.zones)
         self.has_response_triggers = any(z.zone.has_response_triggers for z in self.zones)
         self._cache: dict[tuple[bytes, int], Outcome] = {}
+        self._batch: BatchState | None = None
 
     def __len__(self) -> int:
         return len(self.zones)
@@ -218,6 +223,23 @@ class Policy:
             self._cache[key] = out
             return out
         return self.evaluate(client, qtype, (Stage(qname),), complete=False)
+
+    def decide_qnames(self, qnames: Sequence[bytes], qtype: int = 1) -> QnameDecisions:
+        """QNAME decisions for many names at once, vectorized (rpz.batch): for each name what
+        ``evaluate(None, qtype, [Stage(name)], complete=False)`` decides (no client address, the
+        QNAME stage only; NEED_RESPONSE where an earlier zone's IP/NS triggers could win). Names
+        are canonical wire (lower case). The result holds arrays (zone, rule, wildcard, action
+        kind, flags); ``.decision(i)`` builds row i's Decision on demand. DnsNameError when a
+        name is not one wire name."""
+        from .batch import decide_qnames
+        return decide_qnames(self, qnames, qtype)
+
+    def batch_state(self) -> BatchState:
+        """Numpy views of the zones' tables for ``decide_qnames``, made on first use."""
+        if self._batch is None:
+            from .batch import BatchState
+            self._batch = BatchState(self)
+        return self._batch
 
     def _client_matches(self, client: str | bytes) -> bool:
         val = address_value(client)

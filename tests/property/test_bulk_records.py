@@ -77,3 +77,27 @@ def test_a_longer_careful_owner_keeps_the_wildcard_of_an_exact_owner():
     da, db = pa.evaluate(None, 1, [Stage(w)]), pb.evaluate(None, 1, [Stage(w)])
     assert db is not None and db.owner == "*.a.a.z0.rpz.test."
     assert da is not None and (da.action, da.owner) == (db.action, db.owner)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40), st.booleans())
+def test_rule_ids_one_reference_per_row_equal_the_general_numbering(aids, distinct):
+    """_rule_ids numbers (action, reference) pairs as np.unique orders them; with every row its own
+    reference it takes a shortcut (a stable sort by action), which must number rules identically."""
+    from rpz.actions import Action, ActionKind
+    from rpz.bulk import _rule_ids
+    from rpz.zone import ZoneBuilder
+    acts = [Action(ActionKind.NXDOMAIN), Action(ActionKind.NODATA), Action(ActionKind.PASSTHRU),
+            Action(ActionKind.DROP)]
+    refs = [f"R-{j}".encode() if distinct else f"R-{j % 3}".encode() if j % 4 else b"" for j in range(len(aids))]
+    b = ZoneBuilder(b"\x03rpz\x04test\x00", "t")
+    got = _rule_ids(b, acts, aids, refs)
+    # the numbering spelled out: pairs (global action id, reference id) sorted, ids after the first
+    gaid = [b.action_id(a) for a in acts]
+    rid = {r: k for k, r in enumerate((r for r in dict.fromkeys(refs) if r), start=1)}
+    rid[b""] = 0
+    pairs = sorted({(gaid[a], rid[r]) for a, r in zip(aids, refs, strict=True)})
+    want = [1 + pairs.index((gaid[a], rid[r])) for a, r in zip(aids, refs, strict=True)]
+    assert got.tolist() == want
+    assert b.rule_action[1:] == [p[0] for p in pairs] and b.rule_ref[1:] == [p[1] for p in pairs]
+    assert b.extra_refs == [r for r in dict.fromkeys(refs) if r]

@@ -6,6 +6,7 @@ text, and a compiled zone that decides every name alike."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -247,15 +248,25 @@ def test_the_two_formats_hold_the_same_entries():
 
 def test_malformed_columns_refuse_the_document():
     base = json.loads(_doc([{f: _fill(GOOD[f][0], i) for f in GOOD} for i in range(8)], columns=True))
-    cases = {
-        "count": lambda d: d.update(count=-1),
-        "columns must be an object": lambda d: d.update(columns=[1]),
-        "has 7 values": lambda d: d["columns"].update(entry_id=d["columns"]["entry_id"][:7]),
-        "index must hold positions": lambda d: d["columns"]["legal_basis"]["index"].__setitem__(0, 9),
-        "encoded column": lambda d: d["columns"]["legal_basis"].update(extra=1),
-        "must be a list": lambda d: d["columns"].update(target="bad.example.test"),
-    }
-    for words, change in cases.items():
+    def index(value: Any) -> Callable[[dict[str, Any]], None]:
+        return lambda d: d["columns"]["legal_basis"]["index"].__setitem__(0, value)
+
+    cases = [
+        ("count", lambda d: d.update(count=-1)),
+        ("columns must be an object", lambda d: d.update(columns=[1])),
+        ("has 7 values", lambda d: d["columns"].update(entry_id=d["columns"]["entry_id"][:7])),
+        ("index must hold positions", index(9)),
+        ("index must hold positions", index(-1)),
+        ("index must hold positions", index(True)),     # a JSON true is not a position
+        ("index must hold positions", index(0.0)),
+        ("index must hold positions", index(2**70)),
+        ("index must hold positions", index("0")),
+        ("index must hold positions", index([0])),
+        ("encoded column", lambda d: d["columns"]["legal_basis"].update(extra=1)),
+        ("must be a list", lambda d: d["columns"].update(target="bad.example.test")),
+        ("has 7 values", lambda d: d["columns"]["legal_basis"].update(index=[0] * 7)),
+    ]
+    for words, change in cases:
         doc = json.loads(json.dumps(base))
         change(doc)
         data = json.dumps(doc).encode()
@@ -266,3 +277,31 @@ def test_malformed_columns_refuse_the_document():
                 assert words in str(exc), (words, str(exc))
             else:
                 raise AssertionError(f"{words}: accepted")
+
+
+def test_target_shape_check_never_passes_a_name_the_reference_would_change():
+    """bulk._target_bad may send a canonical name to the reference (harmless), never the other way:
+    every row it passes is one normalize_target returns unchanged. Rows are checked side by side,
+    so a fault at one row's edge must be charged to that row, not to its neighbour."""
+    tricky = ["a.example.test", "-a.example.test", "a-.example.test", "a.-b.test", "a.b-.test", ".a.test",
+              "a.test.", "a..test", "rpz-x.example.test", "x.rpz-y.test", "xrpz-y.test", "a\nb.test",
+              "a.test\n", "Upper.test", "a_b.test", "a" * 63 + ".test", "a" * 64 + ".test",
+              "b." + "c" * 64, "x" * 250 + ".test", "nodot", "", "ü.test", "a.b.c.d.e.f.test", "-", ".",
+              "a-b.c-d.test", "rpz-", "a.rpz-", "1.2.3.4", "a.test-", "-a.test"]
+    rng = __import__("random").Random(7)
+    for _ in range(40):
+        col = [rng.choice(tricky) for _ in range(rng.randint(1, 12))]
+        bad = bulk._target_bad(col)
+        for k, t in enumerate(col):
+            if not bad[k]:
+                assert b.normalize_target(t) == (t, None, ""), (col, k)
+    assert not bulk._target_bad(["a.example.test", "a" * 63 + ".test", "a-b.c-d.test", "xrpz-y.test"]).any()
+
+
+def test_rows_ending_finds_exactly_the_rows_by_tail_or_whole_name():
+    col = ["a.isp.example.test", "isp.example.test", "xisp.example.test", "example.test", "b.example.test",
+           "isp.example.test.evil.test", "test", "c.isp.example.test"]
+    tails, whole = [".isp.example.test"], ["isp.example.test", "example.test", "test"]
+    want = [k for k, t in enumerate(col) if t.endswith(tuple(tails)) or t in whole]
+    assert bulk._rows_ending(col, tails, whole).tolist() == want == [0, 1, 3, 6, 7]
+    assert bulk._rows_ending([], tails, whole).tolist() == []
