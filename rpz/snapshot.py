@@ -11,6 +11,12 @@ sections hold the packed arrays of rpz.index. Opening maps the file read-only an
 tables over memoryviews of the map: no copy, so every worker process that maps the same file
 shares its pages, and opening takes milliseconds whatever the size. Written atomically
 (temp file, fsync, rename, fsync of the directory): a reader sees the old file or the new one.
+
+Opening the same full snapshot file again (same path, device, inode, size and modification time) while
+a zone mapped from it is alive returns that zone: a delta over an unchanged base then costs only
+its changes, and a process swapping versions holds one mapping of the base, not two. The checksum
+is computed by reading the file, not through the mapping, so checking it does not make the whole
+file resident in the process (only the pages lookups touch are).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import mmap
 import os
 import struct
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +42,9 @@ MAGIC = b"HEPZSNAP"
 DELTA_MAGIC = b"HEPZDELT"
 FORMAT = 1
 _TABLE_FIELDS = ("blob", "offs", "hashes", "bstart", "rule", "wrule", "kids")
+# full snapshots mapped and checked in this process: (path, st_dev, st_ino, st_size, st_mtime_ns) -> zone
+# (the path too: a zone remembers the path it was opened by, and deltas name their base by it)
+_MAPPED: weakref.WeakValueDictionary[tuple[str, int, int, int, int], CompiledZone] = weakref.WeakValueDictionary()
 
 
 def atomic_write(path: str, chunks: Iterable[bytes | memoryview], mode: int = 0o644) -> None:
@@ -158,22 +168,28 @@ def open_snapshot(path: str, verify: bool = True) -> CompiledZone:
     except OSError as exc:
         raise SnapshotError(f"{path}: cannot open the policy snapshot: {exc.strerror}") from exc
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         if size < 16 + 32:
             raise SnapshotError(f"{path}: {size} bytes is too short to be a policy snapshot")
+        key = (os.path.abspath(path), st.st_dev, st.st_ino, size, st.st_mtime_ns)
+        known = _MAPPED.get(key)
+        if known is not None:
+            return known
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        view = memoryview(mm)
+        if view[:8] == DELTA_MAGIC:
+            return _open_delta(path, view, size, verify)
+        if view[:8] != MAGIC:
+            raise SnapshotError(f"{path}: not a policy snapshot (bad magic); compile it with "
+                                "`hotline-edge rpz compile`")
+        fmt, hlen = struct.unpack_from("<II", mm, 8)
+        if fmt != FORMAT:
+            raise SnapshotError(f"{path}: snapshot format {fmt}, this version reads format {FORMAT}; recompile it")
+        if verify and _file_sha256(fd, size - 32) != view[size - 32 :]:
+            raise SnapshotError(f"{path}: checksum mismatch: the snapshot is truncated or corrupted")
     finally:
         os.close(fd)
-    view = memoryview(mm)
-    if view[:8] == DELTA_MAGIC:
-        return _open_delta(path, view, size, verify)
-    if view[:8] != MAGIC:
-        raise SnapshotError(f"{path}: not a policy snapshot (bad magic); compile it with `hotline-edge rpz compile`")
-    fmt, hlen = struct.unpack_from("<II", mm, 8)
-    if fmt != FORMAT:
-        raise SnapshotError(f"{path}: snapshot format {fmt}, this version reads format {FORMAT}; recompile it")
-    if verify and hashlib.sha256(view[: size - 32]).digest() != view[size - 32 :]:
-        raise SnapshotError(f"{path}: checksum mismatch: the snapshot is truncated or corrupted")
     try:
         header = json.loads(bytes(view[16 : 16 + hlen]))
     except ValueError as exc:
@@ -207,7 +223,24 @@ def open_snapshot(path: str, verify: bool = True) -> CompiledZone:
     zone.mapped = mm
     zone.snapshot_path = path
     zone.snapshot_digest = bytes(view[size - 32 :])
+    if verify:
+        _MAPPED[key] = zone
     return zone
+
+
+def _file_sha256(fd: int, n: int, chunk: int = 1 << 20) -> bytes:
+    """SHA-256 of the first ``n`` bytes of ``fd``, read through a buffer (not the mapping)."""
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    pos = 0
+    while pos < n:
+        got = os.preadv(fd, [view[: min(chunk, n - pos)]], pos)
+        if got <= 0:
+            raise SnapshotError(f"snapshot shorter than its size while reading it at byte {pos}")
+        h.update(view[:got])
+        pos += got
+    return h.digest()
 
 
 def _open_delta(path: str, view: memoryview, size: int, verify: bool) -> CompiledZone:

@@ -1,5 +1,7 @@
 """Compiled snapshots: round trip, corruption, deltas."""
 
+import os
+
 import pytest
 
 from rpz.actions import RR, ActionKind
@@ -64,3 +66,42 @@ def test_delta_over_a_base(tmp_path):
     write_snapshot(make_zone(BODY, serial=9), str(base_path))  # base replaced under the delta
     with pytest.raises(SnapshotError, match="not the snapshot it was made from"):
         open_snapshot(str(tmp_path / "delta.snap"))
+
+
+def test_an_unchanged_file_open_in_this_process_is_mapped_once(tmp_path):
+    path = tmp_path / "z.snap"
+    write_snapshot(make_zone(BODY, serial=1), str(path))
+    first = open_snapshot(str(path))
+    assert open_snapshot(str(path)) is first            # one mapping, checked once
+    soa = first.soa
+    delta = first.with_owners({wire("rpz.test"): [RR(6, soa.ttl, soa.rdata[:-20] + (2).to_bytes(4, "big")
+                                                     + soa.rdata[-16:])]})
+    write_snapshot(delta, str(tmp_path / "d.snap"))
+    d = open_snapshot(str(tmp_path / "d.snap"))
+    assert d.serial == 2 and d.base_qname is first.qname   # the delta replays over the live base
+    write_snapshot(make_zone(BODY, serial=3), str(path))  # replaced (a new file): mapped anew
+    again = open_snapshot(str(path))
+    assert again is not first and again.serial == 3 and first.serial == 1
+
+
+def test_a_file_changed_in_place_is_checked_again(tmp_path):
+    path = tmp_path / "z.snap"
+    write_snapshot(make_zone(BODY, serial=1), str(path))
+    alive = open_snapshot(str(path))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    before = path.stat().st_mtime_ns
+    with open(path, "r+b") as f:                          # same inode, same size
+        f.write(bytes(data))
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # (the clock may not have ticked since the write)
+    with pytest.raises(SnapshotError, match="checksum"):
+        open_snapshot(str(path))
+    assert alive.serial == 1
+
+
+def test_the_same_file_under_another_path_keeps_its_own_path(tmp_path):
+    path = tmp_path / "z.snap"
+    write_snapshot(make_zone(BODY, serial=1), str(path))
+    (tmp_path / "link.snap").hardlink_to(path)
+    a, b = open_snapshot(str(path)), open_snapshot(str(tmp_path / "link.snap"))
+    assert a is not b and b.snapshot_path == str(tmp_path / "link.snap")
