@@ -84,6 +84,9 @@ class CompiledZone:
         self.mapped: object | None = None  # the mmap a snapshot zone lives in (kept alive with it)
         self.snapshot_path: str | None = None
         self.snapshot_digest: bytes | None = None
+        # the zone ``with_owners`` derived this one from (first generation): keeps a mapped base known
+        # to rpz.snapshot, so the next delta over the same file reuses its mapping
+        self.base_zone: CompiledZone | None = None
         self.has_client_ip = len(client_ip) > 0
         self.has_response_triggers = len(ip) > 0 or nsdname.size > 0 or len(nsip) > 0
 
@@ -111,6 +114,7 @@ class CompiledZone:
         """
         from .overlay import NameOverlay
         z = copy.copy(self)
+        z.base_zone = self.base_zone if self.base_zone is not None else self
         z.source = source or self.source
         z.actions = list(self.actions)
         z.ext_rules = list(self.ext_rules)

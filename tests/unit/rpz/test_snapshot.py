@@ -79,9 +79,13 @@ def test_an_unchanged_file_open_in_this_process_is_mapped_once(tmp_path):
     write_snapshot(delta, str(tmp_path / "d.snap"))
     d = open_snapshot(str(tmp_path / "d.snap"))
     assert d.serial == 2 and d.base_qname is first.qname   # the delta replays over the live base
+    tables = first.qname
+    del first, delta                                      # now only the delta's zone holds the base
+    d2 = open_snapshot(str(tmp_path / "d.snap"))
+    assert d2.base_qname is tables and d2.base_zone is d.base_zone
     write_snapshot(make_zone(BODY, serial=3), str(path))  # replaced (a new file): mapped anew
     again = open_snapshot(str(path))
-    assert again is not first and again.serial == 3 and first.serial == 1
+    assert again.qname is not tables and again.serial == 3 and d.base_zone.serial == 1
 
 
 def test_a_file_changed_in_place_is_checked_again(tmp_path):
