@@ -20,6 +20,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import sys
@@ -108,11 +109,12 @@ class Confirmer:
                 conn.sendall(json.dumps({"ok": True, "zones": {self.zone: serial}}).encode() + b"\n")
 
 
-def entries(n: int, now: float, salt: int = 0) -> list[dict]:
+def entries(n: int, now: float, salt: int = 0, changed: int = 1000) -> list[dict]:
+    """n entries; the first ``changed`` targets differ from one ``salt`` to the next."""
     issued, eff, exp = b.format_time(now - 86400), b.format_time(now - 3600), b.format_time(now + 90 * 86400)
     return [{"entry_id": f"E-{i}", "order_ref": f"TW-2026-{i}", "issuing_authority": "Synthetic Court",
              "legal_basis": "Example Act art. 8", "category": "fraud",
-             "target": f"s{i}-{salt}.d{i % 5000}.bad.test" if i < 1000 else f"s{i}.d{i % 5000}.bad.test",
+             "target": f"s{i}-{salt}.d{i % 5000}.bad.test" if i < changed else f"s{i}.d{i % 5000}.bad.test",
              "match": "subdomains" if i % 10 == 0 else "exact", "action": "nxdomain", "stop_page": "",
              "issued_at": issued, "effective_at": eff, "expires_at": exp, "appeal_contact": "appeals@hotline.test",
              "retention_days": 180} for i in range(n)]
@@ -186,6 +188,202 @@ blast_radius = 1.0
             "warm_median_s": statistics.median(warm),
             "warm_reload_median_s": statistics.median(to_reload[1:] or to_reload),
             "runs": times, "peak_mb": max(p for _, p in peaks), "before_mb": statistics.median(s for s, _ in peaks)}
+
+
+class RssSampler:
+    """Samples the resident set of a process and its children every ``every`` seconds (a thread)."""
+
+    def __init__(self, pid: int, every: float = 0.005) -> None:
+        self.pid, self.every = pid, every
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            pids.append(p)
+            try:
+                with open(f"/proc/{p}/task/{p}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+        return pids
+
+    def rss(self) -> float:
+        total = 0
+        for p in self._tree():
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+                            break
+            except OSError:
+                pass
+        return total / 1024
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append((time.monotonic(), self.rss()))
+
+    def window(self, t0: float, t1: float) -> list[float]:
+        return [r for t, r in self.samples if t0 <= t <= t1]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _dnsperf_summary(out: str) -> dict:
+    import re
+    got = {}
+    for key, pat in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"), ("qps", r"Queries per second:\s+([\d.]+)"),
+                     ("max_latency_s", r"Average Latency \(s\):.*max ([\d.]+)")):
+        m = re.search(pat, out)
+        got[key] = float(m.group(1)) if m else None
+    return got
+
+
+def bench_swap(n: int, runs: int, work: str, qps: int = 20_000) -> dict:
+    """The resolver's memory while it swaps policy versions: a real `hotline-edge serve` (one process)
+    enforces a bundle feed of n entries under dnsperf (blocked names, ``qps``), while feedsync applies
+    new versions (1,000 entries changed each; every few versions the delta is compacted into a new full
+    base, which the resolver then maps). Per swap: the resolver's RSS before (median of the 3 s before
+    the cycle) and its peak until 3 s after feedsync's cycle, plus feedsync's own, and dnsperf's lost
+    queries and worst latency over the whole run."""
+    import functools
+    import http.server
+    import random
+    import subprocess
+
+    import dns.message
+    import dns.query
+    import dns.rcode
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo, keys = os.path.join(work, "repo"), os.path.join(work, "keys")
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        keygen(keys, role)
+    signers = signers_from_dir(keys)
+    r = Repository(repo)
+    r.init(signers, {}, now)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=repo))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    state, run = os.path.join(work, "state"), os.path.join(work, "run")
+    root = os.path.join(work, "root.json")
+    shutil.copy(os.path.join(repo, "metadata", "1.root.json"), root)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = f"""[node]
+state_dir = "{state}"
+runtime_dir = "{run}"
+[[feed]]
+name = "hotline"
+type = "bundle"
+zone = "hotline.rpz.test"
+url = "http://127.0.0.1:{srv.server_address[1]}/"
+trusted_root = "{root}"
+blast_radius = 1.0
+[resolver]
+listen = ["127.0.0.1:{port}"]
+upstreams = ["127.0.0.1:9"]
+allow = ["127.0.0.0/8"]
+workers = 1
+[[policy.zone]]
+name = "hotline.rpz.test"
+feed = "hotline"
+"""
+    path = os.path.join(work, "config.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    cfg = fconfig.loads(text)
+    db = StateDB(os.path.join(state, "feeds", "feedsync.db"))
+    sync = FeedSync(cfg, cfg.feed("hotline"), db, ControlClient(cfg.control_socket))
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(work, "resolver.log"), "w") as errors:
+        resolver = subprocess.Popen([sys.executable, "-m", "admin_api.cli", "serve", "--config", path],
+                                    cwd=repo_root, stdout=subprocess.DEVNULL, stderr=errors)
+    perf = None
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(cfg.control_socket):
+            if time.monotonic() > deadline or resolver.poll() is not None:
+                raise SystemExit(f"the resolver did not start (see {work}/resolver.log; KEEP=1 keeps it)")
+            time.sleep(0.05)
+        sampler = RssSampler(resolver.pid)
+        rows = []
+        qfile = os.path.join(work, "queries.txt")
+        rng = random.Random(7)
+        with open(qfile, "w") as f:     # names the versions all block (entries 1,000 and up never change)
+            for i in rng.sample(range(1000, n), min(100_000, n - 1000)):
+                f.write(f"{'x.' if i % 10 == 0 else ''}s{i}.d{i % 5000}.bad.test A\n")
+        for k in range(runs):
+            data = b.dump_bundle("hotline", k + 1, int(now.timestamp()),
+                                 entries(n, now.timestamp(), k),
+                                 columns=True)
+            r.publish(data, k + 1, signers, now=now, fmt=b.FORMAT_COLUMNS)
+            del data
+            gc.collect()
+            if k == 1:
+                perf = subprocess.Popen(["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", qfile, "-l", "3600",
+                                         "-Q", str(qps), "-c", "4", "-t", "2"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+                time.sleep(20)          # every name asked (its pages resident, its answer memoised)
+            elif k:
+                time.sleep(3)
+            steady_fs = rss_mb()
+            reset_peak()
+            t0 = time.monotonic()
+            res = sync.cycle()
+            t1 = time.monotonic()
+            assert res.outcome == "applied", res
+            probe = dns.query.udp(dns.message.make_query(f"s{n - 1}.d{(n - 1) % 5000}.bad.test", "A"), "127.0.0.1",
+                                  port=port, timeout=2)
+            assert probe.rcode() == dns.rcode.NXDOMAIN, probe
+            time.sleep(3)
+            before = sampler.window(t0 - 3, t0)
+            during = sampler.window(t0, t1 + 3)
+            snaps = sorted(x for x in os.listdir(cfg.feed_dir("hotline")) if x.endswith(".snap"))
+            row = {"run": k + 1, "cycle_s": t1 - t0,
+                   "resolver_before_mb": statistics.median(before) if before else None,
+                   "resolver_peak_mb": max(during), "resolver_after_mb": during[-1],
+                   "feedsync_before_mb": steady_fs, "feedsync_peak_mb": hwm_mb(), "snapshots": len(snaps)}
+            rows.append(row)
+            rb = row["resolver_before_mb"]
+            ratio = f" ({row['resolver_peak_mb'] / rb:.2f}x)" if rb else ""
+            print(f"  swap run {k + 1}{' (first load)' if k == 0 else ''}: cycle {row['cycle_s']:.1f} s, resolver "
+                  f"{rb or 0:.0f} -> peak {row['resolver_peak_mb']:.0f} -> {row['resolver_after_mb']:.0f} MB"
+                  f"{ratio}; feedsync {steady_fs:.0f} -> peak {row['feedsync_peak_mb']:.0f} MB, {len(snaps)} "
+                  "snapshot files", file=sys.stderr)
+        sampler.stop()
+        perf_out = ""
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            perf_out = perf.communicate(timeout=30)[0]
+        dp = _dnsperf_summary(perf_out)
+    finally:
+        if perf is not None and perf.poll() is None:
+            perf.kill()
+        resolver.send_signal(signal.SIGTERM)
+        try:
+            resolver.wait(20)
+        except subprocess.TimeoutExpired:
+            resolver.kill()
+        srv.shutdown()
+    swaps = [x for x in rows[1:] if x["resolver_before_mb"]]
+    ratios = [x["resolver_peak_mb"] / x["resolver_before_mb"] for x in swaps]
+    return {"rules": n, "qps": qps, "rows": rows, "dnsperf": dp,
+            "resolver_ratio_median": statistics.median(ratios) if ratios else None,
+            "resolver_ratio_max": max(ratios) if ratios else None}
 
 
 def bench_ixfr(n: int, changes: int, runs: int, work: str, reuse: str | None = None,
@@ -338,7 +536,8 @@ def main() -> int:
     ap.add_argument("--rules", type=int, default=1_000_000)
     ap.add_argument("--changes", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", choices=["bundle", "ixfr"])
+    ap.add_argument("--only", choices=["bundle", "ixfr", "swap"])
+    ap.add_argument("--qps", type=int, default=20_000, help="swap: dnsperf's rate during the swaps")
     ap.add_argument("--bundle-format", type=int, choices=(1, 2), default=2, help="bundle: the document format")
     ap.add_argument("--reuse", metavar="DIR", help="ixfr: keep the state after the AXFR in DIR and start from it "
                     "when it is there (skips the AXFR; the first run in DIR does it)")
@@ -351,6 +550,8 @@ def main() -> int:
     try:
         if args.only in (None, "bundle"):
             out["bundle"] = bench_bundle(args.rules, args.runs, work, args.profile, args.bundle_format)
+        if args.only == "swap":
+            out["swap"] = bench_swap(args.rules, args.runs, work, args.qps)
         if args.only in (None, "ixfr"):
             if args.reuse:
                 os.makedirs(args.reuse, exist_ok=True)
@@ -366,6 +567,18 @@ def main() -> int:
               f"(resolver asked at {x['cold_reload_s']:.1f} s) | warm median {x['warm_median_s']:.1f} s (asked at "
               f"{x['warm_reload_median_s']:.1f} s) | target <= 10 s | RSS {x['before_mb']:.0f} -> peak "
               f"{x['peak_mb']:.0f} MB |")
+    if "swap" in out:
+        x = out["swap"]
+        print("\n| run | feedsync cycle | resolver RSS before -> peak (-> after) | ratio "
+              "| feedsync RSS before -> peak |")
+        print("|---|---|---|---|---|")
+        for row in x["rows"]:
+            rb = row["resolver_before_mb"]
+            print(f"| {row['run']} | {row['cycle_s']:.1f} s | {rb or 0:.0f} -> {row['resolver_peak_mb']:.0f} "
+                  f"(-> {row['resolver_after_mb']:.0f}) MB | {row['resolver_peak_mb'] / rb if rb else 0:.2f}x | "
+                  f"{row['feedsync_before_mb']:.0f} -> {row['feedsync_peak_mb']:.0f} MB |")
+        print(f"resolver peak/steady over the swaps: median {x['resolver_ratio_median']}, max "
+              f"{x['resolver_ratio_max']}; dnsperf during them: {x['dnsperf']}")
     if "ixfr" in out:
         x = out["ixfr"]
         axfr = f"{x['axfr_s']:.1f} s" if x["axfr_s"] is not None else "reused"
