@@ -832,7 +832,7 @@ class BlocklogStore:
         emptied = 0
         for seg, seqs in by_seg.items():
             first, live, times_b, tpls_b, has_addrs = c.execute(
-                "SELECT first_seq, live, times, tpls, addrs IS NOT NULL FROM segments WHERE id = ?", (seg,)).fetchone()
+                "SELECT first_seq, live, times, tpls, sealed_key IS NOT NULL FROM segments WHERE id = ?", (seg,)).fetchone()
             idx = np.array(seqs, dtype=np.int64) - first
             if live - len(idx) <= 0:
                 c.execute("UPDATE segments SET live = 0, sealed_key = NULL, times = NULL, tpls = NULL, addrs = NULL, "
