@@ -101,10 +101,10 @@ def bench_writer_cpu(tmp: Path, batch: int = 5000, rounds: int = 10) -> list[flo
         t0 = time.process_time()
         if columns:
             from resolver.blocklog import Columns
-            cols = Columns.concat([blocklog_ship.decode_columns(m, table)[2] for m in msgs])  # type: ignore[arg-type]
+            cols = Columns.concat([blocklog_ship.decode_columns(m, table)[2] for m in msgs])
             n = store.write_columns(cols, now_ms=base + r, public_key=pk)
         else:
-            raws = [x for m in msgs for x in blocklog_ship.decode(m, table)[2]]  # type: ignore[arg-type]
+            raws = [x for m in msgs for x in blocklog_ship.decode(m, table)[2]]
             n = store.write_batch(raws, now_ms=base + r, public_key=pk)
         if r:                       # the first round creates the templates
             out.append((time.process_time() - t0) / n * 1e6)
