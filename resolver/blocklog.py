@@ -2,25 +2,33 @@
 
 ``<state_dir>/blocklog.sqlite`` holds, per node:
 
-    hits       one row per policy hit: seq (chain position), time (UTC ms), qname, qtype, transport,
-               the rule context, the batch, the sealed client address, and the record's chain link
+    segments   one row per committed batch (schema 2): its first seq, count, live records, times,
+               the data key its addresses are sealed with (itself sealed to the compliance key;
+               blocklog_seal), and the records by column: ``times`` (int64 LE), ``tpls`` (uint32 LE
+               template ids, PURGED once purged), ``addrs`` (ADDR_W bytes each under one ChaCha20
+               keystream), ``leaves`` (32-byte leaf digest each), the ``root`` (SHA-256 of the leaves)
+               and the segment's ``link``
+    templates  what records of one name, type and transport under one rule share, with its digest
     contexts   what hits of one rule of one zone version share: node, zone, serial, trigger, rule
-               owner, action, order_ref (so a row carries a small integer instead of six strings)
-    batches    one per commit: its seq range and times, the chain head it committed, and the data key
-               its addresses are sealed with (itself sealed to the compliance key; blocklog_seal)
-    chain      the newest head (seq, link), committed with every batch
-    gaps       what purges removed: per run of purged records its seq range and the link of its last
-               record, so what remains still verifies (and a gap without a purge is a break)
+               owner, action, order_ref
+    hits       schema 1: one row per record written before segments (seq, time, qname, qtype,
+               transport, context, batch, sealed address, link); ``batches`` their batches
+    chain      the newest head (seq, link), committed with every batch; ``segment_anchor`` the head
+               of the rows when the log moved to segments (the first segment continues from it)
+    gaps       what purges removed: per run of purged records its seq range (for rows also the link
+               of its last record, so what remains still verifies; a gap without a purge is a break)
     daily      aggregates without personal data: hits per day per order per node (per zone, action)
     holds      legal holds: order_ref and/or time window, reason, until, who, released
     audit      hash-chained events: purges, holds, exports, queue drops (rpz.hashchain)
 
-Record chain (rpz.hashchain): ``link_seq = SHA-256(link_{seq-1} || SHA-256(payload_seq))`` with
-``payload`` the canonical JSON array written by ``payload()``. Every write, purge, hold and export is
-one transaction together with its audit record (STYLE.md habit 12). Time is always passed in.
+Segment chain: ``leaf = SHA-256(seq u64 LE || time_ms i64 LE || template digest || address
+ciphertext)``, ``link_s = SHA-256(link_{s-1} || SHA-256(leaves of s))``; a purged record keeps its
+leaf. Rows (schema 1): ``link_seq = SHA-256(link_{seq-1} || SHA-256(payload_seq))`` with ``payload``
+the canonical JSON array written by ``payload()``. Every write, purge, hold and export is one
+transaction together with its audit record (STYLE.md habit 12). Time is always passed in.
 
     store = BlocklogStore("/var/lib/hotline-edge/blocklog.sqlite", node="edge-1")
-    store.write_batch(records, now_ms=..., public_key=pk)
+    store.write_batch(records, now_ms=..., public_key=pk)     # or write_columns(Columns(...), ...)
     store.verify().ok
     store.purge(now_ms=..., retention_days=lambda zone: 180, actor="cli:root")
 """
@@ -832,7 +840,8 @@ class BlocklogStore:
         emptied = 0
         for seg, seqs in by_seg.items():
             first, live, times_b, tpls_b, has_addrs = c.execute(
-                "SELECT first_seq, live, times, tpls, sealed_key IS NOT NULL FROM segments WHERE id = ?", (seg,)).fetchone()
+                "SELECT first_seq, live, times, tpls, sealed_key IS NOT NULL FROM segments WHERE id = ?",
+                (seg,)).fetchone()
             idx = np.array(seqs, dtype=np.int64) - first
             if live - len(idx) <= 0:
                 c.execute("UPDATE segments SET live = 0, sealed_key = NULL, times = NULL, tpls = NULL, addrs = NULL, "
