@@ -374,6 +374,8 @@ class BlocklogStore:
 
     def _anchor(self) -> tuple[int, bytes]:
         """(seq, link) the segments continue from: the last record written as a row (schema 1)."""
+        if self.schema_version() < 2:       # a log of schema 1 read without migrating it (readonly)
+            return self.head()
         row = self.conn.execute("SELECT seq, link FROM segment_anchor WHERE id = 1").fetchone()
         return (int(row[0]), bytes(row[1])) if row else (0, hashchain.GENESIS)
 
@@ -545,8 +547,7 @@ class BlocklogStore:
         gap_rows = [(int(f), int(last), bytes(lk)) for last, f, lk in
                     self.conn.execute("SELECT last_seq, first_seq, link FROM gaps ORDER BY first_seq")]
         gaps = {f: (last, lk) for f, last, lk in gap_rows if last <= anchor_seq}   # of records written as rows
-        total = int(self.conn.execute("SELECT (SELECT count(*) FROM hits) + "
-                                      "(SELECT coalesce(sum(live), 0) FROM segments)").fetchone()[0])
+        total = self.counts()["records"]
         head_seq, head = self.head()
         prev, expect, n, crossed = hashchain.GENESIS, 1, 0, 0
         canons = {}      # recomputed from the columns queries read, so a changed order_ref shows too
@@ -583,10 +584,17 @@ class BlocklogStore:
             return VerifyReport(False, n, crossed, head_seq, head, expect,
                                 f"the records written as rows end at {expect - 1}, but the segments continue from "
                                 f"record {anchor_seq} (the newest records were removed, or the anchor was changed)")
+        if self.schema_version() < 2:
+            return self._verified(n, crossed, head_seq, head, prev, expect, total, progress)
         bad, n, crossed, prev, expect = self._verify_segments(canons, gap_rows, anchor_seq, anchor, n, crossed,
                                                               progress, total)
         if bad is not None:
             return VerifyReport(False, n, crossed, head_seq, head, bad[0], bad[1])
+        return self._verified(n, crossed, head_seq, head, prev, expect, total, progress)
+
+    def _verified(self, n: int, crossed: int, head_seq: int, head: bytes, prev: bytes, expect: int, total: int,
+                  progress: Progress | None) -> VerifyReport:
+        """The records end at the committed head; then the audit chain."""
         if expect - 1 != head_seq or prev != head:
             return VerifyReport(False, n, crossed, head_seq, head, expect,
                                 f"the committed head is record {head_seq}, but the records end at {expect - 1} "

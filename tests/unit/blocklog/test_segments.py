@@ -189,3 +189,21 @@ def test_segments_give_back_what_was_written(batches: list[list[tuple]], sealed:
         assert [r.seq for r in store.records(start_ms=lo, end_ms=hi)] == \
             [r.seq for r in got if lo <= r.time_ms <= hi]
         store.close()
+
+
+def test_a_v1_log_read_without_migrating_it(tmp_path: Path) -> None:
+    """``log verify`` and the admin API open the log read-only: a log of schema 1 that no writer
+    migrated yet reads and verifies as it is."""
+    path = str(tmp_path / "b.sqlite")
+    write_v1(path, "edge-1", [(mixed(0, 4), T0)], PK)
+    ro = BlocklogStore(path, readonly=True)
+    assert ro.schema_version() == 1
+    assert [r.seq for r in ro.records()] == [1, 2, 3, 4]
+    assert open_client(KEY, next(ro.records()).sealed_client) == ("198.51.100.1", 1024)  # type: ignore[arg-type]
+    assert ro.verify().ok and ro.counts()["records"] == 4
+    ro.conn.close()
+    c = sqlite3.connect(path)
+    c.execute("UPDATE hits SET qtype = 28 WHERE seq = 3")
+    c.commit()
+    c.close()
+    assert BlocklogStore(path, readonly=True).verify().first_bad == 3
