@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Blocked-lookup log benchmark (issue 5, "Speed"): results go to BENCHMARKS.md by hand.
 
-  writer   1. the store alone: BlocklogStore.write_batch (seal, chain, insert, aggregates, commit with
+  writer   0. the writer's CPU per record end to end: decode protocol 2 messages (1,024 answers each,
+              as the data plane's flusher packs them) and write them as one batch (seal, chain, insert,
+              aggregates, commit with fsync), 5,000-record batches, median of 10
+           1. the store alone: BlocklogStore.write_batch (seal, chain, insert, aggregates, commit with
               fsync) on batches of what 50,000 hits/s bring in one writer tick (flush/4 = 50 ms)
            2. the whole path: producer processes with the data plane's ShippingSink (deque, flusher
               thread, unix socket) at a fixed total rate into one BlocklogWriter thread: records
@@ -54,6 +57,61 @@ def cpu_seconds() -> float:
 
 
 # -- writer -----------------------------------------------------------------------------------------
+
+def packed_messages(records: int, base_ms: int, per_batch: int = 64, per_message: int = 1024) -> list[bytes]:
+    """Protocol 2 messages as ShippingSink packs them: receive batches of ``per_batch`` IPv4 answers
+    (address slots as the kernel writes them), 64 template tuples numbered in the first message."""
+    import array
+    import marshal
+    import socket
+    import struct
+    tpls = [((f"q{i}.csam-site.test.", 1 + (i % 2) * 27, *TPL[2:]),) for i in range(64)]
+    msgs, done, defined = [], 0, False
+    while done < records:
+        batches, names, at, numbers = [], bytearray(), bytearray(), array.array("I")
+        while done < records and len(at) < per_message:
+            k = min(per_batch, records - done)
+            for j in range(k):
+                i = done + j
+                names += struct.pack("=H", socket.AF_INET) + struct.pack(">H", 1024 + i % 60000) + \
+                    bytes([198, 51, 100, i % 250 + 1]) + bytes(20)
+                numbers.append(i % 64)
+            at += bytes(range(k))
+            batches.append((base_ms + done, "udp", int(socket.AF_INET), k, k))
+            done += k
+        msgs.append(marshal.dumps((2, 4242, 0, [], batches, bytes(names), bytes(at), numbers.tobytes(),
+                                   None if defined else (0, tpls))))
+        defined = True
+    return msgs
+
+
+def bench_writer_cpu(tmp: Path, batch: int = 5000, rounds: int = 10) -> list[float]:
+    """The writer's CPU (process time) per record: decode a batch's protocol 2 messages and write
+    them as one batch; one value per round."""
+    from resolver import blocklog_ship
+    from resolver.blocklog import BlocklogStore
+    pk = bytes(PrivateKey.generate().public_key)
+    store = BlocklogStore(str(tmp / f"writer-{time.monotonic_ns()}.sqlite"), node="bench")
+    base = int(time.time() * 1000)
+    msgs = packed_messages(batch, base)
+    columns = hasattr(blocklog_ship, "decode_columns")     # (so the same code measures the row writer too)
+    out = []
+    for r in range(rounds + 1):
+        table = blocklog_ship.TemplateTable() if hasattr(blocklog_ship, "TemplateTable") else []
+        t0 = time.process_time()
+        if columns:
+            from resolver.blocklog import Columns
+            cols = Columns.concat([blocklog_ship.decode_columns(m, table)[2] for m in msgs])
+            n = store.write_columns(cols, now_ms=base + r, public_key=pk)
+        else:
+            raws = [x for m in msgs for x in blocklog_ship.decode(m, table)[2]]
+            n = store.write_batch(raws, now_ms=base + r, public_key=pk)
+        if r:                       # the first round creates the templates
+            out.append((time.process_time() - t0) / n * 1e6)
+    assert store.verify().ok
+    store.close()
+    return out
+
 
 def bench_store(tmp: Path, seconds: float, batch: int = 2500) -> tuple[float, float]:
     """records/s of write_batch alone, and seconds per batch (median)."""
@@ -479,6 +537,9 @@ def main() -> int:
         f"{platform.python_version()}; temp {tmp}")
     try:
         if a.only in (None, "writer"):
+            cpu = bench_writer_cpu(tmp)
+            log("writer CPU per record, decode of protocol 2 messages + one 5,000-record batch: "
+                + ", ".join(f"{x:.2f}" for x in cpu) + f" us; median {statistics.median(cpu):.2f} us")
             store = [bench_store(tmp, min(a.seconds, 10)) for _ in range(a.passes)]
             log("store alone: " + ", ".join(f"{r:,.0f} rec/s" for r, _ in store)
                 + f"; median {statistics.median(r for r, _ in store):,.0f} rec/s, "

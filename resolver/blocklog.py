@@ -2,25 +2,33 @@
 
 ``<state_dir>/blocklog.sqlite`` holds, per node:
 
-    hits       one row per policy hit: seq (chain position), time (UTC ms), qname, qtype, transport,
-               the rule context, the batch, the sealed client address, and the record's chain link
+    segments   one row per committed batch (schema 2): its first seq, count, live records, times,
+               the data key its addresses are sealed with (itself sealed to the compliance key;
+               blocklog_seal), and the records by column: ``times`` (int64 LE), ``tpls`` (uint32 LE
+               template ids, PURGED once purged), ``addrs`` (ADDR_W bytes each under one ChaCha20
+               keystream), ``leaves`` (32-byte leaf digest each), the ``root`` (SHA-256 of the leaves)
+               and the segment's ``link``
+    templates  what records of one name, type and transport under one rule share, with its digest
     contexts   what hits of one rule of one zone version share: node, zone, serial, trigger, rule
-               owner, action, order_ref (so a row carries a small integer instead of six strings)
-    batches    one per commit: its seq range and times, the chain head it committed, and the data key
-               its addresses are sealed with (itself sealed to the compliance key; blocklog_seal)
-    chain      the newest head (seq, link), committed with every batch
-    gaps       what purges removed: per run of purged records its seq range and the link of its last
-               record, so what remains still verifies (and a gap without a purge is a break)
+               owner, action, order_ref
+    hits       schema 1: one row per record written before segments (seq, time, qname, qtype,
+               transport, context, batch, sealed address, link); ``batches`` their batches
+    chain      the newest head (seq, link), committed with every batch; ``segment_anchor`` the head
+               of the rows when the log moved to segments (the first segment continues from it)
+    gaps       what purges removed: per run of purged records its seq range (for rows also the link
+               of its last record, so what remains still verifies; a gap without a purge is a break)
     daily      aggregates without personal data: hits per day per order per node (per zone, action)
     holds      legal holds: order_ref and/or time window, reason, until, who, released
     audit      hash-chained events: purges, holds, exports, queue drops (rpz.hashchain)
 
-Record chain (rpz.hashchain): ``link_seq = SHA-256(link_{seq-1} || SHA-256(payload_seq))`` with
-``payload`` the canonical JSON array written by ``payload()``. Every write, purge, hold and export is
-one transaction together with its audit record (STYLE.md habit 12). Time is always passed in.
+Segment chain: ``leaf = SHA-256(seq u64 LE || time_ms i64 LE || template digest || address
+ciphertext)``, ``link_s = SHA-256(link_{s-1} || SHA-256(leaves of s))``; a purged record keeps its
+leaf. Rows (schema 1): ``link_seq = SHA-256(link_{seq-1} || SHA-256(payload_seq))`` with ``payload``
+the canonical JSON array written by ``payload()``. Every write, purge, hold and export is one
+transaction together with its audit record (STYLE.md habit 12). Time is always passed in.
 
     store = BlocklogStore("/var/lib/hotline-edge/blocklog.sqlite", node="edge-1")
-    store.write_batch(records, now_ms=..., public_key=pk)
+    store.write_batch(records, now_ms=..., public_key=pk)     # or write_columns(Columns(...), ...)
     store.verify().ok
     store.purge(now_ms=..., retention_days=lambda zone: 180, actor="cli:root")
 """
@@ -39,12 +47,13 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _jstr
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from rpz import hashchain
 from rpz.sqlitetx import immediate
 
-from .blocklog_seal import NONCE_LEN, BatchSealer, blob
+from .blocklog_seal import ADDR_W, blob, blob2, pack_address, seal_column
 from .errors import BlocklogError, HoldError
 
 DAY_MS = 86_400_000
@@ -83,8 +92,102 @@ def _m1(db: sqlite_utils.Database) -> None:
                              not_null={"at_ms", "kind", "payload", "link"})
 
 
+def _m2(db: sqlite_utils.Database) -> None:
+    """Segments: one row per batch, the records stored by column (second amendment of decision 0004).
+    The records written as rows so far stay where they are; the segment chain continues from their
+    head, which ``segment_anchor`` keeps."""
+    db.table("templates").create({"id": int, "ctx": int, "qname": str, "qtype": int, "transport": str,
+                                  "digest": bytes}, pk="id",
+                                 not_null={"ctx", "qname", "qtype", "transport", "digest"})
+    db.table("templates").create_index(["ctx", "qname", "qtype", "transport"], unique=True)
+    db.table("segments").create({"id": int, "first_seq": int, "count": int, "live": int, "min_time_ms": int,
+                                 "max_time_ms": int, "committed_ms": int, "sealed_key": bytes, "times": bytes,
+                                 "tpls": bytes, "addrs": bytes, "leaves": bytes, "root": bytes, "link": bytes},
+                                pk="id", not_null={"first_seq", "count", "live", "min_time_ms", "max_time_ms",
+                                                   "committed_ms", "root", "link"})
+    db.table("segments").create_index(["first_seq"], unique=True)
+    db.table("segments").create_index(["min_time_ms"])
+    db.table("segment_anchor").create({"id": int, "seq": int, "link": bytes}, pk="id", not_null={"seq", "link"})
+    row = db.execute("SELECT seq, link FROM chain WHERE id = 1").fetchone()
+    db.execute("INSERT INTO segment_anchor (id, seq, link) VALUES (1, ?, ?)",
+               (row[0], row[1]) if row else (0, hashchain.GENESIS))
+
+
 # Explicit, numbered migrations (sqlite-utils), recorded in PRAGMA user_version. Append, never edit.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1, _m2)
+
+PURGED = 0xFFFF_FFFF      # template id of a purged record in a segment (its leaf digest stays)
+LEAF_W = 8 + 8 + 32 + ADDR_W   # seq (u64 LE), time_ms (i64 LE), template digest, address ciphertext
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Records by column, the writer's input (``BlocklogStore.write_columns``): per record its time
+    (UTC ms), its template (an index into ``templates``), its transport (1 for tcp, 0 for udp; None:
+    all udp) and its client address slot (``blocklog_seal.pack_address``, ADDR_W bytes a row)."""
+
+    times: np.ndarray                 # int64, n
+    tpl: np.ndarray                   # int64 (or any integer), n: index into templates
+    tcp: np.ndarray | None            # uint8, n; None: all udp
+    addrs: np.ndarray                 # uint8, (n, ADDR_W)
+    templates: Sequence[Template]
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def part(self, start: int, end: int) -> Columns:
+        return Columns(self.times[start:end], self.tpl[start:end], None if self.tcp is None else self.tcp[start:end],
+                       self.addrs[start:end], self.templates)
+
+    @staticmethod
+    def concat(parts: Sequence[Columns]) -> Columns:
+        """One Columns of several (their template lists appended, indices moved)."""
+        if len(parts) == 1:
+            return parts[0]
+        templates: list[Template] = []
+        offsets: dict[int, int] = {}         # parts often share one list (one connection's table)
+        tpl = []
+        for p in parts:
+            at = offsets.get(id(p.templates))
+            if at is None:
+                at = offsets[id(p.templates)] = len(templates)
+                templates.extend(p.templates)
+            tpl.append(np.asarray(p.tpl, dtype=np.int64) + at)
+        tcp = None
+        if any(p.tcp is not None for p in parts):
+            tcp = np.concatenate([p.tcp if p.tcp is not None else np.zeros(len(p), np.uint8) for p in parts])
+        return Columns(np.concatenate([p.times for p in parts]), np.concatenate(tpl), tcp,
+                       np.concatenate([p.addrs for p in parts]), templates)
+
+
+def columns_from_raws(raws: Sequence[Raw]) -> Columns:
+    """The records of ``raws`` (one per template of each) as Columns. ValueError naming a record
+    whose address is not an IP address and port, or whose transport is neither udp nor tcp."""
+    times: list[int] = []
+    tpl: list[int] = []
+    tcp: list[int] = []
+    addrs = bytearray()
+    templates: list[Template] = []
+    index: dict[Template, int] = {}
+    slots: dict[tuple[str, int], bytes] = {}
+    for t_ms, ip, port, tpls, transport in raws:
+        slot = slots.get((ip, port))
+        if slot is None:
+            slot = slots[(ip, port)] = pack_address(ip, port)
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"transport {transport!r:.20} is neither udp nor tcp")
+        for t in tpls:
+            k = index.get(t)
+            if k is None:
+                k = index[t] = len(templates)
+                templates.append(t)
+            times.append(t_ms)
+            tpl.append(k)
+            tcp.append(transport == "tcp")
+            addrs += slot
+    return Columns(np.array(times, dtype=np.int64), np.array(tpl, dtype=np.int64),
+                   np.array(tcp, dtype=np.uint8) if any(tcp) else None,
+                   np.frombuffer(bytes(addrs), dtype=np.uint8).reshape(-1, ADDR_W), templates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +276,29 @@ def context_canon(node: str, t: Template) -> str:
     return json.dumps([node, t[2], t[3], t[4], t[5], t[6], t[7]], ensure_ascii=True, separators=(",", ":"))
 
 
+def template_canon(qname: str, qtype: int, transport: str, ctx_canon: str) -> bytes:
+    """The canonical bytes of a template (what records of one name, type and transport under one
+    rule context share): its SHA-256 is the ``digest`` each record's leaf covers."""
+    return f'[{_jstr(qname)},{qtype},{_jstr(transport)},{ctx_canon}]'.encode()
+
+
+_DIGEST = type(hashlib.sha256()).digest
+
+
+def _leaves(seqs: np.ndarray, times: np.ndarray, digests: np.ndarray, ct: bytes | None, n: int) -> bytes:
+    """The leaf digests of n records (32 bytes each): SHA-256 of the fixed-width record (seq u64 LE,
+    time_ms i64 LE, template digest, address ciphertext or ADDR_W zero bytes), built by numpy."""
+    rec = np.zeros((n, LEAF_W), dtype=np.uint8)
+    rec[:, 0:8] = seqs.astype("<u8").view(np.uint8).reshape(n, 8)
+    rec[:, 8:16] = times.astype("<i8").view(np.uint8).reshape(n, 8)
+    rec[:, 16:48] = digests
+    if ct is not None:
+        rec[:, 48:] = np.frombuffer(ct, dtype=np.uint8).reshape(n, ADDR_W)
+    # one bytes object per record straight from numpy (a void dtype keeps trailing zero bytes), then
+    # the C-level map: the one SHA-256 per record is all that runs per record
+    return b"".join(map(_DIGEST, map(hashlib.sha256, rec.view(f"V{LEAF_W}").ravel().tolist())))
+
+
 def _cross(gaps: dict[int, tuple[int, bytes]], expect: int) -> tuple[bytes | None, int, int]:
     """Follow recorded gaps from seq ``expect``: (link of the last purged record or None, the seq
     after the gaps, how many gaps were crossed)."""
@@ -212,8 +338,10 @@ class BlocklogStore:
         except OSError as exc:
             raise BlocklogError(f"{path}: cannot create the blocked-lookup log's directory: {exc.strerror}") from exc
         self._ctx: dict[tuple[Any, ...], tuple[int, str, str, str | None, str]] = {}  # (id, canon, zone, order, action)
+        self._tpl: dict[tuple[Template, str], int] = {}            # (template, transport) -> template id
+        self._tinfo: dict[int, tuple[bytes, str, str | None, str]] = {}   # template id -> (digest, zone, order, action)
         self._head: tuple[int, bytes] | None = None
-        self._batch_id: int | None = None
+        self._segment_id: int | None = None
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -244,99 +372,133 @@ class BlocklogStore:
         row = self.conn.execute("SELECT seq, link FROM chain WHERE id = 1").fetchone()
         return (int(row[0]), bytes(row[1])) if row else (0, hashchain.GENESIS)
 
+    def _anchor(self) -> tuple[int, bytes]:
+        """(seq, link) the segments continue from: the last record written as a row (schema 1)."""
+        if self.schema_version() < 2:       # a log of schema 1 read without migrating it (readonly)
+            return self.head()
+        row = self.conn.execute("SELECT seq, link FROM segment_anchor WHERE id = 1").fetchone()
+        return (int(row[0]), bytes(row[1])) if row else (0, hashchain.GENESIS)
+
     @property
     def written_seq(self) -> int:
         """The newest seq this connection wrote or read as the head."""
         return self._head[0] if self._head is not None else self.head()[0]
 
     def write_batch(self, raws: Sequence[Raw], *, now_ms: int, public_key: bytes | None) -> int:
-        """Append the hits of ``raws`` as one batch (one transaction: records, batch row with the chain
-        head and the sealed data key, daily aggregates). Returns how many records were written.
-        BlocklogError when the database refuses the write (nothing of the batch is then kept)."""
-        n = sum(len(r[3]) for r in raws)
+        """Append the hits of ``raws`` as one batch (``write_columns``). Returns how many records were
+        written. BlocklogError when a record cannot be stored or the database refuses the write
+        (nothing of the batch is then kept)."""
+        try:
+            cols = columns_from_raws(raws)
+        except ValueError as exc:
+            raise BlocklogError(f"{self.path}: cannot write a batch: {exc}") from exc
+        return self.write_columns(cols, now_ms=now_ms, public_key=public_key)
+
+    def write_columns(self, cols: Columns, *, now_ms: int, public_key: bytes | None) -> int:
+        """Append ``cols`` as one batch, a segment: one transaction with the segment row (columns,
+        leaf digests, link, the sealed data key), the chain head and the daily aggregates. Returns
+        how many records were written. BlocklogError when the database refuses the write (nothing
+        of the batch is then kept)."""
+        n = len(cols)
         if n == 0:
             return 0
         try:
             with self.tx() as c:
-                return self._write(c, raws, now_ms, public_key)
+                return self._write_segment(c, cols, now_ms, public_key)
         except sqlite3.Error as exc:
-            self._ctx.clear()      # contexts created in the rolled-back transaction are gone
-            self._head = self._batch_id = None
+            self._ctx.clear()      # contexts and templates created in the rolled-back transaction are gone
+            self._tpl.clear()
+            self._tinfo.clear()
+            self._head = self._segment_id = None
             raise BlocklogError(f"{self.path}: cannot write a batch of {n} records: {exc}") from exc
 
-    def _write(self, c: sqlite3.Connection, raws: Sequence[Raw], now_ms: int, public_key: bytes | None) -> int:
-        """The hot loop of the writer, written out for speed: it builds exactly ``payload()`` and
-        ``hashchain.link()`` (verify() recomputes both from the stored columns, so the tests hold
-        them equal)."""
-        if self._head is None or self._batch_id is None:
+    def _write_segment(self, c: sqlite3.Connection, cols: Columns, now_ms: int, public_key: bytes | None) -> int:
+        """The writer's hot path: no Python code per record but the SHA-256 of its leaf."""
+        if self._head is None or self._segment_id is None:
             self._head = self.head()
-            self._batch_id = int(c.execute("SELECT coalesce(max(id), 0) FROM batches").fetchone()[0])
+            self._segment_id = int(c.execute("SELECT coalesce(max(id), 0) FROM segments").fetchone()[0])
         seq, prev = self._head
-        batch = self._batch_id + 1
-        sealer = BatchSealer(public_key) if public_key is not None else None
-        encrypt = sealer.aead.encrypt if sealer is not None else None
-        sha = hashlib.sha256
-        ctx_of = self._ctx.get
-        rows: list[tuple[Any, ...]] = []
-        append = rows.append
-        daily: dict[tuple[int, int], list[int]] = {}
-        first_seq = seq + 1
-        for t_ms, ip, port, tpls, transport in raws:
-            jip = _jstr(ip)
-            for t in tpls:
-                seq += 1
-                ctx = ctx_of(t[2:])
-                if ctx is None:
-                    ctx = self._context(c, t[2:], t)
-                if encrypt is not None:
-                    client: bytes | None = encrypt(seq.to_bytes(NONCE_LEN, "big"),
-                                                   f'{{"ip": {jip}, "port": {port:d}}}'.encode(), None)
-                    cj = f'"{client.hex()}"'  # type: ignore[union-attr]
-                else:
-                    client, cj = None, "null"
-                body = f'[{seq},{t_ms},{_jstr(t[0])},{t[1]},"{transport}",{batch},{cj},{ctx[1]}]'.encode()
-                prev = sha(prev + sha(body).digest()).digest()
-                append((seq, t_ms, ctx[0], t[0], t[1], transport, batch, client, prev))
-                k = (t_ms // DAY_MS, ctx[0])
-                agg = daily.get(k)
-                if agg is None:
-                    daily[k] = [1, t_ms, t_ms]
-                else:
-                    agg[0] += 1
-                    if t_ms > agg[2]:
-                        agg[2] = t_ms
-                    elif t_ms < agg[1]:
-                        agg[1] = t_ms
-        times = [r[0] for r in raws]
-        c.executemany("INSERT INTO hits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        c.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  (batch, first_seq, seq, len(rows), min(times), max(times), now_ms, prev,
-                   sealer.sealed_key if sealer is not None else None))
+        n = len(cols)
+        # templates: this batch's distinct (template, transport) -> the store's template ids
+        key = np.asarray(cols.tpl, dtype=np.int64) * 2
+        if cols.tcp is not None:
+            key += cols.tcp
+        uniq, inverse = np.unique(key, return_inverse=True)
+        ids = [self._template_id(c, cols.templates[k >> 1], "tcp" if k & 1 else "udp") for k in uniq.tolist()]
+        tids = np.array(ids, dtype="<u4")[inverse]
+        digests = np.frombuffer(b"".join(self._tinfo[i][0] for i in ids), dtype=np.uint8).reshape(-1, 32)
+        times = np.ascontiguousarray(cols.times, dtype="<i8")
+        seqs = np.arange(seq + 1, seq + n + 1, dtype="<u8")
+        plain = np.ascontiguousarray(cols.addrs, dtype=np.uint8)
+        if plain.shape != (n, ADDR_W):
+            raise BlocklogError(f"{self.path}: the address column has shape {plain.shape}, not ({n}, {ADDR_W})")
+        if public_key is not None:
+            sealed_key, ct = seal_column(public_key, plain.tobytes())
+            del plain
+        else:
+            sealed_key, ct = None, None
+        leaves = _leaves(seqs, times, digests[inverse], ct, n)
+        root = hashlib.sha256(leaves).digest()
+        link = hashlib.sha256(prev + root).digest()
+        segment = self._segment_id + 1
+        t_min, t_max = int(times.min()), int(times.max())
+        c.execute("INSERT INTO segments (id, first_seq, count, live, min_time_ms, max_time_ms, committed_ms, "
+                  "sealed_key, times, tpls, addrs, leaves, root, link) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (segment, seq + 1, n, n, t_min, t_max, now_ms, sealed_key, times.tobytes(), tids.tobytes(), ct,
+                   leaves, root, link))
         c.execute("INSERT INTO chain (id, seq, link) VALUES (1, ?, ?) "
-                  "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, link = excluded.link", (seq, prev))
-        self._add_daily(c, daily)
-        self._head = (seq, prev)
-        self._batch_id = batch
-        return len(rows)
+                  "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, link = excluded.link", (seq + n, link))
+        self._add_daily(c, times, tids)
+        self._head = (seq + n, link)
+        self._segment_id = segment
+        return n
 
-    def _add_daily(self, c: sqlite3.Connection, daily: dict[tuple[int, int], list[int]]) -> None:
-        """Per (day, context) counts -> the daily table's (day, node, order, zone, action) rows."""
-        info = {i: (zone, order or "", action) for _k, (i, _c, zone, order, action) in self._ctx.items()}
+    def _add_daily(self, c: sqlite3.Connection, times: np.ndarray, tids: np.ndarray) -> None:
+        """Per (day, template) counts (numpy) -> the daily table's (day, node, order, zone, action) rows."""
+        key = (times // DAY_MS).astype(np.int64) << 32 | tids.astype(np.int64)
+        uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+        last = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(first, inverse, times)
+        np.maximum.at(last, inverse, times)
         merged: dict[tuple[str, str, str, str], list[int]] = {}
-        for (d, ctx), (n, first, last) in daily.items():
-            zone, order, action = info[ctx]
-            key = (day_of(d * DAY_MS), order, zone, action)
-            cur = merged.get(key)
+        for k, cnt, lo, hi in zip(uniq.tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True):
+            _digest, zone, order, action = self._tinfo[k & 0xFFFF_FFFF]
+            mkey = (day_of((k >> 32) * DAY_MS), order or "", zone, action)
+            cur = merged.get(mkey)
             if cur is None:
-                merged[key] = [n, first, last]
+                merged[mkey] = [cnt, lo, hi]
             else:
-                cur[0] += n
-                cur[1] = min(cur[1], first)
-                cur[2] = max(cur[2], last)
+                cur[0] += cnt
+                cur[1] = min(cur[1], lo)
+                cur[2] = max(cur[2], hi)
         c.executemany("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                       "ON CONFLICT(day, node, order_ref, zone, action) DO UPDATE SET hits = hits + excluded.hits, "
                       "first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)",
                       [(k[0], self.node, k[1], k[2], k[3], v[0], v[1], v[2]) for k, v in merged.items()])
+
+    def _template_id(self, c: sqlite3.Connection, t: Template, transport: str) -> int:
+        """The id of (qname, qtype, transport, context) in ``templates`` (created when new, with its
+        digest: SHA-256 of ``template_canon``)."""
+        tid = self._tpl.get((t, transport))
+        if tid is not None:
+            return tid
+        ctx = self._ctx.get(t[2:])
+        if ctx is None:
+            ctx = self._context(c, t[2:], t)
+        row = c.execute("SELECT id, digest FROM templates WHERE ctx = ? AND qname = ? AND qtype = ? AND transport = ?",
+                        (ctx[0], t[0], t[1], transport)).fetchone()
+        if row is None:
+            digest = hashlib.sha256(template_canon(t[0], t[1], transport, ctx[1])).digest()
+            cur = c.execute("INSERT INTO templates (ctx, qname, qtype, transport, digest) VALUES (?, ?, ?, ?, ?)",
+                            (ctx[0], t[0], t[1], transport, digest))
+            tid = int(cur.lastrowid or 0)
+        else:
+            tid, digest = int(row[0]), bytes(row[1])
+        self._tpl[(t, transport)] = tid
+        self._tinfo[tid] = (digest, ctx[2], ctx[3], ctx[4])
+        return tid
 
     def _context(self, c: sqlite3.Connection, key: tuple[Any, ...], t: Template) -> tuple[int, str, str, str | None,
                                                                                              str]:
@@ -381,9 +543,11 @@ class BlocklogStore:
             self.conn.execute("COMMIT")
 
     def _verify(self, progress: Progress | None) -> VerifyReport:
-        gaps = {int(f): (int(last), bytes(lk)) for last, f, lk in
-                self.conn.execute("SELECT last_seq, first_seq, link FROM gaps")}
-        total = int(self.conn.execute("SELECT count(*) FROM hits").fetchone()[0])
+        anchor_seq, anchor = self._anchor()
+        gap_rows = [(int(f), int(last), bytes(lk)) for last, f, lk in
+                    self.conn.execute("SELECT last_seq, first_seq, link FROM gaps ORDER BY first_seq")]
+        gaps = {f: (last, lk) for f, last, lk in gap_rows if last <= anchor_seq}   # of records written as rows
+        total = self.counts()["records"]
         head_seq, head = self.head()
         prev, expect, n, crossed = hashchain.GENESIS, 1, 0, 0
         canons = {}      # recomputed from the columns queries read, so a changed order_ref shows too
@@ -396,12 +560,12 @@ class BlocklogStore:
         for seq, t_ms, qname, qtype, transport, batch, client, stored, ctx in rows:
             canon = canons.get(ctx, "")
             if seq != expect:
-                anchor, expect, k = _cross(gaps, expect)
+                anchor_, expect, k = _cross(gaps, expect)
                 crossed += k
-                if anchor is None or expect != seq:
+                if anchor_ is None or expect != seq:
                     return VerifyReport(False, n, crossed, head_seq, head, expect,
                                         f"records {expect}..{seq - 1} are missing and no purge recorded their removal")
-                prev = anchor
+                prev = anchor_
             if link(prev, payload(seq, t_ms, qname, qtype, transport, batch,
                                   bytes(client) if client is not None else None, canon)) != bytes(stored):
                 return VerifyReport(False, n, crossed, head_seq, head, seq,
@@ -411,11 +575,26 @@ class BlocklogStore:
             n += 1
             if progress is not None and n % 50_000 == 0:
                 progress(n, total)
-        if expect <= head_seq:
-            anchor, expect, k = _cross(gaps, expect)
+        if expect <= anchor_seq:
+            anchor_, expect, k = _cross(gaps, expect)
             crossed += k
-            if anchor is not None:
-                prev = anchor
+            if anchor_ is not None:
+                prev = anchor_
+        if expect - 1 != anchor_seq or prev != anchor:
+            return VerifyReport(False, n, crossed, head_seq, head, expect,
+                                f"the records written as rows end at {expect - 1}, but the segments continue from "
+                                f"record {anchor_seq} (the newest records were removed, or the anchor was changed)")
+        if self.schema_version() < 2:
+            return self._verified(n, crossed, head_seq, head, prev, expect, total, progress)
+        bad, n, crossed, prev, expect = self._verify_segments(canons, gap_rows, anchor_seq, anchor, n, crossed,
+                                                              progress, total)
+        if bad is not None:
+            return VerifyReport(False, n, crossed, head_seq, head, bad[0], bad[1])
+        return self._verified(n, crossed, head_seq, head, prev, expect, total, progress)
+
+    def _verified(self, n: int, crossed: int, head_seq: int, head: bytes, prev: bytes, expect: int, total: int,
+                  progress: Progress | None) -> VerifyReport:
+        """The records end at the committed head; then the audit chain."""
         if expect - 1 != head_seq or prev != head:
             return VerifyReport(False, n, crossed, head_seq, head, expect,
                                 f"the committed head is record {head_seq}, but the records end at {expect - 1} "
@@ -425,6 +604,94 @@ class BlocklogStore:
         audit = hashchain.verify((i, bytes(p), bytes(lk)) for i, p, lk in
                                  self.conn.execute("SELECT id, payload, link FROM audit ORDER BY id"))
         return VerifyReport(audit.ok, n, crossed, head_seq, head, audit=audit)
+
+    def _verify_segments(self, canons: dict[int, str], gap_rows: list[tuple[int, int, bytes]], anchor_seq: int,
+                         prev: bytes, n: int, crossed: int, progress: Progress | None, total: int,
+                         ) -> tuple[tuple[int, str] | None, int, int, bytes, int]:
+        """Each segment from the anchor on: every present record's leaf recomputed from its columns
+        (the template's digest from the templates and contexts columns), every purged record inside a
+        recorded purge, then the segment's link. (break (seq, reason) or None, records, gaps crossed,
+        last link, next seq)."""
+        digests: dict[int, bytes] = {}
+        for tid, ctx, qname, qtype, transport in self.conn.execute(
+                "SELECT id, ctx, qname, qtype, transport FROM templates"):
+            digests[int(tid)] = hashlib.sha256(template_canon(qname, qtype, transport, canons.get(ctx, ""))).digest()
+        seg_gaps = [(f, last) for f, last, _ in gap_rows if f > anchor_seq]
+        gap_first = np.array([f for f, _ in seg_gaps], dtype=np.int64)
+        gap_last = np.array([last for _, last in seg_gaps], dtype=np.int64)
+        used: set[int] = set()
+        expect = anchor_seq + 1
+        sha = hashlib.sha256
+
+        def uncovered(seqs: np.ndarray) -> int | None:
+            """The first of ``seqs`` no recorded purge covers (None: all covered)."""
+            if len(seqs) == 0:
+                return None
+            at = np.searchsorted(gap_first, seqs, side="right") - 1
+            ok = at >= 0
+            ok[ok] = gap_last[at[ok]] >= seqs[ok]
+            if not ok.all():
+                return int(seqs[np.argmin(ok)])
+            used.update(np.unique(at).tolist())
+            return None
+
+        rows = self.conn.execute("SELECT first_seq, count, times, tpls, addrs, leaves, root, link FROM segments "
+                                 "ORDER BY first_seq")
+        for first, count, times_b, tpls_b, addrs_b, leaves_b, root, stored in rows:
+            if first != expect:
+                return ((expect, f"records {expect}..{first - 1} are missing (a segment was removed)" if first > expect
+                         else f"segments overlap at record {first}"), n, len(used) + crossed, prev, expect)
+            seqs = np.arange(first, first + count, dtype=np.int64)
+            if leaves_b is None:                 # every record purged: only the root is left
+                bad = uncovered(seqs)
+                if bad is not None:
+                    return ((bad, "the record was removed and no purge recorded its removal"), n,
+                            len(used) + crossed, prev, expect)
+                root_now, live = bytes(root), 0
+            else:
+                leaves = bytes(leaves_b)
+                if (times_b is None or tpls_b is None or len(times_b) != 8 * count or len(tpls_b) != 4 * count
+                        or len(leaves) != 32 * count or (addrs_b is not None and len(addrs_b) != ADDR_W * count)):
+                    return ((first, "the segment's columns do not have one entry per record (it was changed)"), n,
+                            len(used) + crossed, prev, expect)
+                times = np.frombuffer(times_b, dtype="<i8")
+                tpls = np.frombuffer(tpls_b, dtype="<u4")
+                present = tpls != PURGED
+                bad = uncovered(seqs[~present])
+                if bad is not None:
+                    return ((bad, "the record was removed and no purge recorded its removal"), n,
+                            len(used) + crossed, prev, expect)
+                idx = np.flatnonzero(present)
+                live = len(idx)
+                if live:
+                    known = [digests.get(t) for t in tpls[idx].tolist()]
+                    if None in known:
+                        bad_at = int(seqs[idx[known.index(None)]])
+                        return ((bad_at, "the record refers to a template that does not exist (it was changed)"), n,
+                                len(used) + crossed, prev, expect)
+                    dig = np.frombuffer(b"".join(known), dtype=np.uint8).reshape(-1, 32)   # type: ignore[arg-type]
+                    ct = None
+                    if addrs_b is not None:
+                        ct = np.frombuffer(addrs_b, dtype=np.uint8).reshape(count, ADDR_W)[idx].tobytes()
+                    mine = _leaves(seqs[idx], times[idx], dig, ct, len(idx))
+                    theirs = np.frombuffer(leaves, dtype=np.uint8).reshape(count, 32)[idx].tobytes()
+                    if mine != theirs:
+                        a = np.frombuffer(mine, dtype=np.uint8).reshape(-1, 32)
+                        b = np.frombuffer(theirs, dtype=np.uint8).reshape(-1, 32)
+                        k = int(np.argmax((a != b).any(axis=1)))
+                        return ((int(seqs[idx[k]]), "the record does not match its leaf digest (it, or the leaf, "
+                                 "was changed)"), n, len(used) + crossed, prev, expect)
+                root_now = sha(leaves).digest()
+            if sha(prev + root_now).digest() != bytes(stored):
+                return ((first, f"the segment of records {first}..{first + count - 1} does not match its link "
+                         "(a leaf digest or the link was changed)"), n, len(used) + crossed, prev, expect)
+            prev = bytes(stored)
+            expect = first + count
+            n_before = n
+            n += live
+            if progress is not None and n // 50_000 != n_before // 50_000:
+                progress(n, total)
+        return None, n, len(used) + crossed, prev, expect
 
     # -- holds --------------------------------------------------------------------------------------
 
@@ -473,14 +740,17 @@ class BlocklogStore:
     def purge(self, *, now_ms: int, retention_days: Callable[[str], int], actor: str, chunk: int = 20_000,
               progress: Progress | None = None) -> PurgeReport:
         """Delete records older than their zone's retention unless an active legal hold covers them.
-        Each chunk is one transaction with its audit event; every purged run leaves a gap row with
-        the link of its last record, so the rest still verifies; batches left empty are deleted with
-        their sealed data keys."""
+        Each chunk is one transaction with its audit event; every purged run leaves a gap row, so
+        the rest still verifies. Records written as rows (schema 1) are deleted, and batches left
+        empty with their sealed data keys; in a segment a purged record's time, template and address
+        bytes are overwritten (its leaf digest stays), and a segment left empty keeps only its root
+        and link (its sealed data key goes). Addresses are never read."""
         holds = self.holds(active_at_ms=now_ms)
+        anchor_seq = self._anchor()[0]
         ctxs = {int(i): (z, o) for i, z, o in self.conn.execute("SELECT id, zone, order_ref FROM contexts")}
         days = {z: retention_days(z) for z, _ in ctxs.values()}
         cutoff = {i: now_ms - days[z] * DAY_MS for i, (z, _) in ctxs.items()}
-        doomed: list[tuple[int, bytes]] = []
+        doomed: list[tuple[int, bytes, int]] = []      # (seq, link or leaf, segment id or 0)
         kept, used_holds = 0, set()
         if cutoff:
             horizon = max(cutoff.values())
@@ -496,14 +766,20 @@ class BlocklogStore:
                         kept += 1
                         used_holds.add(holder.id)
                         continue
-                    doomed.append((int(seq), bytes(lk)))
+                    doomed.append((int(seq), bytes(lk), 0))
+            k, used = self._doomed_in_segments(horizon, ctxs, cutoff, holds, doomed)
+            kept += k
+            used_holds |= used
         runs_total, batches_total = 0, 0
         zones_days = dict(sorted(days.items()))
         for start in range(0, len(doomed), chunk):
             part = doomed[start:start + chunk]
+            rows_part = [(s, lk) for s, lk, seg in part if not seg]
+            seg_part = [(s, lk) for s, lk, seg in part if seg]
             with self.tx() as c:
-                runs = self._purge_runs(c, part)
-                emptied = self._drop_empty_batches(c, part[0][0], part[-1][0])
+                runs = self._purge_runs(c, rows_part, anchor_seq) + self._purge_runs(c, seg_part, anchor_seq)
+                emptied = self._drop_empty_batches(c, rows_part[0][0], rows_part[-1][0]) if rows_part else 0
+                emptied += self._purge_in_segments(c, [(s, seg) for s, _, seg in part if seg])
                 aid = self.append_audit("purge", now_ms, {
                     "by": actor, "deleted": len(part), "runs": [[a, b] for a, b, _ in runs[:100]],
                     "runs_total": len(runs), "batches_deleted": emptied, "retention_days": zones_days,
@@ -517,8 +793,89 @@ class BlocklogStore:
                                                  "holds": sorted(used_holds), "retention_days": zones_days})
         return PurgeReport(len(doomed), kept, runs_total, batches_total, zones_days, tuple(sorted(used_holds)))
 
-    def _purge_runs(self, c: sqlite3.Connection, part: Sequence[tuple[int, bytes]]) -> list[tuple[int, int, bytes]]:
-        """Delete these records; merge them with adjacent gaps into runs (first, last, link of last)."""
+    def _doomed_in_segments(self, horizon: int, ctxs: dict[int, tuple[str, str | None]], cutoff: dict[int, int],
+                            holds: Sequence[Hold], doomed: list[tuple[int, bytes, int]]) -> tuple[int, set[int]]:
+        """Append the segments' records past retention and not held to ``doomed`` (numpy per
+        segment); (how many holds kept, the holds that kept some). The first hold covering a record
+        is the one that keeps it, as for the rows."""
+        tmap = {int(i): int(ctx) for i, ctx in self.conn.execute("SELECT id, ctx FROM templates")}
+        if not tmap:
+            return 0, set()
+        size = max(tmap) + 1
+        cut = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)     # unknown template: never old
+        orders: list[str | None] = [None] * size
+        for tid, ctx in tmap.items():
+            cut[tid] = cutoff[ctx]
+            orders[tid] = ctxs[ctx][1]
+        per_hold: list[tuple[Hold, np.ndarray | None]] = []
+        for h in holds:
+            if h.order_ref is None:
+                per_hold.append((h, None))
+            else:
+                per_hold.append((h, np.array([o == h.order_ref for o in orders], dtype=bool)))
+        kept, used = 0, set()
+        for seg, first, times_b, tpls_b, leaves_b in self.conn.execute(
+                "SELECT id, first_seq, times, tpls, leaves FROM segments WHERE live > 0 AND min_time_ms < ? "
+                "ORDER BY first_seq", (horizon,)).fetchall():
+            times = np.frombuffer(times_b, dtype="<i8")
+            tpls = np.frombuffer(tpls_b, dtype="<u4").astype(np.int64)
+            present = (tpls != PURGED) & (tpls < size)
+            safe = np.where(present, tpls, 0)
+            old = present & (times < cut[safe])
+            free = old.copy()
+            for h, match in per_hold:
+                covers = free.copy()
+                if match is not None:
+                    covers &= match[safe]
+                if h.start_ms is not None and h.end_ms is not None:
+                    covers &= (times >= h.start_ms) & (times <= h.end_ms)
+                if covers.any():
+                    used.add(h.id)
+                    kept += int(np.count_nonzero(covers))
+                    free &= ~covers
+            for i in np.flatnonzero(free).tolist():
+                doomed.append((first + i, bytes(leaves_b[32 * i:32 * i + 32]), seg))
+        return kept, used
+
+    def _purge_in_segments(self, c: sqlite3.Connection, part: Sequence[tuple[int, int]]) -> int:
+        """Overwrite the time, template and address bytes of these (seq, segment) records; a segment
+        left without records keeps only its root and link. The address column is written (zeros
+        over each purged record's bytes, SQLite's incremental blob I/O), never read. Returns how
+        many segments were emptied."""
+        by_seg: dict[int, list[int]] = {}
+        for seq, seg in part:
+            by_seg.setdefault(seg, []).append(seq)
+        emptied = 0
+        for seg, seqs in by_seg.items():
+            first, live, times_b, tpls_b, has_addrs = c.execute(
+                "SELECT first_seq, live, times, tpls, sealed_key IS NOT NULL FROM segments WHERE id = ?",
+                (seg,)).fetchone()
+            idx = np.array(seqs, dtype=np.int64) - first
+            if live - len(idx) <= 0:
+                c.execute("UPDATE segments SET live = 0, sealed_key = NULL, times = NULL, tpls = NULL, addrs = NULL, "
+                          "leaves = NULL WHERE id = ?", (seg,))
+                emptied += 1
+                continue
+            times = np.frombuffer(times_b, dtype="<i8").copy()
+            tpls = np.frombuffer(tpls_b, dtype="<u4").copy()
+            times[idx] = 0
+            tpls[idx] = PURGED
+            c.execute("UPDATE segments SET live = ?, times = ?, tpls = ? WHERE id = ?",
+                      (live - len(idx), times.tobytes(), tpls.tobytes(), seg))
+            if has_addrs:
+                with c.blobopen("segments", "addrs", seg) as blob_:
+                    for i in idx.tolist():
+                        blob_.seek(i * ADDR_W)
+                        blob_.write(bytes(ADDR_W))
+        return emptied
+
+    def _purge_runs(self, c: sqlite3.Connection, part: Sequence[tuple[int, bytes]],
+                    anchor_seq: int) -> list[tuple[int, int, bytes]]:
+        """Delete these records (rows; segment records are overwritten by the caller); merge them with
+        adjacent gaps into runs (first, last, link of last). ``part`` lies on one side of the anchor
+        (rows up to it, segments after it) and no gap is merged across it."""
+        if not part:
+            return []
         gaps = {int(f): (int(last), bytes(lk), int(n)) for last, f, lk, n in
                 c.execute("SELECT last_seq, first_seq, link, records FROM gaps")}
         by_last = {v[0]: k for k, v in gaps.items()}
@@ -537,13 +894,15 @@ class BlocklogStore:
                     runs[-1][1:4] = [seq, lk, runs[-1][3] + 1]
                     continue
             runs.append([seq, seq, lk, 1])
+        rows = part[0][0] <= anchor_seq
         for r in runs:
-            c.execute("DELETE FROM hits WHERE seq BETWEEN ? AND ?", (r[0], r[1]))
-            left = by_last.get(r[0] - 1)             # a gap ending just before: extend it
+            if rows:
+                c.execute("DELETE FROM hits WHERE seq BETWEEN ? AND ?", (r[0], r[1]))
+            left = by_last.get(r[0] - 1) if r[0] - 1 != anchor_seq else None   # a gap ending just before: extend it
             if left is not None:
                 r[0] = left
                 r[3] += gaps[left][2]
-            right = gaps.get(r[1] + 1)               # a gap starting just after: its link is the anchor
+            right = gaps.get(r[1] + 1) if r[1] != anchor_seq else None         # one starting just after: its anchor
             if right is not None:
                 r[1], r[2], r[3] = right[0], right[1], r[3] + right[2]
             c.execute("DELETE FROM gaps WHERE last_seq BETWEEN ? AND ?", (r[0], r[1]))
@@ -575,6 +934,36 @@ class BlocklogStore:
             sealed = blob(bytes(sealed_key), row[0], bytes(client)) if client is not None and sealed_key else None
             yield HitRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
                          row[11], sealed)
+        if self.schema_version() >= 2:
+            yield from self._segment_records(order_ref, name, start_ms, end_ms)
+
+    def _segment_records(self, order_ref: str | None, name: str | None, start_ms: int | None,
+                         end_ms: int | None) -> Iterator[HitRow]:
+        info: dict[int, tuple[Any, ...]] = {}
+        for tid, *fields in self.conn.execute(
+                "SELECT t.id, t.qname, t.qtype, t.transport, c.node, c.zone, c.serial, c.trigger, c.rule_owner, "
+                "c.action, c.order_ref FROM templates t JOIN contexts c ON c.id = t.ctx "
+                "WHERE (?1 IS NULL OR c.order_ref = ?1) AND (?2 IS NULL OR t.qname = ?2)", (order_ref, name)):
+            info[int(tid)] = tuple(fields)
+        if not info:
+            return
+        wanted = np.array(sorted(info), dtype=np.uint32)
+        lo = start_ms if start_ms is not None else np.iinfo(np.int64).min
+        hi = end_ms if end_ms is not None else np.iinfo(np.int64).max
+        rows = self.conn.execute(
+            "SELECT first_seq, sealed_key, times, tpls, addrs FROM segments WHERE live > 0 "
+            "AND max_time_ms >= ? AND min_time_ms <= ? ORDER BY first_seq", (lo, hi))
+        for first, sealed_key, times_b, tpls_b, addrs_b in rows:
+            times = np.frombuffer(times_b, dtype="<i8")
+            tpls = np.frombuffer(tpls_b, dtype="<u4")
+            mask = np.isin(tpls, wanted) & (times >= lo) & (times <= hi)
+            for i in np.flatnonzero(mask).tolist():
+                sealed = None
+                if addrs_b is not None and sealed_key is not None:
+                    sealed = blob2(bytes(sealed_key), i, bytes(addrs_b[i * ADDR_W:(i + 1) * ADDR_W]))
+                f = info[int(tpls[i])]
+                yield HitRow(first + i, int(times[i]), f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
+                             sealed)
 
     def daily(self, order_ref: str, since_day: str | None = None) -> list[dict[str, Any]]:
         """Hits per day (and node, zone, action) for one order: no personal data."""
@@ -589,4 +978,8 @@ class BlocklogStore:
     def counts(self) -> dict[str, int]:
         r = self.conn.execute("SELECT (SELECT count(*) FROM hits), (SELECT count(*) FROM batches), "
                               "(SELECT coalesce(sum(records), 0) FROM gaps), (SELECT count(*) FROM holds)").fetchone()
+        if self.schema_version() >= 2:
+            live, segs = self.conn.execute("SELECT coalesce(sum(live), 0), count(*) FILTER (WHERE live > 0) "
+                                           "FROM segments").fetchone()
+            r = (r[0] + live, r[1] + segs, r[2], r[3])
         return {"records": int(r[0]), "batches": int(r[1]), "purged": int(r[2]), "holds": int(r[3])}

@@ -63,8 +63,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .blocklog import Raw, Template
+import numpy as np
+
+from .blocklog import Columns, Raw, Template, columns_from_raws
 from .blocklog_config import BlocklogConfig
+from .blocklog_seal import ADDR_W
 from .errors import BlocklogError
 from .hits import HitRecord, PackedHits
 from .mmsg import NAME_SIZE, decode_sockaddr
@@ -368,10 +371,33 @@ def unpack(packed: Packed) -> list[Raw]:
             for (ip, port), tpls in zip(addresses(family, names, at), templates, strict=True)]
 
 
-def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tuple[int, int, list[Raw]]:
-    """(pid, dropped, records) of one message; ValueError when it is not a well-formed message.
-    ``table``: the connection's template table (packed batches refer to it by number; a message
-    defines the templates new to it), updated in place; None for a message on its own."""
+class TemplateTable(list[tuple[Template, ...]]):
+    """A connection's template table (the tuples of templates, by number, as ``decode`` keeps it)
+    that also keeps, while every tuple holds one template, those templates by the same numbers
+    (``firsts``): then a message's records refer to it as they are. ``firsts`` is replaced, never
+    emptied, when the table starts again (records still pending refer to the old one)."""
+
+    __slots__ = ("firsts", "single")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.firsts: list[Template] = []
+        self.single = True
+
+    def sync(self) -> None:
+        if len(self.firsts) > len(self):               # started again
+            self.firsts, self.single = [], True
+        for tpls in self[len(self.firsts):]:
+            if len(tpls) != 1:
+                self.single = False
+            self.firsts.append(tpls[0] if tpls else ("", 0, "", 0, "", "", "", None))
+
+
+def _message(data: bytes, table: list[tuple[Template, ...]] | None
+             ) -> tuple[int, int, list[Raw], list[Any], bytes, bytes, array.array[int], list[tuple[Template, ...]]]:
+    """One message checked, the template definitions it carries applied to ``table``: (pid, dropped,
+    records, batches, address slots, slots with hits, template numbers, table). ValueError when it
+    is not well formed (the batches themselves are checked by ``_spans``)."""
     try:
         msg = marshal.loads(data)  # noqa: S302 (peers run as our own uid, SO_PEERCRED; checked below)
     except (EOFError, ValueError, TypeError) as exc:
@@ -389,42 +415,116 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
                 and type(r[2]) is int and r[4] in TRANSPORTS):
             raise ValueError(f"bad record {r!r:.200}")
         _check_templates(r[3], seen)
-    if msg[0] == 1:
-        return msg[1], msg[2], records
     if table is None:
         table = []
+    if msg[0] == 1:
+        return msg[1], msg[2], records, [], b"", b"", array.array("I"), table
     batches, names, at, numbers_raw, defs = msg[4:]
     if defs is not None:
         if not (len(defs) == 2 and type(defs[0]) is int and type(defs[1]) is list):
             raise ValueError(f"bad template definitions {defs!r:.200}")
-        if defs[0] == 0:
-            table.clear()
-        if defs[0] != len(table):
+        if defs[0] != len(table) and defs[0] != 0:
             raise ValueError(f"template definitions start at {defs[0]}, the table holds {len(table)}")
         for tpls in defs[1]:
             _check_templates(tpls, seen)
+        if defs[0] == 0:
+            table.clear()
+            if isinstance(table, TemplateTable):
+                table.firsts, table.single = [], True
         table.extend(defs[1])
+        if isinstance(table, TemplateTable):
+            table.sync()
     if len(numbers_raw) != 4 * len(at):
         raise ValueError(f"{len(numbers_raw) // 4} template numbers for {len(at)} answers")
     numbers = array.array("I", numbers_raw)
     if numbers and max(numbers) >= len(table):
         raise ValueError(f"packed batches refer to template {max(numbers)}, the table holds {len(table)}")
-    templates = list(map(table.__getitem__, numbers))
+    return msg[1], msg[2], records, batches, names, at, numbers, table
+
+
+def _spans(batches: list[Any], names: bytes, at: bytes) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+    """(first slot, first answer) of each packed batch, and per answer its batch and its slot in it;
+    ValueError unless every batch is well formed, each answer's slot is one of its batch's and
+    together the batches cover the slots and answers exactly."""
+    firsts: list[int] = []
+    answers: list[int] = []
     slot = answer = 0
     for b in batches:
         if not (type(b) is tuple and len(b) == 5 and type(b[0]) is int and b[1] in TRANSPORTS and b[2] in FAMILIES
                 and type(b[3]) is int and type(b[4]) is int and 0 < b[3] <= MAX_SLOTS and b[4] > 0
-                and (slot + b[3]) * NAME_SIZE <= len(names) and answer + b[4] <= len(at)
-                and max(at[answer:answer + b[4]]) < b[3]):
+                and (slot + b[3]) * NAME_SIZE <= len(names) and answer + b[4] <= len(at)):
             raise ValueError(f"bad packed batch {b!r:.200} (at slot {slot}, answer {answer})")
-        records.extend(unpack((b[0], b[1], b[2], names[slot * NAME_SIZE:(slot + b[3]) * NAME_SIZE],
-                               at[answer:answer + b[4]], templates[answer:answer + b[4]])))
+        firsts.append(slot)
+        answers.append(answer)
         slot += b[3]
         answer += b[4]
     if slot * NAME_SIZE != len(names) or answer != len(at):
         raise ValueError(f"packed batches cover {slot} slots and {answer} answers of {len(names) // NAME_SIZE} "
                          f"and {len(at)}")
-    return msg[1], msg[2], records
+    which = np.repeat(np.arange(len(batches)), [b[4] for b in batches])
+    at_arr = np.frombuffer(at, dtype=np.uint8)
+    outside = at_arr >= np.array([b[3] for b in batches], dtype=np.int64)[which]
+    if outside.any():
+        k = int(which[np.argmax(outside)])
+        raise ValueError(f"bad packed batch {batches[k]!r:.200} (at slot {firsts[k]}, answer {answers[k]}): an "
+                         "answer's slot is not one of the batch's")
+    return firsts, answers, which, at_arr
+
+
+def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tuple[int, int, list[Raw]]:
+    """(pid, dropped, records) of one message; ValueError when it is not a well-formed message.
+    ``table``: the connection's template table (packed batches refer to it by number; a message
+    defines the templates new to it), updated in place; None for a message on its own. (The
+    writer reads messages by column: ``decode_columns``.)"""
+    pid, dropped, records, batches, names, at, numbers, table = _message(data, table)
+    templates = list(map(table.__getitem__, numbers))
+    firsts, answers, _which, _at = _spans(batches, names, at) if batches else ([], [], None, None)
+    for b, slot, answer in zip(batches, firsts, answers, strict=True):
+        records.extend(unpack((b[0], b[1], b[2], names[slot * NAME_SIZE:(slot + b[3]) * NAME_SIZE],
+                               at[answer:answer + b[4]], templates[answer:answer + b[4]])))
+    return pid, dropped, records
+
+
+def decode_columns(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tuple[int, int, Columns]:
+    """(pid, dropped, records by column) of one message, as ``decode`` checks it; packed batches
+    without Python code per answer (numpy over the address slots and the template numbers), the
+    per-query records of the message first. ValueError when it is not a well-formed message."""
+    pid, dropped, records, batches, names, at, numbers, table = _message(data, table)
+    parts = [columns_from_raws(records)] if records else []
+    if batches:
+        firsts, _answers, which, at_arr = _spans(batches, names, at)
+        n = len(at)
+        slots = np.frombuffer(names, dtype=np.uint8).reshape(-1, NAME_SIZE)[
+            np.array(firsts, dtype=np.int64)[which] + at_arr]
+        addrs = np.zeros((n, ADDR_W), dtype=np.uint8)
+        addrs[:, 17:19] = slots[:, 2:4]                         # the port, network order in both families
+        v4 = np.array([b[2] == socket.AF_INET for b in batches], dtype=bool)[which]
+        if v4.all():
+            addrs[:, 0] = 4
+            addrs[:, 1:5] = slots[:, 4:8]                       # sockaddr_in: sin_addr
+        else:
+            addrs[:, 0] = np.where(v4, 4, 6)
+            addrs[v4, 1:5] = slots[v4, 4:8]
+            addrs[~v4, 1:17] = slots[~v4, 8:24]                 # sockaddr_in6: sin6_addr
+        times = np.array([b[0] for b in batches], dtype=np.int64)[which]
+        tcp_b = np.array([b[1] == "tcp" for b in batches], dtype=np.uint8)
+        tcp = tcp_b[which] if tcp_b.any() else None
+        nums = np.frombuffer(numbers, dtype=np.uint32)
+        if isinstance(table, TemplateTable) and table.single:   # one hit per answer: the common case
+            parts.append(Columns(times, nums, tcp, addrs, table.firsts))
+        else:                                                   # an answer with k hits is k records
+            uniq, inverse = np.unique(nums, return_inverse=True)
+            tuples = [table[k] for k in uniq.tolist()]
+            lens = np.array([len(t) for t in tuples], dtype=np.int64)
+            per = lens[inverse]
+            rep = np.repeat(np.arange(n), per)
+            within = np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per)
+            starts = np.cumsum(lens) - lens
+            parts.append(Columns(times[rep], starts[inverse][rep] + within, None if tcp is None else tcp[rep],
+                                 addrs[rep], [t for tpls in tuples for t in tpls]))
+    if not parts:
+        return pid, dropped, columns_from_raws([])
+    return pid, dropped, Columns.concat(parts)
 
 
 class WriterStats:
@@ -467,13 +567,14 @@ class BlocklogWriter:
         self.stats = WriterStats()
         self.inbox: collections.deque[Raw] = collections.deque()   # in-process producers (tests, bench)
         self.tick = cfg.flush_interval_ms / 4000
-        self._pending: list[Raw] = []
+        self._pending: list[Columns] = []      # records received, by column, one entry per message
+        self._pending_n = 0                    # records in _pending
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._server: socket.socket | None = None
         self._clients: dict[int, socket.socket] = {}
-        self._tables: dict[int, list[tuple[Template, ...]]] = {}    # template table per connection
+        self._tables: dict[int, TemplateTable] = {}                 # template table per connection
         self._thread = threading.Thread(target=self._run, name="blocklog-writer", daemon=True)
         self._logged = {"dropped": 0, "errors": 0, "bad": 0}
         self._last_log = {"dropped": -LOG_INTERVAL_S, "errors": -LOG_INTERVAL_S, "bad": -LOG_INTERVAL_S}
@@ -547,9 +648,9 @@ class BlocklogWriter:
                     else:
                         self._read(poll, fd, ev)
                 now = time.monotonic()
-                while self.inbox and len(self._pending) < self.cfg.queue_size:
-                    self._pending.append(self.inbox.popleft())
-                if now >= next_flush or len(self._pending) >= BATCH_MAX:
+                if self.inbox and self._pending_n < self.cfg.queue_size:
+                    self._take_inbox()
+                if now >= next_flush or self._pending_n >= BATCH_MAX:
                     self._flush(store)
                     next_flush = now + self.tick
                 if self._stopping.is_set():
@@ -579,7 +680,7 @@ class BlocklogWriter:
                 continue
             conn.setblocking(False)
             self._clients[conn.fileno()] = conn
-            self._tables[conn.fileno()] = []
+            self._tables[conn.fileno()] = TemplateTable()
             poll.register(conn.fileno(), select.POLLIN)
 
     def _read(self, poll: select.poll, fd: int, ev: int) -> None:
@@ -600,39 +701,69 @@ class BlocklogWriter:
                 conn.close()
                 return
             try:
-                pid, dropped, records = decode(data, self._tables.setdefault(fd, []))
+                pid, dropped, cols = decode_columns(data, self._tables.setdefault(fd, TemplateTable()))
             except ValueError as exc:
                 self.stats.bad_messages += 1
                 self._log_once("bad", self.stats.bad_messages, "blocklog_bad_message", error=str(exc))
                 continue
             self.stats.dropped_workers[pid] = dropped
-            room = self.cfg.queue_size - len(self._pending)
-            if len(records) > room:
-                self.stats.dropped_writer += sum(len(r[3]) for r in records[max(room, 0):])
-                records = records[:max(room, 0)]
-            self._pending.extend(records)
+            self._add_pending(cols)
+
+    def _add_pending(self, cols: Columns) -> None:
+        room = max(self.cfg.queue_size - self._pending_n, 0)
+        if len(cols) > room:
+            self.stats.dropped_writer += len(cols) - room
+            cols = cols.part(0, room)
+        if len(cols):
+            self._pending.append(cols)
+            self._pending_n += len(cols)
+
+    def _take_inbox(self) -> None:
+        """The in-process producers' hits, by column (a record whose address is not an IP address is
+        counted as dropped, as a bad message would be)."""
+        raws = [self.inbox.popleft() for _ in range(min(len(self.inbox), self.cfg.queue_size - self._pending_n))]
+        try:
+            self._add_pending(columns_from_raws(raws))
+        except ValueError:
+            good = []
+            for r in raws:
+                try:
+                    columns_from_raws([r])
+                except ValueError:
+                    self.stats.dropped_writer += len(r[3])
+                else:
+                    good.append(r)
+            self._add_pending(columns_from_raws(good))
 
     def _flush(self, store: Any) -> None:
-        pending = self._pending
-        while pending:
-            part, rest = pending[:BATCH_MAX], pending[BATCH_MAX:]
+        """Write what is pending, BATCH_MAX records a batch at most; what the database refuses stays
+        pending (bounded) and is tried again."""
+        while self._pending:
+            parts, n = [], 0
+            while self._pending and n < BATCH_MAX:
+                p = self._pending.pop(0)
+                if n + len(p) > BATCH_MAX:
+                    self._pending.insert(0, p.part(BATCH_MAX - n, len(p)))
+                    p = p.part(0, BATCH_MAX - n)
+                parts.append(p)
+                n += len(p)
             t0 = time.perf_counter()
             try:
-                n = store.write_batch(part, now_ms=int(self.clock() * 1000), public_key=self.cfg.compliance_public_key)
+                written = store.write_columns(Columns.concat(parts), now_ms=int(self.clock() * 1000),
+                                              public_key=self.cfg.compliance_public_key)
             except BlocklogError as exc:
                 self.stats.write_errors += 1
+                self._pending[:0] = parts
                 self._log_once("errors", self.stats.write_errors, "blocklog_write_failed", error=str(exc),
-                               pending=len(pending), hint="kept in memory (bounded by queue_size) and tried again")
-                self._pending = pending
+                               pending=self._pending_n, hint="kept in memory (bounded by queue_size) and tried again")
                 break
+            self._pending_n -= n
             self.stats.observe(time.perf_counter() - t0)
-            self.stats.records += n
+            self.stats.records += written
             self.stats.batches += 1
             self.stats.head_seq = store.written_seq
             self.stats.last_commit = self.clock()
-            pending = rest
-        self._pending = pending
-        self.stats.pending = len(pending)
+        self.stats.pending = self._pending_n
         self._audit_drops(store)
 
     def _audit_drops(self, store: Any) -> None:

@@ -13,7 +13,7 @@ from resolver.blocklog import DAY_MS, BlocklogStore
 from resolver.blocklog_seal import open_client
 from resolver.errors import BlocklogError, HoldError
 
-from .helpers import NO_ORDER, T0, TW42, TW77, ZONE, raws, template
+from .helpers import NO_ORDER, T0, TW42, TW77, ZONE, raws, template, write_v1
 
 KEY = PrivateKey.generate()
 PK = bytes(KEY.public_key)
@@ -64,6 +64,14 @@ def test_the_chain_continues_across_connections(tmp_path: Path) -> None:
     assert b.verify().ok
 
 
+@pytest.fixture
+def v1_store(tmp_path: Path) -> BlocklogStore:
+    """Six records written by version 1 of the store (rows), then opened (migrated) by this one."""
+    path = str(tmp_path / "v1.sqlite")
+    write_v1(path, "edge-1", [(raws(0, 6), T0)], PK)
+    return BlocklogStore(path, node="edge-1")
+
+
 @pytest.mark.parametrize(("tamper", "first_bad", "words"), [
     ("UPDATE hits SET qname = 'other.test.' WHERE seq = 3", 3, "does not match"),
     ("UPDATE hits SET time_ms = time_ms + 1 WHERE seq = 2", 2, "does not match"),
@@ -72,23 +80,68 @@ def test_the_chain_continues_across_connections(tmp_path: Path) -> None:
     ("DELETE FROM hits WHERE seq = 3", 3, "missing and no purge"),
     ("DELETE FROM hits WHERE seq >= 5", 5, "newest records were removed"),
     ("UPDATE hits SET link = zeroblob(32) WHERE seq = 6", 6, "does not match"),
+    ("UPDATE segment_anchor SET link = zeroblob(32)", 7, "the anchor was changed"),
 ])
-def test_verify_names_the_first_broken_link(store: BlocklogStore, tamper: str, first_bad: int, words: str) -> None:
-    store.write_batch(raws(0, 6), now_ms=T0, public_key=PK)
-    assert store.verify().ok
-    store.conn.execute(tamper)
-    report = store.verify()
+def test_verify_names_the_first_broken_link_of_rows(v1_store: BlocklogStore, tamper: str, first_bad: int,
+                                                    words: str) -> None:
+    assert v1_store.schema_version() == 2 and v1_store.verify().ok
+    v1_store.conn.execute(tamper)
+    report = v1_store.verify()
     assert not report.ok and report.first_bad == first_bad and words in report.reason, report
     assert f"record {first_bad}" in str(report)
 
 
-def test_a_forged_gap_does_not_hide_a_deletion(store: BlocklogStore) -> None:
+def test_a_forged_gap_does_not_hide_a_deletion(v1_store: BlocklogStore) -> None:
     """A gap row claims records were purged: the anchor must be the real link of the last one."""
-    store.write_batch(raws(0, 6), now_ms=T0, public_key=PK)
-    store.conn.execute("DELETE FROM hits WHERE seq BETWEEN 2 AND 3")
-    store.conn.execute("INSERT INTO gaps (last_seq, first_seq, records, link) VALUES (3, 2, 2, zeroblob(32))")
-    report = store.verify()
+    v1_store.conn.execute("DELETE FROM hits WHERE seq BETWEEN 2 AND 3")
+    v1_store.conn.execute("INSERT INTO gaps (last_seq, first_seq, records, link) VALUES (3, 2, 2, zeroblob(32))")
+    report = v1_store.verify()
     assert not report.ok and report.first_bad == 4
+
+
+def poke(store: BlocklogStore, column: str, seq: int, width: int, value: bytes | None = None) -> None:
+    """Change record ``seq``'s ``width`` bytes in a segment's column (flip them, or write ``value``)."""
+    seg, first = store.conn.execute("SELECT id, first_seq FROM segments WHERE first_seq <= ? ORDER BY first_seq DESC "
+                                    "LIMIT 1", (seq,)).fetchone()
+    data = bytearray(store.conn.execute(f"SELECT {column} FROM segments WHERE id = ?", (seg,)).fetchone()[0])
+    at = (seq - first) * width
+    data[at:at + width] = value if value is not None else bytes(b ^ 0x5A for b in data[at:at + width])
+    store.conn.execute(f"UPDATE segments SET {column} = ? WHERE id = ?", (bytes(data), seg))
+
+
+def two_segments(store: BlocklogStore) -> None:
+    """Records 1..3 and 4..6 (order TW42 for odd, TW77 for even seqs), two segments."""
+    mixed = [r if i % 2 == 0 else (r[0], r[1], r[2], (TW77,), r[4]) for i, r in enumerate(raws(0, 6))]
+    store.write_batch(mixed[:3], now_ms=T0, public_key=PK)
+    store.write_batch(mixed[3:], now_ms=T0 + 1, public_key=PK)
+
+
+@pytest.mark.parametrize(("tamper", "first_bad", "words"), [
+    (lambda s: poke(s, "times", 2, 8, (T0 + 99).to_bytes(8, "little")), 2, "does not match its leaf"),
+    (lambda s: poke(s, "tpls", 3, 4, (2).to_bytes(4, "little")), 3, "does not match its leaf"),
+    (lambda s: poke(s, "tpls", 3, 4), 3, "template that does not exist"),
+    (lambda s: poke(s, "addrs", 4, 19), 4, "does not match its leaf"),
+    (lambda s: poke(s, "leaves", 5, 32), 5, "does not match its leaf"),
+    (lambda s: poke(s, "tpls", 5, 4, b"\xff" * 4), 5, "no purge recorded"),
+    (lambda s: s.conn.execute("UPDATE segments SET link = zeroblob(32) WHERE id = 2"), 4, "does not match its link"),
+    (lambda s: s.conn.execute("UPDATE segments SET root = zeroblob(32), leaves = NULL WHERE id = 1"), 1,
+     "no purge recorded"),
+    (lambda s: s.conn.execute("UPDATE contexts SET order_ref = 'TW-2026-9999' WHERE order_ref = 'TW-2026-0077'"), 2,
+     "does not match its leaf"),
+    (lambda s: s.conn.execute("UPDATE templates SET qname = 'other.test.' WHERE id = 1"), 1, "does not match its leaf"),
+    (lambda s: s.conn.execute("DELETE FROM segments WHERE id = 1"), 1, "a segment was removed"),
+    (lambda s: s.conn.execute("DELETE FROM segments WHERE id = 2"), 4, "newest records were removed"),
+    (lambda s: s.conn.execute("UPDATE segments SET times = substr(times, 1, 16) WHERE id = 1"), 1,
+     "one entry per record"),
+])
+def test_verify_names_the_first_broken_record_of_segments(store: BlocklogStore, tamper, first_bad: int,
+                                                          words: str) -> None:
+    two_segments(store)
+    assert store.verify().ok
+    tamper(store)
+    report = store.verify()
+    assert not report.ok and report.first_bad == first_bad and words in report.reason, report
+    assert f"record {first_bad}" in str(report)
 
 
 def test_daily_aggregates_have_no_personal_data(store: BlocklogStore) -> None:
@@ -115,7 +168,8 @@ def test_purge_after_181_days_without_a_hold(store: BlocklogStore) -> None:
     assert events and events[0]["deleted"] == 9 and events[0]["by"] == "test"
     assert store.audit(kind="purge_done")[0]["retention_days"] == {ZONE: 180}
     # the sealed data key of the purged batch went with it (crypto-shredding)
-    assert store.conn.execute("SELECT count(*) FROM batches WHERE min_time_ms < ?", (T0 + DAY_MS,)).fetchone()[0] == 0
+    assert store.conn.execute("SELECT count(*) FROM segments WHERE min_time_ms < ? AND (sealed_key IS NOT NULL OR "
+                              "addrs IS NOT NULL OR times IS NOT NULL)", (T0 + DAY_MS,)).fetchone()[0] == 0
 
 
 def test_purge_after_181_days_with_a_legal_hold(store: BlocklogStore) -> None:

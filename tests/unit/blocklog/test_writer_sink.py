@@ -76,3 +76,28 @@ def test_a_batch_that_does_not_fit_is_counted_as_dropped_hits(tmp_path: Path) ->
         assert len(sink.q) == 3 and sink.dropped == 4
     finally:
         sink.close()
+
+
+def test_the_writer_splits_large_batches_and_counts_unstorable_hits(tmp_path: Path, monkeypatch) -> None:
+    """Segments of at most BATCH_MAX records; a hit whose address is not an IP address is counted
+    as dropped by the writer, the others are written."""
+    from resolver import blocklog_ship
+    monkeypatch.setattr(blocklog_ship, "BATCH_MAX", 7)
+    doc = parse_config(f'[node]\nid = "edge-1"\nstate_dir = "{tmp_path}"\nruntime_dir = "{tmp_path}"\n'
+                       '[blocklog]\nflush_interval_ms = 20\n'.encode(), "he.toml")
+    cfg = load_blocklog(doc)
+    writer = BlocklogWriter(cfg, listen=False).start()
+    try:
+        hits = [(f"198.51.100.{i + 1}", 40000 + i, (T1,)) for i in range(20)]
+        writer.submit_many(1_790_000_000_000, [*hits[:10], ("not-an-ip", 1, (T1, T2)), *hits[10:]], "udp")
+    finally:
+        writer.close()
+    assert writer.stats.records == 20 and writer.stats.dropped_writer == 2
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        sizes = [n for (n,) in store.conn.execute("SELECT count FROM segments ORDER BY first_seq")]
+        assert sum(sizes) == 20 and max(sizes) <= 7 and len(sizes) >= 3
+        assert [r.seq for r in store.records()] == list(range(1, 21))
+        assert store.verify().ok
+    finally:
+        store.close()
