@@ -21,7 +21,7 @@ import pytest
 
 import rpz
 from feedsync import config as fconfig
-from feedsync import xfrseed
+from feedsync import xfrdigest, xfrseed
 from feedsync.control import ControlClient
 from feedsync.statedb import StateDB
 from feedsync.sync import FeedSync
@@ -117,7 +117,12 @@ def test_axfr_then_ixfr_with_zonemd(xnode: XNode) -> None:
     # feedsync's own reader takes, not dnspython's)
     st = xnode.db.state("twnic")
     assert xfrseed.read(xnode.sync.store.read(st.version, "source"), ZONE) is not None
-    xnode.new_sync()
+    xnode.new_sync().load_seed()          # what the daemon does at start
+    base = xnode.sync._base
+    assert base is not None and base[1].serial == st.zone_serial
+    assert not base[1].tree._dirty        # the digest tree was hashed while the seed loaded ...
+    seed_text = xnode.sync.store.read(st.version, "source")
+    assert base[1].digest() == xfrdigest.of_text(ZONE, seed_text)   # ... and is the seed's digest
     xnode.knot.write_zone([*RULES[1:], "new.fraud.test CNAME ."], 40)
     xnode.knot.reload()
     xnode.knot.wait_serial(40)
