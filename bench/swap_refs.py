@@ -105,7 +105,7 @@ def run_server(server: str, work: Path, zone: Path, qfile: Path, reloads: int, q
         (run / "recursor.conf").write_text(PDNS.format(addr=ADDR, port=PORT, run=run, data=DATA))
         (run / "rpz.lua").write_text(f'rpzFile("{zone}", {{policyName="rpz.test"}})\n')
         cmd = ["pdns_recursor", f"--config-dir={run}"]
-        reload_cmd = ["rec_control", f"--socket-dir={run}", "reload-lua-config"]
+        reload_cmd = ["rec_control", f"--socket-dir={run}", "--timeout=300", "reload-lua-config"]
     else:
         (run / "unbound.conf").write_text(UNBOUND.format(addr=ADDR, port=PORT, run=run, data=DATA, zone=zone))
         cmd = ["unbound", "-d", "-c", str(run / "unbound.conf")]
