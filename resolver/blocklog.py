@@ -455,24 +455,25 @@ class BlocklogStore:
         return n
 
     def _add_daily(self, c: sqlite3.Connection, times: np.ndarray, tids: np.ndarray) -> None:
-        """Per (day, template) counts (numpy) -> the daily table's (day, node, order, zone, action) rows."""
-        key = (times // DAY_MS).astype(np.int64) << 32 | tids.astype(np.int64)
+        """Per (day, order, zone, action) counts -> the daily table's rows. The batch's templates are
+        first mapped to their (zone, order, action) group (one dict lookup per distinct template: a
+        batch of distinct names has thousands), then counted per (day, group) with numpy."""
+        utids, tinv = np.unique(tids, return_inverse=True)
+        groups: dict[tuple[str, str, str], int] = {}
+        info = self._tinfo
+        gid_of = np.fromiter((groups.setdefault((info[t][1], info[t][2] or "", info[t][3]), len(groups))
+                              for t in utids.tolist()), dtype=np.int64, count=len(utids))
+        key = (times // DAY_MS).astype(np.int64) << 32 | gid_of[tinv.reshape(-1)]
         uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
         last = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
-        np.minimum.at(first, inverse, times)
-        np.maximum.at(last, inverse, times)
+        np.minimum.at(first, inverse.reshape(-1), times)
+        np.maximum.at(last, inverse.reshape(-1), times)
+        names = {g: k for k, g in groups.items()}
         merged: dict[tuple[str, str, str, str], list[int]] = {}
         for k, cnt, lo, hi in zip(uniq.tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True):
-            _digest, zone, order, action = self._tinfo[k & 0xFFFF_FFFF]
-            mkey = (day_of((k >> 32) * DAY_MS), order or "", zone, action)
-            cur = merged.get(mkey)
-            if cur is None:
-                merged[mkey] = [cnt, lo, hi]
-            else:
-                cur[0] += cnt
-                cur[1] = min(cur[1], lo)
-                cur[2] = max(cur[2], hi)
+            zone, order, action = names[k & 0xFFFF_FFFF]
+            merged[(day_of((k >> 32) * DAY_MS), order, zone, action)] = [cnt, lo, hi]
         c.executemany("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                       "ON CONFLICT(day, node, order_ref, zone, action) DO UPDATE SET hits = hits + excluded.hits, "
                       "first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)",

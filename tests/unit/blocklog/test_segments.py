@@ -207,3 +207,22 @@ def test_a_v1_log_read_without_migrating_it(tmp_path: Path) -> None:
     c.commit()
     c.close()
     assert BlocklogStore(path, readonly=True).verify().first_bad == 3
+
+
+def test_daily_counts_many_names_of_one_order_across_days(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from resolver.blocklog import DAY_MS, BlocklogStore, day_of
+    store = BlocklogStore(str(tmp_path / "daily.sqlite"), node="edge-1")
+    day0 = 20_000 * DAY_MS
+    def tpl(i: int, order: str | None, action: str = "nxdomain"):  # type: ignore[no-untyped-def]
+        return (f"n{i}.fraud.test.", 1, "hotline.rpz.test.", 7, "QNAME", "*.fraud.test.hotline.rpz.test.", action,
+                order)
+    raws = [(day0 + 1000 + i, "192.0.2.1", 1000 + i, (tpl(i, "TW-1"),), "udp") for i in range(300)]
+    raws += [(day0 + DAY_MS + 5 + i, "192.0.2.2", 2000, (tpl(i, "TW-1"),), "udp") for i in range(40)]
+    raws += [(day0 + 7, "192.0.2.3", 3000, (tpl(1, "TW-1", "nodata"),), "udp"),
+             (day0 + 9, "192.0.2.3", 3001, (tpl(2, None),), "udp")]
+    assert store.write_batch(raws, now_ms=day0 + 2 * DAY_MS, public_key=None) == len(raws)
+    rows = {(d["day"], d["action"]): (d["hits"], d["first_ms"], d["last_ms"]) for d in store.daily("TW-1")}
+    assert rows == {(day_of(day0), "nxdomain"): (300, day0 + 1000, day0 + 1299),
+                    (day_of(day0), "nodata"): (1, day0 + 7, day0 + 7),
+                    (day_of(day0 + DAY_MS), "nxdomain"): (40, day0 + DAY_MS + 5, day0 + DAY_MS + 44)}
+    assert [(d["hits"], d["first_ms"]) for d in store.daily("")] == [(1, day0 + 9)]
