@@ -120,7 +120,9 @@ def entries(n: int, now: float, salt: int = 0, changed: int = 1000) -> list[dict
              "retention_days": 180} for i in range(n)]
 
 
-def bench_bundle(n: int, runs: int, work: str, profile: str | None = None, fmt: int = 2) -> dict:
+def bundle_repository(work: str):  # type: ignore[no-untyped-def]
+    """A TUF repository made with the publish tool under ``work``, served over HTTP on loopback:
+    (now, its directory, the Repository, its signers, the HTTP server)."""
     import functools
     import http.server
     now = datetime.now(UTC).replace(microsecond=0)
@@ -130,13 +132,28 @@ def bench_bundle(n: int, runs: int, work: str, profile: str | None = None, fmt: 
     signers = signers_from_dir(keys)
     r = Repository(repo)
     r.init(signers, {}, now)
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *a: object) -> None:
             pass
 
-    handler = functools.partial(Quiet, directory=repo)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=repo))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return now, repo, r, signers, srv
+
+
+def stop(proc, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout`` seconds."""
+    import subprocess
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def bench_bundle(n: int, runs: int, work: str, profile: str | None = None, fmt: int = 2) -> dict:
+    now, repo, r, signers, srv = bundle_repository(work)
     state, run = os.path.join(work, "state"), os.path.join(work, "run")
     root = os.path.join(work, "root.json")
     shutil.copy(os.path.join(repo, "metadata", "1.root.json"), root)
@@ -255,28 +272,13 @@ def bench_swap(n: int, runs: int, work: str, qps: int = 20_000) -> dict:
     base, which the resolver then maps). Per swap: the resolver's RSS before (median of the 3 s before
     the cycle) and its peak until 3 s after feedsync's cycle, plus feedsync's own, and dnsperf's lost
     queries and worst latency over the whole run."""
-    import functools
-    import http.server
     import random
     import subprocess
 
     import dns.message
     import dns.query
     import dns.rcode
-    now = datetime.now(UTC).replace(microsecond=0)
-    repo, keys = os.path.join(work, "repo"), os.path.join(work, "keys")
-    for role in ("root", "targets", "snapshot", "timestamp"):
-        keygen(keys, role)
-    signers = signers_from_dir(keys)
-    r = Repository(repo)
-    r.init(signers, {}, now)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=repo))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    now, repo, r, signers, srv = bundle_repository(work)
     state, run = os.path.join(work, "state"), os.path.join(work, "run")
     root = os.path.join(work, "root.json")
     shutil.copy(os.path.join(repo, "metadata", "1.root.json"), root)
@@ -373,11 +375,7 @@ feed = "hotline"
     finally:
         if perf is not None and perf.poll() is None:
             perf.kill()
-        resolver.send_signal(signal.SIGTERM)
-        try:
-            resolver.wait(20)
-        except subprocess.TimeoutExpired:
-            resolver.kill()
+        stop(resolver, 20)
         srv.shutdown()
     swaps = [x for x in rows[1:] if x["resolver_before_mb"]]
     ratios = [x["resolver_peak_mb"] / x["resolver_before_mb"] for x in swaps]

@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from feeds import RssSampler, _dnsperf_summary  # noqa: E402
+from feeds import RssSampler, _dnsperf_summary, stop  # noqa: E402
 
 DATA = Path(os.environ.get("DATA", "/tmp/hotline-bench/data"))
 ADDR, PORT = "127.0.0.1", 5399
@@ -147,11 +147,7 @@ def run_server(server: str, work: Path, zone: Path, qfile: Path, reloads: int, q
     finally:
         if perf is not None and perf.poll() is None:
             perf.kill()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 30)
     ratios = [x["peak_mb"] / x["before_mb"] for x in rows]
     return {"server": server, "rows": rows, "dnsperf": dp, "ratio_median": statistics.median(ratios),
             "ratio_max": max(ratios)}
