@@ -57,6 +57,7 @@ from .blocklog_seal import ADDR_W, blob, blob2, pack_address, seal_column
 from .errors import BlocklogError, HoldError
 
 DAY_MS = 86_400_000
+TABLES_KEPT = 16     # connections' template tables whose index -> template maps a store keeps
 # one hit as the data plane hands it over: (time_ms, ip, port, templates, transport), where a
 # template is resolver.synth.HitTemplate: (qname, qtype, zone, serial, trigger, rule_owner, action, order_ref)
 Template = tuple[str, int, str, int, str, str, str, str | None]
@@ -124,26 +125,38 @@ LEAF_W = 8 + 8 + 32 + ADDR_W   # seq (u64 LE), time_ms (i64 LE), template digest
 class Columns:
     """Records by column, the writer's input (``BlocklogStore.write_columns``): per record its time
     (UTC ms), its template (an index into ``templates``), its transport (1 for tcp, 0 for udp; None:
-    all udp) and its client address slot (``blocklog_seal.pack_address``, ADDR_W bytes a row)."""
+    all udp) and its client address slot (``blocklog_seal.pack_address``, ADDR_W bytes a row).
+
+    ``stable``: ``templates`` is a connection's table, the same list object batch after batch, only
+    ever appended to (never changed at an index). The store then remembers which of its templates
+    each index is, and a batch's templates cost it nothing per record or per template."""
 
     times: np.ndarray                 # int64, n
     tpl: np.ndarray                   # int64 (or any integer), n: index into templates
     tcp: np.ndarray | None            # uint8, n; None: all udp
     addrs: np.ndarray                 # uint8, (n, ADDR_W)
     templates: Sequence[Template]
+    stable: bool = False
 
     def __len__(self) -> int:
         return len(self.times)
 
     def part(self, start: int, end: int) -> Columns:
         return Columns(self.times[start:end], self.tpl[start:end], None if self.tcp is None else self.tcp[start:end],
-                       self.addrs[start:end], self.templates)
+                       self.addrs[start:end], self.templates, self.stable)
 
     @staticmethod
     def concat(parts: Sequence[Columns]) -> Columns:
         """One Columns of several (their template lists appended, indices moved)."""
         if len(parts) == 1:
             return parts[0]
+        tcp = None
+        if any(p.tcp is not None for p in parts):
+            tcp = np.concatenate([p.tcp if p.tcp is not None else np.zeros(len(p), np.uint8) for p in parts])
+        if all(p.templates is parts[0].templates for p in parts):     # one connection's table: as it is
+            return Columns(np.concatenate([p.times for p in parts]), np.concatenate([p.tpl for p in parts]), tcp,
+                           np.concatenate([p.addrs for p in parts]), parts[0].templates,
+                           all(p.stable for p in parts))
         templates: list[Template] = []
         offsets: dict[int, int] = {}         # parts often share one list (one connection's table)
         tpl = []
@@ -153,9 +166,6 @@ class Columns:
                 at = offsets[id(p.templates)] = len(templates)
                 templates.extend(p.templates)
             tpl.append(np.asarray(p.tpl, dtype=np.int64) + at)
-        tcp = None
-        if any(p.tcp is not None for p in parts):
-            tcp = np.concatenate([p.tcp if p.tcp is not None else np.zeros(len(p), np.uint8) for p in parts])
         return Columns(np.concatenate([p.times for p in parts]), np.concatenate(tpl), tcp,
                        np.concatenate([p.addrs for p in parts]), templates)
 
@@ -285,18 +295,36 @@ def template_canon(qname: str, qtype: int, transport: str, ctx_canon: str) -> by
 _DIGEST = type(hashlib.sha256()).digest
 
 
+def sha256_rows_py(rows: Any, width: int) -> bytes:
+    """SHA-256 of each ``width``-byte row of a C-contiguous uint8 array, with hashlib: one bytes
+    object per row straight from numpy (a void dtype keeps trailing zero bytes), then the C-level
+    map. About 1 us per row, nearly all of it call overhead."""
+    flat = (np.frombuffer(rows, dtype=np.uint8) if isinstance(rows, bytes | bytearray | memoryview)
+            else np.ascontiguousarray(rows, dtype=np.uint8).reshape(-1))
+    if width <= 0 or len(flat) % width:
+        raise ValueError(f"sha256_rows: a buffer of {len(flat)} bytes is not made of rows of {width} bytes")
+    return b"".join(map(_DIGEST, map(hashlib.sha256, flat.view(f"V{width}").tolist())))
+
+
+try:     # the same digests in one C call (resolver/_leafhash.c, an optional extension): ~0.13 us a row
+    from ._leafhash import sha256_rows
+    LEAF_HASHING = "openssl"
+except ImportError:   # built without a compiler or OpenSSL headers
+    sha256_rows = sha256_rows_py
+    LEAF_HASHING = "hashlib"
+
+
 def _leaves(seqs: np.ndarray, times: np.ndarray, digests: np.ndarray, ct: bytes | None, n: int) -> bytes:
     """The leaf digests of n records (32 bytes each): SHA-256 of the fixed-width record (seq u64 LE,
-    time_ms i64 LE, template digest, address ciphertext or ADDR_W zero bytes), built by numpy."""
+    time_ms i64 LE, template digest, address ciphertext or ADDR_W zero bytes), built by numpy and
+    hashed in one call (``sha256_rows``)."""
     rec = np.zeros((n, LEAF_W), dtype=np.uint8)
     rec[:, 0:8] = seqs.astype("<u8").view(np.uint8).reshape(n, 8)
     rec[:, 8:16] = times.astype("<i8").view(np.uint8).reshape(n, 8)
     rec[:, 16:48] = digests
     if ct is not None:
         rec[:, 48:] = np.frombuffer(ct, dtype=np.uint8).reshape(n, ADDR_W)
-    # one bytes object per record straight from numpy (a void dtype keeps trailing zero bytes), then
-    # the C-level map: the one SHA-256 per record is all that runs per record
-    return b"".join(map(_DIGEST, map(hashlib.sha256, rec.view(f"V{LEAF_W}").ravel().tolist())))
+    return sha256_rows(rec, LEAF_W)
 
 
 def _cross(gaps: dict[int, tuple[int, bytes]], expect: int) -> tuple[bytes | None, int, int]:
@@ -339,7 +367,16 @@ class BlocklogStore:
             raise BlocklogError(f"{path}: cannot create the blocked-lookup log's directory: {exc.strerror}") from exc
         self._ctx: dict[tuple[Any, ...], tuple[int, str, str, str | None, str]] = {}  # (id, canon, zone, order, action)
         self._tpl: dict[tuple[Template, str], int] = {}            # (template, transport) -> template id
-        self._tinfo: dict[int, tuple[bytes, str, str | None, str]] = {}   # template id -> (digest, zone, order, action)
+        # The templates this connection has used, by a dense local number (li): their ids, digests and
+        # daily group (zone, order, action); per stable table (Columns.stable) its index -> li, for udp
+        # and for tcp (-1: not yet known). A batch's templates are then looked up by numpy indexing.
+        self._li: dict[int, int] = {}                              # template id -> li
+        self._ltid = np.zeros(0, dtype="<u4")
+        self._ldig = np.zeros((0, 32), dtype=np.uint8)
+        self._lgrp = np.zeros(0, dtype=np.int64)
+        self._groups: dict[tuple[str, str, str], int] = {}          # (zone, order or "", action) -> group
+        self._group_names: list[tuple[str, str, str]] = []
+        self._tables: dict[int, tuple[Sequence[Template], np.ndarray]] = {}   # id(list) -> (list, (2, n) li)
         self._head: tuple[int, bytes] | None = None
         self._segment_id: int | None = None
 
@@ -394,50 +431,50 @@ class BlocklogStore:
             raise BlocklogError(f"{self.path}: cannot write a batch: {exc}") from exc
         return self.write_columns(cols, now_ms=now_ms, public_key=public_key)
 
-    def write_columns(self, cols: Columns, *, now_ms: int, public_key: bytes | None) -> int:
-        """Append ``cols`` as one batch, a segment: one transaction with the segment row (columns,
-        leaf digests, link, the sealed data key), the chain head and the daily aggregates. Returns
-        how many records were written. BlocklogError when the database refuses the write (nothing
-        of the batch is then kept)."""
-        n = len(cols)
+    def write_columns(self, cols: Columns | Sequence[Columns], *, now_ms: int, public_key: bytes | None) -> int:
+        """Append ``cols`` (or several Columns, in order) as one batch, a segment: one transaction
+        with the segment row (columns, leaf digests, link, the sealed data key), the chain head and
+        the daily aggregates. Returns how many records were written. BlocklogError when the
+        database refuses the write (nothing of the batch is then kept)."""
+        parts = [cols] if isinstance(cols, Columns) else [p for p in cols if len(p)]
+        n = sum(len(p) for p in parts)
         if n == 0:
             return 0
         try:
             with self.tx() as c:
-                return self._write_segment(c, cols, now_ms, public_key)
+                return self._write_segment(c, parts, now_ms, public_key)
         except sqlite3.Error as exc:
-            self._ctx.clear()      # contexts and templates created in the rolled-back transaction are gone
-            self._tpl.clear()
-            self._tinfo.clear()
+            self._forget_templates()   # contexts and templates created in the rolled-back transaction are gone
             self._head = self._segment_id = None
             raise BlocklogError(f"{self.path}: cannot write a batch of {n} records: {exc}") from exc
 
-    def _write_segment(self, c: sqlite3.Connection, cols: Columns, now_ms: int, public_key: bytes | None) -> int:
-        """The writer's hot path: no Python code per record but the SHA-256 of its leaf."""
+    def _write_segment(self, c: sqlite3.Connection, parts: Sequence[Columns], now_ms: int,
+                       public_key: bytes | None) -> int:
+        """The writer's hot path: no Python code per record (nor per template already known)."""
         if self._head is None or self._segment_id is None:
             self._head = self.head()
             self._segment_id = int(c.execute("SELECT coalesce(max(id), 0) FROM segments").fetchone()[0])
         seq, prev = self._head
-        n = len(cols)
-        # templates: this batch's distinct (template, transport) -> the store's template ids
-        key = np.asarray(cols.tpl, dtype=np.int64) * 2
-        if cols.tcp is not None:
-            key += cols.tcp
-        uniq, inverse = np.unique(key, return_inverse=True)
-        ids = [self._template_id(c, cols.templates[k >> 1], "tcp" if k & 1 else "udp") for k in uniq.tolist()]
-        tids = np.array(ids, dtype="<u4")[inverse]
-        digests = np.frombuffer(b"".join(self._tinfo[i][0] for i in ids), dtype=np.uint8).reshape(-1, 32)
-        times = np.ascontiguousarray(cols.times, dtype="<i8")
+        if len(parts) == 1:
+            li = self._locals(c, parts[0])
+            times = np.ascontiguousarray(parts[0].times, dtype="<i8")
+            plain = np.ascontiguousarray(parts[0].addrs, dtype=np.uint8)
+        else:
+            li = np.concatenate([self._locals(c, p) for p in parts])
+            times = np.concatenate([np.asarray(p.times, dtype="<i8") for p in parts])
+            plain = np.concatenate([np.asarray(p.addrs, dtype=np.uint8) for p in parts])
+        n = len(li)
+        if plain.shape != (n, ADDR_W) or times.shape != (n,):
+            raise BlocklogError(f"{self.path}: a batch of {n} records has {times.shape} times and addresses of "
+                                f"shape {plain.shape}, not ({n}, {ADDR_W})")
+        tids = self._ltid[li]
         seqs = np.arange(seq + 1, seq + n + 1, dtype="<u8")
-        plain = np.ascontiguousarray(cols.addrs, dtype=np.uint8)
-        if plain.shape != (n, ADDR_W):
-            raise BlocklogError(f"{self.path}: the address column has shape {plain.shape}, not ({n}, {ADDR_W})")
         if public_key is not None:
             sealed_key, ct = seal_column(public_key, plain.tobytes())
             del plain
         else:
             sealed_key, ct = None, None
-        leaves = _leaves(seqs, times, digests[inverse], ct, n)
+        leaves = _leaves(seqs, times, self._ldig[li], ct, n)
         root = hashlib.sha256(leaves).digest()
         link = hashlib.sha256(prev + root).digest()
         segment = self._segment_id + 1
@@ -449,39 +486,81 @@ class BlocklogStore:
                    leaves, root, link))
         c.execute("INSERT INTO chain (id, seq, link) VALUES (1, ?, ?) "
                   "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, link = excluded.link", (seq + n, link))
-        self._add_daily(c, times, tids)
+        self._add_daily(c, times, li)
         self._head = (seq + n, link)
         self._segment_id = segment
         return n
 
-    def _add_daily(self, c: sqlite3.Connection, times: np.ndarray, tids: np.ndarray) -> None:
-        """Per (day, order, zone, action) counts -> the daily table's rows. The batch's templates are
-        first mapped to their (zone, order, action) group (one dict lookup per distinct template: a
-        batch of distinct names has thousands), then counted per (day, group) with numpy."""
-        utids, tinv = np.unique(tids, return_inverse=True)
-        groups: dict[tuple[str, str, str], int] = {}
-        info = self._tinfo
-        gid_of = np.fromiter((groups.setdefault((info[t][1], info[t][2] or "", info[t][3]), len(groups))
-                              for t in utids.tolist()), dtype=np.int64, count=len(utids))
-        key = (times // DAY_MS).astype(np.int64) << 32 | gid_of[tinv.reshape(-1)]
+    def _locals(self, c: sqlite3.Connection, cols: Columns) -> np.ndarray:
+        """The local numbers (li) of ``cols``' records' templates, creating the templates (and their
+        contexts) new to the store. For a stable table the index -> li map is kept between
+        batches, so a known template costs one numpy lookup per record and nothing else."""
+        tpl = np.asarray(cols.tpl, dtype=np.intp)
+        tcp = None if cols.tcp is None else np.asarray(cols.tcp, dtype=np.intp)
+        m = len(cols.templates)
+        if len(tpl) and (int(tpl.min()) < 0 or int(tpl.max()) >= m):
+            raise BlocklogError(f"{self.path}: a record refers to template {int(tpl.max())} of {m}")
+        if tcp is not None and len(tcp) and int(tcp.max()) > 1:
+            raise BlocklogError(f"{self.path}: a record's transport is {int(tcp.max())}, neither 0 (udp) nor 1 (tcp)")
+        table = self._table_map(cols.templates) if cols.stable else np.full((2, m), -1, dtype=np.int64)
+        li = table[0, tpl] if tcp is None else table[tcp, tpl]
+        missing = li < 0
+        if missing.any():
+            key = tpl[missing] * 2 + (tcp[missing] if tcp is not None else 0)
+            for k in np.unique(key).tolist():
+                tid = self._template_id(c, cols.templates[k >> 1], "tcp" if k & 1 else "udp")
+                table[k & 1, k >> 1] = self._li[tid]
+            li = table[0, tpl] if tcp is None else table[tcp, tpl]
+        return li
+
+    def _table_map(self, templates: Sequence[Template]) -> np.ndarray:
+        """The kept index -> li map of a stable table (grown when the table has grown); a few tables
+        are kept (one per connection), the least recently used dropped first."""
+        entry = self._tables.pop(id(templates), None)
+        if entry is None or entry[0] is not templates:
+            table = np.full((2, len(templates)), -1, dtype=np.int64)
+        else:
+            table = entry[1]
+            if table.shape[1] < len(templates):
+                grown = np.full((2, max(len(templates), 2 * table.shape[1])), -1, dtype=np.int64)
+                grown[:, :table.shape[1]] = table
+                table = grown
+        self._tables[id(templates)] = (templates, table)       # the list is held: its id stays its own
+        while len(self._tables) > TABLES_KEPT:
+            del self._tables[next(iter(self._tables))]
+        return table
+
+    def _forget_templates(self) -> None:
+        self._ctx.clear()
+        self._tpl.clear()
+        self._li.clear()
+        self._ltid = np.zeros(0, dtype="<u4")
+        self._ldig = np.zeros((0, 32), dtype=np.uint8)
+        self._lgrp = np.zeros(0, dtype=np.int64)
+        self._groups.clear()
+        self._group_names.clear()
+        self._tables.clear()
+
+    def _add_daily(self, c: sqlite3.Connection, times: np.ndarray, li: np.ndarray) -> None:
+        """Per (day, order, zone, action) counts -> the daily table's rows: each template's group
+        is known by its local number, so a batch is counted per (day, group) by numpy alone."""
+        key = (times // DAY_MS).astype(np.int64) << 32 | self._lgrp[li]
         uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
         last = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
         np.minimum.at(first, inverse.reshape(-1), times)
         np.maximum.at(last, inverse.reshape(-1), times)
-        names = {g: k for k, g in groups.items()}
-        merged: dict[tuple[str, str, str, str], list[int]] = {}
+        rows = []
         for k, cnt, lo, hi in zip(uniq.tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True):
-            zone, order, action = names[k & 0xFFFF_FFFF]
-            merged[(day_of((k >> 32) * DAY_MS), order, zone, action)] = [cnt, lo, hi]
+            zone, order, action = self._group_names[k & 0xFFFF_FFFF]
+            rows.append((day_of((k >> 32) * DAY_MS), self.node, order, zone, action, cnt, lo, hi))
         c.executemany("INSERT INTO daily VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                       "ON CONFLICT(day, node, order_ref, zone, action) DO UPDATE SET hits = hits + excluded.hits, "
-                      "first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)",
-                      [(k[0], self.node, k[1], k[2], k[3], v[0], v[1], v[2]) for k, v in merged.items()])
+                      "first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms)", rows)
 
     def _template_id(self, c: sqlite3.Connection, t: Template, transport: str) -> int:
         """The id of (qname, qtype, transport, context) in ``templates`` (created when new, with its
-        digest: SHA-256 of ``template_canon``)."""
+        digest: SHA-256 of ``template_canon``), with its local number (li) assigned."""
         tid = self._tpl.get((t, transport))
         if tid is not None:
             return tid
@@ -498,7 +577,20 @@ class BlocklogStore:
         else:
             tid, digest = int(row[0]), bytes(row[1])
         self._tpl[(t, transport)] = tid
-        self._tinfo[tid] = (digest, ctx[2], ctx[3], ctx[4])
+        if tid not in self._li:
+            group = (ctx[2], ctx[3] or "", ctx[4])
+            gid = self._groups.get(group)
+            if gid is None:
+                gid = self._groups[group] = len(self._group_names)
+                self._group_names.append(group)
+            li = len(self._li)
+            if li == len(self._ltid):                              # grow the arrays (doubling)
+                cap = max(1024, 2 * li)
+                self._ltid = np.resize(self._ltid, cap)
+                self._ldig = np.resize(self._ldig, (cap, 32))
+                self._lgrp = np.resize(self._lgrp, cap)
+            self._ltid[li], self._ldig[li], self._lgrp[li] = tid, np.frombuffer(digest, dtype=np.uint8), gid
+            self._li[tid] = li
         return tid
 
     def _context(self, c: sqlite3.Connection, key: tuple[Any, ...], t: Template) -> tuple[int, str, str, str | None,

@@ -511,7 +511,7 @@ def decode_columns(data: bytes, table: list[tuple[Template, ...]] | None = None)
         tcp = tcp_b[which] if tcp_b.any() else None
         nums = np.frombuffer(numbers, dtype=np.uint32)
         if isinstance(table, TemplateTable) and table.single:   # one hit per answer: the common case
-            parts.append(Columns(times, nums, tcp, addrs, table.firsts))
+            parts.append(Columns(times, nums, tcp, addrs, table.firsts, stable=True))
         else:                                                   # an answer with k hits is k records
             uniq, inverse = np.unique(nums, return_inverse=True)
             tuples = [table[k] for k in uniq.tolist()]
@@ -749,7 +749,7 @@ class BlocklogWriter:
                 n += len(p)
             t0 = time.perf_counter()
             try:
-                written = store.write_columns(Columns.concat(parts), now_ms=int(self.clock() * 1000),
+                written = store.write_columns(parts, now_ms=int(self.clock() * 1000),
                                               public_key=self.cfg.compliance_public_key)
             except BlocklogError as exc:
                 self.stats.write_errors += 1

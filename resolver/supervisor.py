@@ -80,10 +80,17 @@ class Supervisor:
         n = self.cfg.resolver.effective_workers
         logging_hits = self.cfg.blocklog.enabled and not self.sink_spec and self.sink is None
         if logging_hits:
+            from .blocklog import LEAF_HASHING
             from .blocklog_ship import BlocklogWriter
             self.writer = BlocklogWriter(self.cfg.blocklog, self.log.child("resolver.blocklog")).start()
             self.log("info", "blocklog_open", path=self.cfg.blocklog.path, socket=self.cfg.blocklog.socket_path,
-                     head_seq=self.writer.stats.head_seq, sealed=self.cfg.blocklog.compliance_public_key is not None)
+                     head_seq=self.writer.stats.head_seq, sealed=self.cfg.blocklog.compliance_public_key is not None,
+                     leaf_hashing=LEAF_HASHING)
+            if LEAF_HASHING != "openssl":
+                self.log("warning", "blocklog_slow_leaf_hashing", hint="resolver._leafhash was not built (no C "
+                         "compiler, Python or OpenSSL headers at install time): each record's leaf is hashed "
+                         "through hashlib, about 1 us more CPU per record; reinstall with gcc, python3-dev and "
+                         "libssl-dev present")
             if self.cfg.blocklog.compliance_public_key is None:
                 self.log("warning", "blocklog_without_client_addresses", hint="no [blocklog] "
                          "compliance_public_key: hits are logged without who asked")

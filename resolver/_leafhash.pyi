@@ -1,0 +1,3 @@
+from typing import Any
+
+def sha256_rows(buffer: Any, width: int, /) -> bytes: ...

@@ -1,0 +1,153 @@
+"""The writer's fast paths give exactly what the plain ones give: leaf digests hashed in one C call
+(resolver/_leafhash.c) equal hashlib's, record for record; a connection's template table kept
+between batches (Columns.stable) maps every record to the template it names, across growth of the
+table, tcp and udp, several tables, eviction, and a rolled-back write. Real SQLite files."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resolver import blocklog
+from resolver.blocklog import LEAF_W, TABLES_KEPT, BlocklogStore, Columns, Template, sha256_rows_py
+from resolver.blocklog_seal import ADDR_W, pack_address
+from resolver.errors import BlocklogError
+
+from .helpers import T0, ZONE
+
+try:
+    from resolver._leafhash import sha256_rows as c_rows
+except ImportError:          # pragma: no cover - depends on the install
+    c_rows = None
+
+needs_c = pytest.mark.skipif(c_rows is None, reason="resolver._leafhash not built: the install had no gcc, "
+                             "python3-dev or libssl-dev (Debian packages)")
+
+
+def plain(rows: np.ndarray) -> bytes:
+    return b"".join(hashlib.sha256(r.tobytes()).digest() for r in rows)
+
+
+@needs_c
+@pytest.mark.parametrize("width", [1, 31, 55, 56, 64, LEAF_W, 200])
+@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+def test_c_rows_equal_hashlib(width: int, n: int) -> None:
+    rows = np.random.default_rng(width * 1000 + n).integers(0, 256, (n, width), dtype=np.uint8)
+    want = plain(rows)
+    assert c_rows(rows, width) == want
+    assert c_rows(rows.tobytes(), width) == want
+    assert sha256_rows_py(rows, width) == want
+
+
+def test_rows_of_the_wrong_length_are_refused() -> None:
+    for f in [sha256_rows_py, *([c_rows] if c_rows else [])]:
+        with pytest.raises(ValueError, match="not made of rows of 67 bytes"):
+            f(b"x" * 100, 67)
+        with pytest.raises(ValueError):
+            f(b"x" * 10, 0)
+
+
+@needs_c
+def test_the_extension_is_the_one_in_use() -> None:
+    assert blocklog.LEAF_HASHING == "openssl" and blocklog.sha256_rows is c_rows
+
+
+def tpl(i: int, order: str | None = "TW-1") -> Template:
+    return (f"n{i}.fraud.test.", 1, ZONE, 7, "QNAME", "*.fraud.test." + ZONE, "nxdomain", order)
+
+
+def cols(table: list[Template], idx: list[int], tcp: list[int] | None, t0: int, stable: bool = True) -> Columns:
+    n = len(idx)
+    addrs = np.frombuffer(b"".join(pack_address(f"198.51.100.{i % 250 + 1}", 1024 + i) for i in range(n)),
+                          dtype=np.uint8).reshape(n, ADDR_W)
+    return Columns(np.arange(t0, t0 + n, dtype=np.int64), np.array(idx, dtype=np.int64),
+                   None if tcp is None else np.array(tcp, dtype=np.uint8), addrs, table, stable)
+
+
+def test_a_stable_table_maps_every_record_across_batches(tmp_path: Path) -> None:
+    store = BlocklogStore(str(tmp_path / "b.sqlite"), node="n")
+    table: list[Template] = [tpl(i) for i in range(5)]
+    want: list[tuple[str, str]] = []
+    batches = [([0, 1, 2, 1, 0], None), ([4, 3, 3], [1, 0, 1])]
+    for idx, tcp in batches:
+        store.write_columns(cols(table, idx, tcp, T0 + len(want)), now_ms=T0, public_key=None)
+        want += [(table[i][0], "tcp" if tcp and tcp[k] else "udp") for k, i in enumerate(idx)]
+    table += [tpl(i, None) for i in range(5, 9)]          # the connection's table grows between batches
+    idx, tcp2 = [8, 0, 5, 4, 7], [0, 1, 0, 1, 0]
+    store.write_columns(cols(table, idx, tcp2, T0 + len(want)), now_ms=T0, public_key=None)
+    want += [(table[i][0], "tcp" if tcp2[k] else "udp") for k, i in enumerate(idx)]
+    got = list(store.records())
+    assert [(r.qname, r.transport) for r in got] == want
+    assert [r.order_ref for r in got][-5:] == [None, "TW-1", None, "TW-1", None]
+    assert store.verify().ok
+    assert sum(d["hits"] for d in store.daily("TW-1")) == 10 and sum(d["hits"] for d in store.daily("")) == 3
+    # the same templates under another transport and the same names through a fresh (unstable) list
+    # are the same rows of ``templates``: one row per (name, type, transport, context)
+    store.write_columns(cols(list(table), [8, 0], None, T0 + 99, stable=False), now_ms=T0, public_key=None)
+    assert store.conn.execute("SELECT count(*) FROM templates").fetchone()[0] == 10
+    store.close()
+
+
+def test_leaves_are_the_same_with_and_without_the_extension(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = [tpl(i) for i in range(3)]
+
+    def write(name: str) -> list[tuple[bytes, bytes]]:
+        store = BlocklogStore(str(tmp_path / name), node="n")
+        for k in range(3):
+            store.write_columns([cols(table, [0, 1, 2, 2], [0, 0, 1, 0], T0 + 10 * k),
+                                 cols(table, [1], None, T0 + 10 * k + 5)], now_ms=T0, public_key=None)
+        assert store.verify().ok
+        out = [(bytes(a), bytes(b)) for a, b in store.conn.execute("SELECT leaves, link FROM segments ORDER BY id")]
+        store.close()
+        return out
+
+    fast = write("c.sqlite")
+    monkeypatch.setattr(blocklog, "sha256_rows", sha256_rows_py)
+    assert write("py.sqlite") == fast
+    assert len(fast) == 3 and all(len(leaves) == 5 * 32 for leaves, _ in fast)
+
+
+def test_many_tables_and_eviction(tmp_path: Path) -> None:
+    """More connections than the store keeps maps for: every record still names its template."""
+    store = BlocklogStore(str(tmp_path / "b.sqlite"), node="n")
+    tables = [[tpl(100 * j + i) for i in range(3)] for j in range(TABLES_KEPT + 3)]
+    want = []
+    for rnd in range(2):
+        for j, table in enumerate(tables):
+            store.write_columns(cols(table, [2, 0], None, T0 + rnd * 1000 + 10 * j), now_ms=T0, public_key=None)
+            want += [table[2][0], table[0][0]]
+    assert [r.qname for r in store.records()] == want
+    assert len(store._tables) == TABLES_KEPT
+    assert store.verify().ok
+
+
+def test_a_rolled_back_write_forgets_the_templates_it_created(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.sqlite")
+    store = BlocklogStore(path, node="n")
+    table = [tpl(i) for i in range(4)]
+    store.write_columns(cols(table, [0, 1], None, T0), now_ms=T0, public_key=None)
+    store.conn.execute("CREATE TRIGGER no_more BEFORE INSERT ON segments "
+                       "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    with pytest.raises(BlocklogError, match="disk says no"):
+        store.write_columns(cols(table, [2, 3, 0], None, T0 + 10), now_ms=T0, public_key=None)
+    store.conn.execute("DROP TRIGGER no_more")
+    # templates 2 and 3 were created in the rolled-back transaction: ids the store must not reuse
+    store.write_columns(cols(table, [3, 2, 0], None, T0 + 20), now_ms=T0, public_key=None)
+    assert [r.qname for r in store.records()] == [table[i][0] for i in (0, 1, 3, 2, 0)]
+    assert store.verify().ok
+    store.close()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM templates").fetchone()[0] == 4
+
+
+def test_a_record_naming_a_template_outside_the_table_is_refused(tmp_path: Path) -> None:
+    store = BlocklogStore(str(tmp_path / "b.sqlite"), node="n")
+    table = [tpl(0)]
+    with pytest.raises(BlocklogError, match="template 1 of 1"):
+        store.write_columns(cols(table, [0, 1], None, T0), now_ms=T0, public_key=None)
+    with pytest.raises(BlocklogError, match="neither 0 \\(udp\\) nor 1 \\(tcp\\)"):
+        store.write_columns(cols(table, [0], [2], T0), now_ms=T0, public_key=None)
+    assert store.counts()["records"] == 0
