@@ -8,7 +8,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${HOTLINE_EDGE_VENV:-$ROOT/.venv}
 DEB_PACKAGES="unbound python3-unbound bind9 bind9-dnsutils knot knot-dnsutils dnsperf sqlite3 iproute2 procps
-  debootstrap systemd-container python3-venv"
+  debootstrap systemd-container python3-venv gcc libc6-dev python3-dev libssl-dev"
+# gcc, python3-dev and libssl-dev build resolver/_leafhash.c (the blocked-lookup log's leaf hashing);
+# without them the install still succeeds and the log hashes through hashlib (same digests, slower)
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 
@@ -43,7 +45,7 @@ fi
 
 PY=$(find_python) || { say "Python >= 3.11 not found (on Debian: apt-get install python3 python3-venv)"; exit 2; }
 stamp="$VENV/.hotline-edge-stamp"
-want=$( { cat "$ROOT/pyproject.toml"; "$PY" -V; } | sha256sum | cut -d' ' -f1)
+want=$( { cat "$ROOT/pyproject.toml" "$ROOT/resolver/_leafhash.c"; "$PY" -V; } | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi
