@@ -58,6 +58,7 @@ from .errors import BlocklogError, HoldError
 
 DAY_MS = 86_400_000
 TABLES_KEPT = 16     # connections' template tables whose index -> template maps a store keeps
+TEMPLATES_KEPT = 1_000_000   # templates a writing store remembers (ids, digests, groups) before it starts again
 # one hit as the data plane hands it over: (time_ms, ip, port, templates, transport), where a
 # template is resolver.synth.HitTemplate: (qname, qtype, zone, serial, trigger, rule_owner, action, order_ref)
 Template = tuple[str, int, str, int, str, str, str, str | None]
@@ -455,6 +456,8 @@ class BlocklogStore:
             self._head = self.head()
             self._segment_id = int(c.execute("SELECT coalesce(max(id), 0) FROM segments").fetchone()[0])
         seq, prev = self._head
+        if len(self._li) >= TEMPLATES_KEPT:     # bounded memory under endless new names: start again
+            self._forget_templates()            # (before the batch: its local numbers stay valid)
         if len(parts) == 1:
             li = self._locals(c, parts[0])
             times = np.ascontiguousarray(parts[0].times, dtype="<i8")

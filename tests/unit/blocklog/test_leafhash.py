@@ -151,3 +151,21 @@ def test_a_record_naming_a_template_outside_the_table_is_refused(tmp_path: Path)
     with pytest.raises(BlocklogError, match="neither 0 \\(udp\\) nor 1 \\(tcp\\)"):
         store.write_columns(cols(table, [0], [2], T0), now_ms=T0, public_key=None)
     assert store.counts()["records"] == 0
+
+
+def test_the_remembered_templates_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood of new names (a wildcard rule under random labels) does not grow the writer's memory
+    without end: past TEMPLATES_KEPT it starts again, and every record still names its template."""
+    monkeypatch.setattr(blocklog, "TEMPLATES_KEPT", 10)
+    store = BlocklogStore(str(tmp_path / "b.sqlite"), node="n")
+    table: list[Template] = []
+    want = []
+    for k in range(6):
+        table += [tpl(100 + 4 * k + i) for i in range(4)]          # 4 new names a batch, one connection
+        idx = [len(table) - 1, len(table) - 4, 0, len(table) - 2]
+        store.write_columns(cols(table, idx, None, T0 + 10 * k), now_ms=T0, public_key=None)
+        want += [table[i][0] for i in idx]
+        assert len(store._li) <= 10 + 4
+    assert [r.qname for r in store.records()] == want
+    assert store.verify().ok
+    assert store.conn.execute("SELECT count(*) FROM templates").fetchone()[0] == 18
