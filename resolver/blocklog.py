@@ -444,10 +444,12 @@ class BlocklogStore:
         try:
             with self.tx() as c:
                 return self._write_segment(c, parts, now_ms, public_key)
-        except sqlite3.Error as exc:
-            self._forget_templates()   # contexts and templates created in the rolled-back transaction are gone
+        except BaseException as exc:   # the transaction was rolled back, whatever stopped it
+            self._forget_templates()   # contexts and templates created in it are gone
             self._head = self._segment_id = None
-            raise BlocklogError(f"{self.path}: cannot write a batch of {n} records: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise BlocklogError(f"{self.path}: cannot write a batch of {n} records: {exc}") from exc
+            raise
 
     def _write_segment(self, c: sqlite3.Connection, parts: Sequence[Columns], now_ms: int,
                        public_key: bytes | None) -> int:

@@ -145,12 +145,17 @@ def test_a_rolled_back_write_forgets_the_templates_it_created(tmp_path: Path) ->
 
 def test_a_record_naming_a_template_outside_the_table_is_refused(tmp_path: Path) -> None:
     store = BlocklogStore(str(tmp_path / "b.sqlite"), node="n")
-    table = [tpl(0)]
-    with pytest.raises(BlocklogError, match="template 1 of 1"):
-        store.write_columns(cols(table, [0, 1], None, T0), now_ms=T0, public_key=None)
+    table = [tpl(0), tpl(1)]
+    with pytest.raises(BlocklogError, match="template 2 of 2"):
+        store.write_columns([cols(table, [1], None, T0), cols(table, [0, 2], None, T0)], now_ms=T0, public_key=None)
     with pytest.raises(BlocklogError, match="neither 0 \\(udp\\) nor 1 \\(tcp\\)"):
         store.write_columns(cols(table, [0], [2], T0), now_ms=T0, public_key=None)
     assert store.counts()["records"] == 0
+    # the first part's template was created in the refused batch's transaction, then rolled back:
+    # the store must not keep its id
+    store.write_columns(cols(table, [1, 0], None, T0 + 5), now_ms=T0, public_key=None)
+    assert [r.qname for r in store.records()] == [table[1][0], table[0][0]]
+    assert store.verify().ok
 
 
 def test_the_remembered_templates_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
