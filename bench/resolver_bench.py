@@ -36,6 +36,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+def render_conf(name: str, **subst: str) -> str:
+    """bench/conf/NAME with its {KEY} placeholders replaced (PORT is 53 unless given)."""
+    text = (HERE / "conf" / name).read_text()
+    for k, v in {"PORT": "53", **subst}.items():
+        text = text.replace("{" + k + "}", v)
+    return text
+
+
 NS = os.environ.get("NETNS", "hebench")   # a benchmark running beside another: its own namespace
 ADDR = {"nsd": "127.0.0.2", "unbound": "127.0.0.11", "bind": "127.0.0.12", "pdns": "127.0.0.13",
         "upstream": "127.0.0.14", "ours": "127.0.0.20"}
@@ -83,10 +91,7 @@ class Bench:
             subprocess.run(nsexec("ip", "addr", "add", f"{addr}/8", "dev", "lo"), check=False, capture_output=True)
 
     def conf(self, name: str, **subst: str) -> str:
-        text = (HERE / "conf" / name).read_text()
-        for k, v in {"DATA": str(self.data), "RUN": str(self.run), **subst}.items():
-            text = text.replace("{" + k + "}", v)
-        return text
+        return render_conf(name, DATA=str(self.data), RUN=str(self.run), **subst)
 
     def spawn(self, argv: list[str], logname: str, cpu: int,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -125,7 +130,7 @@ class Bench:
             path.write_text(self.conf("named.conf", ZONE=z))
             return self.spawn(["named", "-g", "-n", "1", "-c", str(path)], "bind", cpu=1)
         if server == "pdns":
-            (self.run / "pdns" / "recursor.conf").write_text(self.conf("recursor.conf"))
+            (self.run / "pdns" / "recursor.conf").write_text(self.conf("recursor.conf", ADDR=ADDR["pdns"]))
             (self.run / "pdns" / "rpz.lua").write_text(f'rpzFile("{z}", {{policyName="rpz.test"}})\n')
             return self.spawn(["pdns_recursor", f"--config-dir={self.run / 'pdns'}"], "pdns", cpu=1)
         cfg = self.run / "ours" / "config.toml"

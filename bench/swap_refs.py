@@ -31,60 +31,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from feeds import RssSampler, _dnsperf_summary, stop  # noqa: E402
+from resolver_bench import render_conf  # noqa: E402
 
 DATA = Path(os.environ.get("DATA", "/tmp/hotline-bench/data"))
 ADDR, PORT = "127.0.0.1", 5399
 
-PDNS = """local-address={addr}
-local-port={port}
-allow-from=127.0.0.0/8
-threads=1
-pdns-distributes-queries=no
-daemon=no
-disable-syslog=yes
-loglevel=4
-quiet=yes
-socket-dir={run}
-hint-file={data}/root.hints
-forward-zones=test=127.0.0.2:53
-dnssec=off
-security-poll-suffix=
-lua-config-file={run}/rpz.lua
-max-cache-entries=1000000
-"""
-
-UNBOUND = """server:
-    interface: {addr}
-    port: {port}
-    do-ip6: no
-    access-control: 127.0.0.0/8 allow
-    num-threads: 1
-    username: ""
-    chroot: ""
-    directory: "{run}"
-    pidfile: "{run}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    do-not-query-localhost: no
-    root-hints: "{data}/root.hints"
-    module-config: "respip iterator"
-    msg-cache-size: 64m
-    rrset-cache-size: 128m
-    statistics-interval: 0
-    local-zone: "test." nodefault
-rpz:
+# after the shared server section (bench/conf/unbound.conf): the zone, and the control socket for
+# unbound-control auth_zone_reload
+UNBOUND_RPZ = """rpz:
     name: "rpz.test"
     zonefile: "{zone}"
     rpz-log: no
 remote-control:
     control-enable: yes
     control-interface: "{run}/control.sock"
-    control-use-cert: no
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.2@53
-"""
+    control-use-cert: no"""
 
 
 def log(msg: str) -> None:
@@ -102,12 +63,15 @@ def run_server(server: str, work: Path, zone: Path, qfile: Path, reloads: int, q
     run = work / server
     run.mkdir(parents=True)
     if server == "pdns":
-        (run / "recursor.conf").write_text(PDNS.format(addr=ADDR, port=PORT, run=run, data=DATA))
+        (run / "recursor.conf").write_text(render_conf("recursor.conf", ADDR=ADDR, PORT=str(PORT), RUN=str(work),
+                                                       DATA=str(DATA)))
         (run / "rpz.lua").write_text(f'rpzFile("{zone}", {{policyName="rpz.test"}})\n')
         cmd = ["pdns_recursor", f"--config-dir={run}"]
         reload_cmd = ["rec_control", f"--socket-dir={run}", "--timeout=300", "reload-lua-config"]
     else:
-        (run / "unbound.conf").write_text(UNBOUND.format(addr=ADDR, port=PORT, run=run, data=DATA, zone=zone))
+        (run / "unbound.conf").write_text(render_conf("unbound.conf", ADDR=ADDR, PORT=str(PORT), RUN=str(work),
+                                                      NAME="unbound", DATA=str(DATA), RPZ=UNBOUND_RPZ.format(
+                                                          zone=zone, run=run)))
         cmd = ["unbound", "-d", "-c", str(run / "unbound.conf")]
         reload_cmd = ["unbound-control", "-c", str(run / "unbound.conf"), "auth_zone_reload", "rpz.test"]
     probe = next(line.split()[0] for line in qfile.open())
