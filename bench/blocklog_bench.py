@@ -40,8 +40,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(HERE))
 
 from nacl.public import PrivateKey  # noqa: E402
+from resolver_bench import loopback_resolver_toml  # noqa: E402
 
 TPL = ("q1.csam-site.test.", 1, "hotline.rpz.test.", 2026112201, "QNAME", "*.csam-site.test.hotline.rpz.test.",
        "nxdomain", "TW-2026-0042")
@@ -334,12 +336,7 @@ def config(tmp: Path, port: int, logging: bool, key: PrivateKey) -> Path:
 id = "bench"
 state_dir = "{tmp}/state-{'on' if logging else 'off'}"
 runtime_dir = "{tmp}/run-{'on' if logging else 'off'}"
-[resolver]
-listen = ["127.0.0.1:{port}"]
-upstreams = ["127.0.0.1:9"]
-allow = ["127.0.0.0/8"]
-workers = 1
-[[policy.zone]]
+""" + loopback_resolver_toml(port) + f"""[[policy.zone]]
 file = "{REPO}/rpz/data/demo-hotline.rpz"
 ede = 17
 """ + (f'[blocklog]\ncompliance_public_key = "{pub}"\n' if logging else ""))

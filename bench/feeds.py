@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,6 +39,9 @@ from feedsync.publish import Repository, keygen, signers_from_dir
 from feedsync.statedb import StateDB
 from feedsync.sync import FeedSync
 from tests.integration.feedsync.knot import Knot
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from resolver_bench import loopback_resolver_toml
 
 
 def rss_mb() -> float:
@@ -142,6 +146,24 @@ def bundle_repository(work: str):  # type: ignore[no-untyped-def]
     return now, repo, r, signers, srv
 
 
+def bundle_feed(work: str, repo: str, srv: Any) -> tuple[str, str, str]:
+    """(state dir, runtime dir, TOML text of [node] and the [[feed]] of the repository that
+    ``bundle_repository`` serves); its trusted root copied into ``work``."""
+    state, run = os.path.join(work, "state"), os.path.join(work, "run")
+    root = os.path.join(work, "root.json")
+    shutil.copy(os.path.join(repo, "metadata", "1.root.json"), root)
+    return state, run, f"""[node]
+state_dir = "{state}"
+runtime_dir = "{run}"
+[[feed]]
+name = "hotline"
+type = "bundle"
+zone = "hotline.rpz.test"
+url = "http://127.0.0.1:{srv.server_address[1]}/"
+trusted_root = "{root}"
+blast_radius = 1.0
+"""
+
 def stop(proc, timeout: float) -> None:  # type: ignore[no-untyped-def]
     """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout`` seconds."""
     import subprocess
@@ -154,20 +176,8 @@ def stop(proc, timeout: float) -> None:  # type: ignore[no-untyped-def]
 
 def bench_bundle(n: int, runs: int, work: str, profile: str | None = None, fmt: int = 2) -> dict:
     now, repo, r, signers, srv = bundle_repository(work)
-    state, run = os.path.join(work, "state"), os.path.join(work, "run")
-    root = os.path.join(work, "root.json")
-    shutil.copy(os.path.join(repo, "metadata", "1.root.json"), root)
-    cfg = fconfig.loads(f"""[node]
-state_dir = "{state}"
-runtime_dir = "{run}"
-[[feed]]
-name = "hotline"
-type = "bundle"
-zone = "hotline.rpz.test"
-url = "http://127.0.0.1:{srv.server_address[1]}/"
-trusted_root = "{root}"
-blast_radius = 1.0
-""")
+    state, _run, feed = bundle_feed(work, repo, srv)
+    cfg = fconfig.loads(feed)
     conf = Confirmer(cfg.control_socket, "hotline.rpz.test", os.path.join(cfg.feed_dir("hotline"), "active.rpz"))
     db = StateDB(os.path.join(state, "feeds", "feedsync.db"))
     times, peaks, size, to_reload = [], [], 0, []
@@ -279,28 +289,11 @@ def bench_swap(n: int, runs: int, work: str, qps: int = 20_000) -> dict:
     import dns.query
     import dns.rcode
     now, repo, r, signers, srv = bundle_repository(work)
-    state, run = os.path.join(work, "state"), os.path.join(work, "run")
-    root = os.path.join(work, "root.json")
-    shutil.copy(os.path.join(repo, "metadata", "1.root.json"), root)
+    state, _run, feed = bundle_feed(work, repo, srv)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    text = f"""[node]
-state_dir = "{state}"
-runtime_dir = "{run}"
-[[feed]]
-name = "hotline"
-type = "bundle"
-zone = "hotline.rpz.test"
-url = "http://127.0.0.1:{srv.server_address[1]}/"
-trusted_root = "{root}"
-blast_radius = 1.0
-[resolver]
-listen = ["127.0.0.1:{port}"]
-upstreams = ["127.0.0.1:9"]
-allow = ["127.0.0.0/8"]
-workers = 1
-[[policy.zone]]
+    text = feed + loopback_resolver_toml(port) + """[[policy.zone]]
 name = "hotline.rpz.test"
 feed = "hotline"
 """

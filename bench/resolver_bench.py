@@ -44,6 +44,17 @@ def render_conf(name: str, **subst: str) -> str:
     return text
 
 
+def loopback_resolver_toml(port: int) -> str:
+    """The [resolver] table of a hotline-edge benchmark node: one worker on 127.0.0.1:PORT, answering
+    loopback clients, with an upstream that is never asked (the benchmarks ask blocked names)."""
+    return f"""[resolver]
+listen = ["127.0.0.1:{port}"]
+upstreams = ["127.0.0.1:9"]
+allow = ["127.0.0.0/8"]
+workers = 1
+"""
+
+
 NS = os.environ.get("NETNS", "hebench")   # a benchmark running beside another: its own namespace
 ADDR = {"nsd": "127.0.0.2", "unbound": "127.0.0.11", "bind": "127.0.0.12", "pdns": "127.0.0.13",
         "upstream": "127.0.0.14", "ours": "127.0.0.20"}
