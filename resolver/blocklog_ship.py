@@ -10,9 +10,10 @@
 
 The batched UDP reader leaves the hits of each receive batch in the sink's ``packed_hits``
 (resolver.hits.PackedHits) as they are, one tuple per batch appended without a call: the batch's
-sender-address slots as the kernel wrote them, per answer with hits its slot (one byte) and its
-remembered templates. The flusher takes them as four flat buffers. The data plane builds no object
-per hit; the writer turns the address slots into (ip, port) on its own core. Other producers (the
+sender-address slots as the kernel wrote them and per answer with hits one int, its tag (its slot,
+and the number its templates were given when the answer was remembered: resolver.hits.TemplateNumbers).
+The flusher takes them as flat buffers and splits the tags with numpy. The data plane builds no
+object per hit; the writer turns the address slots into (ip, port) on its own core. Other producers (the
 TCP path, the pipeline's full path, Unbound's plugin threads) append one tuple per query to ``q``
 (``submit_hits``). A full queue refuses the hits and counts them; the count travels with every
 message, so the writer's metrics and its audit chain see every worker's drops, and the worker logs
@@ -30,10 +31,12 @@ Message (protocol 2): ``(2, pid, dropped_so_far, records, batches, slots, at, nu
     numbers      array('I') bytes: per answer with hits, its tuple of templates as a number in this
                  connection's template table
     definitions  None, or (base, [templates, ...]): the tuples numbered base, base + 1, ... (new to
-                 the table); base 0 starts the table again (a new connection, or past TABLE_MAX)
+                 the table); base 0 starts the table again (a new connection, or the data plane's
+                 numbering started again: a policy swap, or past TABLE_MAX)
 
-A tuple of templates thus travels once per connection however often it is hit (the sink keeps the
-tuples it numbered alive, so their ids stay theirs); the writer checks each definition once.
+The connection's table follows the data plane's numbering (TemplateNumbers), so a tuple of
+templates travels once per connection and numbering however often it is hit; the writer checks
+each definition once. A message may carry definitions only (a long run after a new connection).
 Protocol 1 (``(1, pid, dropped, records)``) is still accepted.
 
 The socket is the service's own (mode 0600 in the runtime directory) and the writer accepts only
@@ -69,7 +72,7 @@ from .blocklog import Columns, Raw, Template, columns_from_raws
 from .blocklog_config import BlocklogConfig
 from .blocklog_seal import ADDR_W
 from .errors import BlocklogError
-from .hits import HitRecord, PackedHits
+from .hits import HitRecord, PackedHits, TemplateNumbers, flatten, hits_of
 from .mmsg import NAME_SIZE, decode_sockaddr
 
 PROTOCOL = 2
@@ -77,6 +80,7 @@ PROTOCOLS = frozenset({1, 2})
 MESSAGE_RECORDS = 512           # records per message when each carries its templates (tens of KB)
 MESSAGE_ANSWERS = 1024          # answers per message of packed batches (their templates by reference)
 TABLE_MAX = 65_536              # templates a connection's table holds before it starts again
+MESSAGE_DEFINITIONS = 2048     # template definitions per message when a long run is sent (a new connection)
 RECV_BYTES = 1 << 20
 LOG_INTERVAL_S = 10.0
 BATCH_MAX = 20_000              # records per commit at most (a backlog is written in several)
@@ -90,13 +94,11 @@ Packed = tuple[int, str, int, bytes, bytes, list[tuple[Template, ...]]]
 Log = Callable[..., None]
 
 
-_SLOTS = operator.itemgetter(3)              # of a packed batch (time_ms, transport, family, slots, answers)
-_ANSWERS = operator.itemgetter(4)
-_AT = operator.itemgetter(3)                 # of a PackedHits batch (time_ms, family, names, at, templates)
+_AT = operator.itemgetter(3)                 # of a PackedHits batch (time_ms, family, names, tags, tuples): tags
 UDP = "udp"
-# batched hits as PackedHits.take gives them: per batch (time_ms, transport, family, slots, answers),
-# the slots, the answers' slots, the answers' templates
-Flat = tuple[list[tuple[int, str, int, int, int]], bytes, bytes, list[tuple[Template, ...]]]
+# batched hits as PackedHits.take_batches gives them: the batches as the reader added them (time_ms,
+# family, slots, tags, tuples), and the numbering their tags (number << 8 | slot) belong to
+Held = tuple[list[tuple[int, int, bytes, list[int], list[Any]]], list[tuple[Template, ...]]]
 
 
 def _nolog(level: str, event: str, **fields: Any) -> None:
@@ -113,7 +115,7 @@ class ShippingSink:
                  log: Log = _nolog, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = socket_path
         self.q: collections.deque[Raw] = collections.deque()      # one entry per query
-        self.packed_hits = PackedHits(queue_size, NAME_SIZE)       # the batched reader's hits
+        self.packed_hits = PackedHits(queue_size, NAME_SIZE, TemplateNumbers(TABLE_MAX))   # the batched reader's
         self.limit = queue_size    # queries each queue holds before it refuses more (counted)
         self.interval = interval_s
         self.shipped = 0           # queries whose hits were handed to the writer
@@ -121,17 +123,17 @@ class ShippingSink:
         self.clock = clock
         self._dropped = 0          # hits ``q`` refused (written by its producers)
         self._unshippable = 0      # hits that could not be encoded (written by the flusher)
-        self._held: list[Flat] = []   # batched hits taken but not sent yet (the writer was away)
+        self._held: list[Held] = []   # batched hits taken but not sent yet (the writer was away)
         self._sock: socket.socket | None = None
         self._logged_drops = 0
         self._last_log = -LOG_INTERVAL_S
         self._unreachable_since: float | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()    # serializes shipping (the flusher thread vs close)
-        # this connection's template table: the tuples of hit templates shipped so far (kept alive,
-        # so their ids stay theirs) and their numbers; the writer keeps the same list per connection
-        self._tindex: dict[int, int] = {}
-        self._tkeep: list[tuple[Template, ...]] = []
+        # this connection's template table follows a TemplateNumbers list: which one, and how many of
+        # its tuples the writer has (the writer keeps the same list per connection)
+        self._tuples: list[tuple[Template, ...]] | None = None
+        self._sent = 0
         self._thread = threading.Thread(target=self._run, name="blocklog-shipper", daemon=True)
         self._thread.start()
 
@@ -145,7 +147,7 @@ class ShippingSink:
     def queued(self) -> int:
         """Queries whose hits wait in this process."""
         return (len(self.q) + sum(map(len, map(_AT, list(self.packed_hits.batches))))
-                + sum(len(h[2]) for h in self._held))
+                + self._held_answers())
 
     def submit_hits(self, time_ms: int, ip: str, port: int, templates: tuple[Template, ...], transport: str) -> None:
         """The hits of one query. Never blocks: a full deque counts the hits as dropped."""
@@ -158,12 +160,16 @@ class ShippingSink:
     def submit_packed(self, time_ms: int, family: int, names: bytes, at: bytes,
                       templates: list[tuple[Template, ...]], transport: str) -> None:
         """The hits of one receive batch answered at ``time_ms`` (resolver.pipeline.Pipeline.submit_packed;
-        the batched reader does the same inline). Never blocks. From one thread only."""
-        if transport != UDP:
+        the batched reader does the same inline, with the templates numbered when the answer was
+        remembered). Never blocks. From the producer thread of ``packed_hits`` only."""
+        numbers = self.packed_hits.numbers
+        tags = [numbers.tag(t) for t in templates] if transport == UDP else []
+        if transport != UDP or None in tags:   # numbers full: the pipeline starts them again, not a sink
             self.submit_many(time_ms, [(ip, port, t) for (ip, port), t in
                                        zip(addresses(family, names, at), templates, strict=True)], transport)
             return
-        self.packed_hits.add(time_ms, family, names, at, templates)
+        self.packed_hits.add(time_ms, family, names, [t | a for t, a in zip(tags, at, strict=True)],  # type: ignore[operator]
+                             numbers.tuples)
 
     def submit_many(self, time_ms: int, hits: list[tuple[str, int, tuple[Template, ...]]], transport: str) -> None:
         """The hits of a batch of queries answered at ``time_ms`` as (ip, port, templates): one
@@ -191,10 +197,13 @@ class ShippingSink:
         not be sent is kept (the per-query ones at the front of their deque, the batched ones held
         aside within the bound, what does not fit counted) and tried again next time."""
         with self._lock:
-            room = self.limit - sum(len(h[2]) for h in self._held)
-            taken = self.packed_hits.take(max(room, 0))
-            if taken[0]:
+            room = self.limit - self._held_answers()
+            for _ in range(8):      # one take per numbering of the templates (a restart is rare)
+                taken = self.packed_hits.take_batches(max(room, 0))
+                if not taken[0]:
+                    break
                 self._held.append(taken)
+                room -= sum(map(len, map(_AT, taken[0])))
             n = len(self.q)
             if n == 0 and not self._held and self.dropped == self._logged_drops:
                 return 0
@@ -216,7 +225,7 @@ class ShippingSink:
                 self.q.extendleft(reversed(items[sent:]))
                 self._note_unreachable(exc)
             except (ValueError, TypeError) as exc:   # not marshallable (a producer's bug): counted, never silent
-                lost = sum(len(r[3]) for r in items[sent:]) + sum(sum(map(len, h[3])) for h in self._held)
+                lost = sum(len(r[3]) for r in items[sent:]) + sum(hits_of(e[3], h[1]) for h in self._held for e in h[0])
                 self._held.clear()
                 self._unshippable += lost
                 self.log("error", "blocklog_unshippable", error=str(exc), dropped=lost,
@@ -227,50 +236,52 @@ class ShippingSink:
             self._log_drops()
             return handed
 
+    def _held_answers(self) -> int:
+        return sum(len(e[3]) for h in self._held for e in h[0])
+
     def _send_held(self, sock: socket.socket) -> int:
         """Send the oldest held batched hits, whole batches, about MESSAGE_ANSWERS answers a
-        message; what is sent leaves ``_held`` as it goes (an error leaves the rest there).
-        Returns how many answers' hits were sent."""
-        batches, names, at, templates = self._held[0]
-        slots_upto = [0, *itertools.accumulate(map(_SLOTS, batches))]
-        answers_upto = [0, *itertools.accumulate(map(_ANSWERS, batches))]
+        message, each message's slots and tags run together only for it; what is sent leaves
+        ``_held`` as it goes (an error leaves the rest there). Returns how many answers' hits
+        were sent."""
+        entries, tuples = self._held[0]
+        answers_upto = [0, *itertools.accumulate(map(len, map(_AT, entries)))]
         bsent = 0
-        while bsent < len(batches):
+        while bsent < len(entries):
             end = bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS) - 1
-            end = min(max(end, bsent + 1), len(batches))
-            a0, a1 = answers_upto[bsent], answers_upto[end]
-            s0, s1 = slots_upto[bsent] * NAME_SIZE, slots_upto[end] * NAME_SIZE
+            end = min(max(end, bsent + 1), len(entries))
             try:
-                sock.send(self._packed_message(batches[bsent:end], names[s0:s1], at[a0:a1], templates[a0:a1]))
+                self._send_packed(sock, *flatten(entries[bsent:end], NAME_SIZE), tuples)
             except BaseException:
-                self._held[0] = (batches[bsent:], names[s0:], at[a0:], templates[a0:])
+                self._held[0] = (entries[bsent:], tuples)
                 raise
             bsent = end
         self._held.pop(0)
         return int(answers_upto[-1])
 
-    def _packed_message(self, batches: list[tuple[int, str, int, int, int]], names: bytes, at: bytes,
-                        templates: list[tuple[Template, ...]]) -> bytes:
-        """One message of packed batches: one number per answer in this connection's template
-        table (4 bytes each), the templates new to the table defined once (a few passes over the
-        whole message, no Python code per batch or per answer)."""
-        tindex, keep = self._tindex, self._tkeep
-        if len(keep) >= TABLE_MAX:           # start again: the writer drops its table on base 0
-            tindex.clear()
-            keep.clear()
-        base = len(keep)
-        new: list[tuple[Template, ...]] = []
-        try:
-            numbers = array.array("I", map(tindex.__getitem__, map(id, templates)))
-        except KeyError:                     # some are new to the table
-            for tpls in templates:
-                if id(tpls) not in tindex:
-                    tindex[id(tpls)] = len(keep)
-                    keep.append(tpls)
-                    new.append(tpls)
-            numbers = array.array("I", map(tindex.__getitem__, map(id, templates)))
-        return marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], batches, names, at, numbers.tobytes(),
-                              (base, new) if new or not base else None))
+    def _send_packed(self, sock: socket.socket, batches: list[tuple[int, str, int, int, int]], names: bytes,
+                     tags: array.array[int], tuples: list[tuple[Template, ...]]) -> None:
+        """One message of packed batches: per answer its slot (one byte) and its number in the
+        connection's template table (4 bytes), split from the tags by numpy; the table follows
+        ``tuples`` (the numbering the tags belong to), so the tuples the writer does not have yet
+        are the ones from ``_sent`` up to the highest number in the message: they are defined in
+        it (a long run, after a new connection, in messages of their own first). No Python code
+        per batch or per answer."""
+        t = np.frombuffer(tags, dtype=np.uint32)
+        numbers = t >> 8
+        top = int(numbers.max()) + 1
+        if tuples is not self._tuples:       # a new connection, or the numbering started again
+            self._tuples, self._sent = tuples, 0
+        pid, defs = os.getpid(), None
+        if top > self._sent or not self._sent:
+            while top - self._sent > MESSAGE_DEFINITIONS:
+                sock.send(marshal.dumps((PROTOCOL, pid, self.dropped, [], [], b"", b"", b"",
+                                         (self._sent, tuples[self._sent:self._sent + MESSAGE_DEFINITIONS]))))
+                self._sent += MESSAGE_DEFINITIONS
+            defs = (self._sent, tuples[self._sent:top])
+        sock.send(marshal.dumps((PROTOCOL, pid, self.dropped, [], batches, names, (t & 0xFF).astype(np.uint8).tobytes(),
+                                 numbers.tobytes(), defs)))
+        self._sent = max(self._sent, top)
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
@@ -289,8 +300,7 @@ class ShippingSink:
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None
-        self._tindex.clear()          # a new connection starts with an empty table on both ends
-        self._tkeep.clear()
+        self._tuples, self._sent = None, 0     # a new connection starts with an empty table on both ends
 
     def _note_unreachable(self, exc: OSError) -> None:
         now = self.clock()

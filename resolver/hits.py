@@ -14,6 +14,7 @@ and counts what a full queue refuses.
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import itertools
@@ -73,6 +74,52 @@ class CountingSink:
         self.recent.append(hit)
 
 
+class TemplateNumbers:
+    """Numbers for the tuples of hit templates the pipeline remembers answers with, so that the
+    batched reader reports an answer's hits as one int: its tag, ``number << 8 | slot``.
+
+    ``tuples[n]`` is the tuple numbered n. Tuples are numbered by identity (the policy memo shares
+    one tuple per (QNAME, QTYPE)) and kept alive here, so an id stays theirs. At most ``limit`` are
+    numbered: past that ``tag`` refuses (None) and sets ``full``, and the pipeline starts again at
+    its next safe point (``restart``: a new ``tuples`` list, the remembered answers forgotten in
+    the same step, so no remembered tag refers to the old list). Readers of tags hold on to the
+    ``tuples`` list their tags belong to; the consumer sees a restart as a different list.
+    """
+
+    __slots__ = ("full", "index", "limit", "tuples")
+
+    def __init__(self, limit: int = 65_536) -> None:
+        if not 0 < limit < 1 << 24:
+            raise ValueError(f"limit {limit}: between 1 and {(1 << 24) - 1} (a tag keeps 24 bits for the number)")
+        self.limit = limit
+        self.tuples: list[Any] = []
+        self.index: dict[int, int] = {}
+        self.full = False
+
+    def tag(self, templates: tuple[Any, ...]) -> int | None:
+        """``templates``' number << 8 (an answer's tag without its slot), or None when full."""
+        n = self.index.get(id(templates))
+        if n is None:
+            n = len(self.tuples)
+            if n >= self.limit:
+                self.full = True
+                return None
+            self.index[id(templates)] = n
+            self.tuples.append(templates)
+        return n << 8
+
+    def restart(self) -> None:
+        """Number from 0 again in a new list (tags handed out before refer to the old one)."""
+        self.tuples = []
+        self.index = {}
+        self.full = False
+
+
+def untag(tags: Any, tuples: list[Any]) -> tuple[bytes, list[Any]]:
+    """(at, templates) of a run of tags: per answer its slot (one byte) and its tuple of templates."""
+    return bytes(t & 0xFF for t in tags), [tuples[t >> 8] for t in tags]
+
+
 class PackedHits:
     """Where the batched UDP reader leaves the hits of its receive batches for a sink that takes
     them so (``sink.packed_hits``; docs/contracts.md): no object per hit, no call per batch.
@@ -80,51 +127,83 @@ class PackedHits:
     ``batches`` holds one tuple per receive batch with hits, appended by the one producer thread
     (the event loop's; ``add`` is the readable version of what the reader does inline):
 
-        (time_ms, family, names, at, templates)
+        (time_ms, family, names, tags, tuples)
         names      the batch's first sender-address slots as the kernel wrote them (``slot_size``
                    bytes each: resolver.mmsg.NAME_SIZE)
-        at         per answer with hits, its slot (one byte each)
-        templates  per answer with hits, its tuple of hit templates (the remembered one)
+        tags       per answer with hits, ``number << 8 | slot`` (a list of ints): its slot in the
+                   batch and its tuple of hit templates as numbered in ``tuples``
+        tuples     the ``numbers.tuples`` list the tags belong to (TemplateNumbers)
 
-    The consumer (the sink's flusher) ``take``s them as four flat buffers and bounds them: what
-    does not fit in its room is counted in ``trimmed``. The producer refuses a batch when
+    ``numbers`` is the producer's TemplateNumbers: the pipeline numbers the tuples it remembers
+    answers with there and starts it again (never the consumer). The consumer (the sink's flusher)
+    ``take``s batches as flat buffers, those of one ``tuples`` list at a time, and bounds them:
+    what does not fit in its room is counted in ``trimmed``. The producer refuses a batch when
     ``limit`` batches wait (the consumer has stopped) and counts it in ``dropped``; never silent.
     """
 
-    __slots__ = ("batches", "dropped", "limit", "slot_size", "trimmed")
+    __slots__ = ("batches", "dropped", "limit", "numbers", "slot_size", "trimmed")
 
-    def __init__(self, limit: int, slot_size: int = 28) -> None:
-        self.batches: collections.deque[tuple[int, int, bytes, bytes | bytearray, list[Any]]] = collections.deque()
+    def __init__(self, limit: int, slot_size: int = 28, numbers: TemplateNumbers | None = None) -> None:
+        self.batches: collections.deque[tuple[int, int, bytes, list[int], list[Any]]] = collections.deque()
         self.limit = limit
         self.slot_size = slot_size
+        self.numbers = numbers if numbers is not None else TemplateNumbers()
         self.dropped = 0      # hits the producer refused (written by the producer only)
         self.trimmed = 0      # hits the consumer had no room for (written by the consumer only)
 
-    def add(self, time_ms: int, family: int, names: bytes, at: bytes | bytearray, templates: list[Any]) -> bool:
+    def add(self, time_ms: int, family: int, names: bytes, tags: list[int], tuples: list[Any]) -> bool:
         """One receive batch's hits; False when refused (counted)."""
         if len(self.batches) >= self.limit:
-            self.dropped += sum(map(len, templates))
+            self.dropped += hits_of(tags, tuples)
             return False
-        self.batches.append((time_ms, family, names, at, templates))
+        self.batches.append((time_ms, family, names, tags, tuples))
         return True
 
-    def take(self, room: int, transport: str = "udp") -> tuple[list[tuple[int, str, int, int, int]], bytes, bytes,
-                                                               list[Any]]:
-        """What waits, as (batches, names, at, templates): per batch (time_ms, transport, family,
-        slots, answers), then the slots, the answers' slots and their templates, each run together.
-        Whole batches beyond ``room`` answers are left out and counted in ``trimmed``."""
+    def take(self, room: int, transport: str = "udp") -> tuple[list[tuple[int, str, int, int, int]], bytes,
+                                                               array.array[int], list[Any]]:
+        """What waits, as (batches, names, tags, tuples): per batch (time_ms, transport, family,
+        slots, answers), then the slots and the answers' tags (``array('I')``) each run together,
+        and the list the tags are numbered in (``take_batches``, then ``flatten``)."""
+        entries, tuples = self.take_batches(room)
+        return (*flatten(entries, self.slot_size, transport), tuples)
+
+    def take_batches(self, room: int) -> tuple[list[tuple[int, int, bytes, list[int], list[Any]]], list[Any]]:
+        """The waiting batches as they were added, oldest first, and the list their tags are
+        numbered in. Batches numbered in a later list stay for the next take; whole batches beyond
+        ``room`` answers are left out and counted in ``trimmed``."""
         q = self.batches
         entries = [q.popleft() for _ in range(len(q))]     # the producer appends meanwhile: at the other end
-        upto = list(itertools.accumulate(map(len, map(_AT, entries))))
-        if upto and upto[-1] > room:
-            cut = bisect.bisect_right(upto, room)
-            self.trimmed += sum(map(len, itertools.chain.from_iterable(map(_TEMPLATES, entries[cut:]))))
+        if not entries:
+            return [], []
+        tuples = entries[0][4]
+        if entries[-1][4] is not tuples:                   # numbering started again: the rest waits
+            cut = next(i for i, e in enumerate(entries) if e[4] is not tuples)
+            q.extendleft(reversed(entries[cut:]))
             del entries[cut:]
-        batches = list(zip(map(_TIME, entries), itertools.repeat(transport), map(_FAMILY, entries),
-                           map(self.slot_size.__rfloordiv__, map(len, map(_NAMES, entries))),
-                           map(len, map(_AT, entries)), strict=False))
-        return (batches, b"".join(map(_NAMES, entries)), b"".join(map(_AT, entries)),
-                list(itertools.chain.from_iterable(map(_TEMPLATES, entries))))
+        upto = list(itertools.accumulate(map(len, map(_TAGS, entries))))
+        if upto[-1] > room:
+            cut = bisect.bisect_right(upto, room)
+            self.trimmed += sum(hits_of(e[3], tuples) for e in entries[cut:])
+            del entries[cut:]
+        return entries, tuples
 
 
-_TIME, _FAMILY, _NAMES, _AT, _TEMPLATES = (operator.itemgetter(i) for i in range(5))
+def flatten(entries: list[tuple[int, int, bytes, list[int], list[Any]]], slot_size: int, transport: str = "udp"
+            ) -> tuple[list[tuple[int, str, int, int, int]], bytes, array.array[int]]:
+    """Batches as ``take_batches`` gives them run together: per batch (time_ms, transport,
+    family, slots, answers), the slots, and the answers' tags (``array('I')``)."""
+    batches = list(zip(map(_TIME, entries), itertools.repeat(transport), map(_FAMILY, entries),
+                       map(slot_size.__rfloordiv__, map(len, map(_NAMES, entries))),
+                       map(len, map(_TAGS, entries)), strict=False))
+    tags: list[int] = []
+    for e in entries:
+        tags += e[3]
+    return batches, b"".join(map(_NAMES, entries)), array.array("I", tags)
+
+
+def hits_of(tags: Any, tuples: list[Any]) -> int:
+    """How many hits a run of tags stands for (an answer may have several)."""
+    return sum(len(tuples[t >> 8]) for t in tags)
+
+
+_TIME, _FAMILY, _NAMES, _TAGS = (operator.itemgetter(i) for i in range(4))

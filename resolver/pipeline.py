@@ -37,7 +37,7 @@ from .active import ActivePolicy, PolicyHolder
 from .cache import AnswerCache, CacheEntry, Key
 from .config import ResolverConfig
 from .errors import UpstreamError, WireError
-from .hits import HitRecord, HitSink, NullSink, PackedHits
+from .hits import HitRecord, HitSink, NullSink, PackedHits, TemplateNumbers
 from .mmsg import NAME_SIZE, buffer_address, decode_sockaddr
 from .synth import HitTemplate, garden_pieces, hit_templates, is_garden, pieces
 from .upstream import UpstreamClient
@@ -211,6 +211,9 @@ class Pipeline:
         self.submit_many: Callable[..., None] | None = getattr(sink, "submit_many", None)
         self.sink_packed: Callable[..., None] | None = getattr(sink, "submit_packed", None)
         self.packed_hits: PackedHits | None = getattr(sink, "packed_hits", None)   # the batched reader fills it
+        # the numbers of the hit templates remembered answers report (the batched reader's tags)
+        self.numbers: TemplateNumbers | None = (None if self.null_sink else self.packed_hits.numbers
+                                                if self.packed_hits is not None else TemplateNumbers())
         self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
@@ -250,16 +253,34 @@ class Pipeline:
         self.holder.swap(policy, generation, loaded_at, sources)
         self.fast_udp.clear()
         self.fast_tcp.clear()
+        if self.numbers is not None and self.numbers.tuples:   # the old policy's templates: not hit again
+            self.numbers.restart()
+
+    def restart_numbers(self) -> None:
+        """Number hit templates from 0 again, the remembered answers (whose tags refer to the old
+        numbers) forgotten in the same step. The batched reader calls it between two receive
+        batches once ``numbers.full``; in between, answers with hits are not remembered."""
+        self.fast_udp.clear()
+        self.fast_tcp.clear()
+        if self.numbers is not None:
+            self.numbers.restart()
 
     def _remember(self, data: bytes, transport: str, active: ActivePolicy, second: int, *, out: bytes | None,
                   hits: tuple[HitTemplate, ...]) -> None:
         """Remember ``out`` for these query bytes: (second or 0, response without ID, hit templates,
         response counter slot, hit counter slots, address and length of the response without ID
-        for the batched UDP sender). A relayed upstream answer is good for the second
+        for the batched UDP sender, the hits' tag for the batched UDP reader or None: the number of
+        the hit templates in ``numbers`` << 8). A relayed upstream answer is good for the second
         it was built in (its TTLs age); a policy answer until the next swap, which empties the table.
+        An answer with hits is not remembered while ``numbers`` is full (see ``restart_numbers``).
         """
         if active.client_dependent:
             return
+        tag = None
+        if hits and self.numbers is not None:
+            tag = self.numbers.tag(hits)
+            if tag is None and transport == UDP:
+                return
         table = self.fast_udp if transport == UDP else self.fast_tcp
         if len(table) >= FAST_LIMIT:
             table.clear()
@@ -267,7 +288,7 @@ class Pipeline:
         body = out[2:] if out is not None else None
         table[data[2:]] = (second, body, hits, response_slot(transport, out),
                            tuple(c.hit_slot(t[2], t[6]) for t in hits),
-                           buffer_address(body) if body is not None else 0, len(body) if body is not None else 0)
+                           buffer_address(body) if body is not None else 0, len(body) if body is not None else 0, tag)
 
     def handle(self, data: bytes, ip: str, port: int, transport: str) -> bytes | Pending | None:
         c = self.c

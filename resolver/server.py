@@ -14,6 +14,7 @@ from typing import Any
 
 from . import mmsg
 from .config import Endpoint
+from .hits import hits_of, untag
 from .pipeline import MISS, TCP, UDP, Pending, Pipeline
 
 UDP_RCVBUF = 4 * 1024 * 1024
@@ -148,12 +149,13 @@ class UdpListener:
         table entry holds their address; ``keep`` holds the entries until they are sent, as the
         slow path may empty the table meanwhile). The sender's address is read as an integer
         (IPv4) or bytes (IPv6) key from where the kernel wrote it and becomes a string only the
-        first time it is seen. The hits of remembered answers are reported once per batch: which
-        slots answered with hits and their templates, beside the batch's address slots, so no
-        per-hit object is built here; a sink with ``packed_hits`` (resolver.hits.PackedHits) gets
-        one tuple appended there per batch, without a call; any other gets them through
-        ``Pipeline.submit_packed``. Anything else takes ``_handle`` with what ``recvfrom`` would
-        have returned."""
+        first time it is seen. The hits of remembered answers are reported once per batch: one int
+        per answer with hits (its tag: the number of its hit templates, remembered with the answer,
+        << 8 | its slot), beside the batch's address slots, so no per-hit object is built here; a
+        sink with ``packed_hits`` (resolver.hits.PackedHits) gets one tuple appended there per
+        batch, without a call; any other gets them through ``Pipeline.submit_packed``. The
+        numbering starts again only between two batches (``Pipeline.restart_numbers``). Anything
+        else takes ``_handle`` with what ``recvfrom`` would have returned."""
         p = self.pipeline
         b = mmsg.Batch(self.sock, UDP_BATCH, UDP_MAX_QUERY)
         recv, send, address = b.recv, b.send, b.address
@@ -172,9 +174,9 @@ class UdpListener:
         packed = p.packed_hits          # PackedHits.add, inline below: no call per batch
         if packed is not None:
             pbatches, pappend, plimit = packed.batches, packed.batches.append, packed.limit
+        numbers = p.numbers
         wallclock = p.wallclock
         family = int(b.family)      # a plain int: it travels in marshal messages
-        null_sink = p.null_sink
         slow = self._handle
 
         def readable() -> None:
@@ -186,8 +188,10 @@ class UdpListener:
                 return
             now = int(clock())
             j = 0
-            hit_at = bytearray()        # slots answered with hits (one byte each: UDP_BATCH <= 256)
-            hit_tpl: list[Any] = []     # their hit templates, as remembered
+            if numbers is not None and numbers.full:    # between two batches: every tag is of one list
+                p.restart_numbers()
+            hit_tags: list[int] = []    # per answer with hits: its templates' number << 8 | its slot
+            tag = hit_tags.append
             for i in range(n):
                 off = i * rsize
                 end = off + rhdr32[i * 16 + 14]
@@ -212,20 +216,22 @@ class UdpListener:
                         resp[f[3]] += 1
                         for k in f[4]:
                             hitc[k] += 1
-                        if f[2] and not null_sink:
-                            hit_at.append(i)
-                            hit_tpl.append(f[2])
+                        t = f[7]
+                        if t is not None:
+                            tag(t | i)
                         continue
                 slow(rbuf[off:end].tobytes(), address(i))
-            if hit_at:
-                slots = hit_at[-1] + 1
+            if hit_tags:
+                assert numbers is not None
+                slots = (hit_tags[-1] & 0xFF) + 1
                 if packed is not None:
                     if len(pbatches) < plimit:
-                        pappend((int(wallclock() * 1000), family, names[:slots * nsize].tobytes(), hit_at, hit_tpl))
+                        pappend((int(wallclock() * 1000), family, names[:slots * nsize].tobytes(), hit_tags,
+                                 numbers.tuples))
                     else:                   # the consumer has stopped: refused, counted by its hits
-                        packed.dropped += sum(map(len, hit_tpl))
+                        packed.dropped += hits_of(hit_tags, numbers.tuples)
                 else:
-                    submit_packed(family, names[:slots * nsize], hit_at, hit_tpl, UDP)
+                    submit_packed(family, names[:slots * nsize], *untag(hit_tags, numbers.tuples), UDP)
             if j:
                 lost = send(j)
                 keep.clear()

@@ -24,6 +24,7 @@ from resolver.blocklog import BlocklogStore, Columns, columns_from_raws
 from resolver.blocklog_config import BlocklogConfig
 from resolver.blocklog_seal import open_client
 from resolver.blocklog_ship import BlocklogWriter, ShippingSink, TemplateTable, decode, decode_columns
+from resolver.hits import TemplateNumbers, flatten, untag
 
 T1 = ("csam-site.test.", 1, "hotline.rpz.test.", 7, "QNAME", "csam-site.test.hotline.rpz.test.", "nxdomain",
       "TW-2026-0042")
@@ -126,7 +127,8 @@ def test_batched_hits_beyond_the_bound_are_counted_never_lost_silently(tmp_path:
         assert sink.flush() == 0
         assert sink.queued() == 3 and sink.dropped == 6
         (held,) = sink._held
-        assert held[0] == [(1, "udp", 2, 8, 2)] and held[2] == bytes([0, 1]) and held[3] == [(T1,), (T2,)]
+        batches, _names, tags = flatten(held[0], NS)
+        assert batches == [(1, "udp", 2, 8, 2)] and untag(tags, held[1]) == (bytes([0, 1]), [(T1,), (T2,)])
         # while it waits, the reader's queue refuses batches once four wait (nobody takes them)
         for t in range(5):
             sink.submit_packed(10 + t, int(socket.AF_INET), names, bytes([t]), [(T1,)], "udp")
@@ -208,10 +210,9 @@ def test_malformed_packed_batches_are_refused(bad: tuple[object, ...], defs: obj
         decode_columns(bad_message, columns)
 
 
-def test_templates_travel_once_per_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The second message refers to the templates the first defined; past TABLE_MAX the table
-    starts again (base 0) on both ends; a new connection starts with an empty table."""
-    from resolver import blocklog_ship
+def test_templates_travel_once_per_connection(tmp_path: Path) -> None:
+    """The second message refers to the templates the first defined; when the data plane numbers
+    from 0 again (a policy swap) the table starts again (base 0) on both ends."""
     listener = Listener(tmp_path / "w.sock")
     sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
     names, table = bytes(4 * NS), []
@@ -227,7 +228,7 @@ def test_templates_travel_once_per_connection(tmp_path: Path, monkeypatch: pytes
             decode(two)                                 # a message of the connection, read without its table
         got = [r[3] for m in (one, two) for r in decode(m, table)[2]]   # type: ignore[arg-type]
         assert got == [first, second, second, first] and table == [first, second]
-        monkeypatch.setattr(blocklog_ship, "TABLE_MAX", 2)
+        sink.packed_hits.numbers.restart()              # what Pipeline.swap does
         sink.submit_packed(3, int(socket.AF_INET), names, bytes([0, 1]), [third, first], "udp")
         sink.flush()
         (three,) = listener.messages()
@@ -236,6 +237,76 @@ def test_templates_travel_once_per_connection(tmp_path: Path, monkeypatch: pytes
     finally:
         sink.close()
         listener.close()
+
+
+def test_batches_of_two_numberings_are_shipped_each_with_its_own_table(tmp_path: Path) -> None:
+    """Batches numbered before a restart still wait when it happens: they are taken and shipped
+    on their own, then the table starts again for the batches numbered after it."""
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    names, table = bytes(4 * NS), []
+    try:
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes([0, 1]), [(T1,), (T2,)], "udp")
+        old = sink.packed_hits.numbers.tuples
+        sink.packed_hits.numbers.restart()
+        b = (T2,)                                       # numbered by identity: one number for both answers
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([0, 1, 2]), [b, b, (T1, T2)], "udp")
+        assert sink.packed_hits.numbers.tuples is not old
+        assert sink.queued() == 5 and sink.flush() == 5 and sink.queued() == 0
+        got = [[(r[0], r[3]) for r in decode(m, table)[2]] for m in listener.messages()]  # type: ignore[arg-type]
+        assert got == [[(1, (T1,)), (1, (T2,))], [(2, (T2,)), (2, (T2,)), (2, (T1, T2))]]
+        assert table == [(T2,), (T1, T2)]
+    finally:
+        sink.close()
+        listener.close()
+
+
+def test_a_new_connection_is_sent_the_whole_numbering_in_bounded_messages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the writer comes back, the numbers a message uses may refer to tuples numbered long
+    before: every tuple up to the highest is defined again, a long run in messages of its own."""
+    from resolver import blocklog_ship
+    listener = Listener(tmp_path / "w.sock")
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600)
+    names = bytes(8 * NS)
+    many = [((f"q{i}.csam-site.test.", *T1[1:]),) for i in range(7)]
+    try:
+        sink.submit_packed(1, int(socket.AF_INET), names, bytes(range(7)), many, "udp")
+        assert sink.flush() == 7
+        sink._close_socket()                            # the writer went away and came back
+        monkeypatch.setattr(blocklog_ship, "MESSAGE_DEFINITIONS", 2)
+        sink.submit_packed(2, int(socket.AF_INET), names, bytes([0]), [many[6]], "udp")
+        assert sink.flush() == 1
+        messages = listener.messages()
+        table: list[tuple[tuple[object, ...], ...]] = []
+        first = [r[3] for r in decode(messages[0], table)[2]]        # type: ignore[arg-type]
+        assert first == many and table == many
+        table = []                                      # the second connection's table
+        again = [decode(m, table)[2] for m in messages[1:]]           # type: ignore[arg-type]
+        # 7 tuples to define, 2 a message: three messages of definitions only, then the batch with one
+        assert [len(r) for r in again] == [0, 0, 0, 1] and again[-1][0][3] == many[6] and table == many
+        assert all(len(m) < 1 << 16 for m in messages)
+    finally:
+        sink.close()
+        listener.close()
+
+
+def test_numbers_are_bounded_and_a_full_numbering_falls_back_to_records(tmp_path: Path) -> None:
+    """Past its limit TemplateNumbers refuses (and says it is full); a sink given templates it can
+    no longer number queues them per query instead: nothing is lost while the pipeline restarts."""
+    numbers = TemplateNumbers(limit=2)
+    a, b, c = (T1,), (T2,), (T1, T2)
+    assert (numbers.tag(a), numbers.tag(b), numbers.tag(a)) == (0, 1 << 8, 0)
+    assert numbers.tag(c) is None and numbers.full and numbers.tuples == [a, b]
+    with pytest.raises(ValueError, match="limit"):
+        TemplateNumbers(limit=1 << 24)
+    sink = ShippingSink(str(tmp_path / "absent.sock"), interval_s=3600)
+    sink.packed_hits.numbers = numbers
+    try:
+        sink.submit_packed(5, int(socket.AF_INET), bytes(2 * NS), bytes([0, 1]), [a, c], "udp")
+        assert not sink.packed_hits.batches and [r[3] for r in sink.q] == [a, c] and sink.dropped == 0
+    finally:
+        sink.close(timeout=0.2)
 
 
 def test_protocol_1_messages_are_still_read() -> None:

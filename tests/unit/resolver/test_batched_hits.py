@@ -19,6 +19,7 @@ from resolver.active import PolicyHolder
 from resolver.blocklog_ship import ShippingSink, unpack
 from resolver.cache import AnswerCache
 from resolver.config import Endpoint, ResolverConfig
+from resolver.hits import TemplateNumbers, untag
 from resolver.pipeline import Pipeline
 from resolver.server import Inflight, UdpListener
 from resolver.upstream import UpstreamClient
@@ -74,10 +75,12 @@ def test_remembered_answers_leave_their_hits_packed(tmp_path: Path) -> None:
             ask(listener, server, clients, names)           # first time: the full path (one record per query)
             assert len(sink.q) == 3 and not sink.packed_hits.batches
             ask(listener, server, clients, names)           # remembered: one packed batch
-            batches, slots, at, templates = sink.packed_hits.take(1000)
+            batches, slots, tags, tuples = sink.packed_hits.take(1000)
         # the datagrams were queued before the reader ran: one receive batch of three
         assert batches == [(1_795_000_000_500, "udp", int(socket.AF_INET), 3, 3)]
-        records = unpack((*batches[0][:3], slots, at, templates))
+        # one tag per answer: its slot, and its templates by the number they got when remembered
+        assert sorted(t & 0xFF for t in tags) == [0, 1, 2] and tuples is sink.packed_hits.numbers.tuples
+        records = unpack((*batches[0][:3], slots, *untag(tags, tuples)))
         asked = {c.getsockname(): n for c, n in zip(clients, names, strict=True)}
         assert sorted((r[1], r[2], r[3][0][0]) for r in records) == sorted((*k, v) for k, v in asked.items())
         assert sink.dropped == 0
@@ -104,6 +107,41 @@ def test_a_full_queue_refuses_batches_and_counts_their_hits(tmp_path: Path) -> N
             assert len(sink.packed_hits.batches) == 1 and sink.dropped == 2 + 3
             sink.flush()                                   # nobody listens: room for one answer, not three
             assert sink.queued() == 1 and sink.dropped == 2 + 3 + 3
+    finally:
+        for c in clients:
+            c.close()
+        sink.close(timeout=0.2)
+
+
+def test_numbering_starts_again_between_batches_and_no_hit_is_lost(tmp_path: Path) -> None:
+    """Remembered answers report their hits by number; once the numbers are full, answers with
+    hits are not remembered, and the next receive batch starts the numbering again (forgetting
+    the remembered answers in the same step): every query's hits are reported exactly once."""
+    sink = ShippingSink(str(tmp_path / "absent.sock"), interval_s=3600)
+    sink.packed_hits.numbers = TemplateNumbers(limit=2)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for c in clients:
+            c.bind(("127.0.0.1", 0))
+            c.settimeout(2)
+        with reader(sink) as (listener, server):
+            p = listener.pipeline
+            numbers = sink.packed_hits.numbers
+            ask(listener, server, clients, ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."])
+            assert len(sink.q) == 3 and numbers.full and len(p.fast_udp) == 2     # c: not remembered
+            first = numbers.tuples
+            ask(listener, server, clients[:2], ["a.csam-site.test.", "b.csam-site.test."])
+            # started again before the batch: a and b took the full path once more, numbered anew
+            assert len(sink.q) == 5 and not sink.packed_hits.batches
+            assert numbers.tuples is not first and len(numbers.tuples) == 2 and not numbers.full
+            ask(listener, server, clients[:2], ["a.csam-site.test.", "b.csam-site.test."])
+            batches, slots, tags, tuples = sink.packed_hits.take(1000)
+            assert tuples is numbers.tuples and len(tags) == 2 and len(sink.q) == 5
+            records = unpack((*batches[0][:3], slots, *untag(tags, tuples)))
+            assert sorted(r[3][0][0] for r in records) == ["a.csam-site.test.", "b.csam-site.test."]
+            # a policy swap forgets the remembered answers and starts the numbering again
+            p.swap(p.holder.active.policy, 2, 0.0)                                # type: ignore[union-attr]
+            assert not p.fast_udp and numbers.tuples == [] and numbers.tuples is not tuples
     finally:
         for c in clients:
             c.close()
