@@ -289,9 +289,12 @@ DRAIN_ENV = "HOTLINE_EDGE_BENCH_DRAIN"
 
 def standin_sink() -> object:
     """HOTLINE_EDGE_HIT_SINK factory of the "ship" mode: the data plane's own ShippingSink, shipping
-    to the stand-in writer at $HOTLINE_EDGE_BENCH_DRAIN."""
+    to the stand-in writer at $HOTLINE_EDGE_BENCH_DRAIN, flushed from the data plane's loop as a
+    worker's is (resolver.workers)."""
+    import asyncio
+
     from resolver.blocklog_ship import ShippingSink
-    return ShippingSink(os.environ[DRAIN_ENV], queue_size=100_000, interval_s=0.05)
+    return ShippingSink(os.environ[DRAIN_ENV], queue_size=100_000, interval_s=0.05, loop=asyncio.get_running_loop())
 
 
 def drain(path: str, stop: object, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

@@ -50,6 +50,7 @@ answers by the flusher (what does not fit while the writer is away is counted).
 from __future__ import annotations
 
 import array
+import asyncio
 import bisect
 import collections
 import contextlib
@@ -80,6 +81,7 @@ PROTOCOLS = frozenset({1, 2})
 MESSAGE_RECORDS = 512           # records per message when each carries its templates (tens of KB)
 MESSAGE_ANSWERS = 1024          # answers per message of packed batches (their templates by reference)
 TABLE_MAX = 65_536              # templates a connection's table holds before it starts again
+SEND_BUFFER = 4 << 20          # the shipping socket's send buffer asked for (the kernel caps it at wmem_max)
 MESSAGE_DEFINITIONS = 2048     # template definitions per message when a long run is sent (a new connection)
 RECV_BYTES = 1 << 20
 LOG_INTERVAL_S = 10.0
@@ -106,13 +108,19 @@ def _nolog(level: str, event: str, **fields: Any) -> None:
 
 
 class ShippingSink:
-    """The HitSink of a data-plane process: bounded queues emptied by a flusher thread that ships
-    their contents to the writer over the unix socket. The batched UDP reader leaves its hits in
-    ``packed_hits`` (resolver.hits.PackedHits); every other producer appends one tuple per query
-    to ``q``."""
+    """The HitSink of a data-plane process: bounded queues emptied every ``interval_s`` by a
+    flusher that ships their contents to the writer over the unix socket. The batched UDP reader
+    leaves its hits in ``packed_hits`` (resolver.hits.PackedHits); every other producer appends
+    one tuple per query to ``q``.
+
+    The flusher is a thread of its own, or, given ``loop``, a timer on that event loop (the data
+    plane's: no second thread taking the GIL from the reader, no thread switches). On the loop the
+    socket is non-blocking: when the writer's socket is full, what was not sent waits (bounded, as
+    when the writer is away) for the next turn, and the loop never waits on the writer."""
 
     def __init__(self, socket_path: str, *, queue_size: int = 100_000, interval_s: float = 0.05,
-                 log: Log = _nolog, clock: Callable[[], float] = time.monotonic) -> None:
+                 log: Log = _nolog, clock: Callable[[], float] = time.monotonic,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.path = socket_path
         self.q: collections.deque[Raw] = collections.deque()      # one entry per query
         self.packed_hits = PackedHits(queue_size, NAME_SIZE, TemplateNumbers(TABLE_MAX))   # the batched reader's
@@ -134,8 +142,15 @@ class ShippingSink:
         # its tuples the writer has (the writer keeps the same list per connection)
         self._tuples: list[tuple[Template, ...]] | None = None
         self._sent = 0
-        self._thread = threading.Thread(target=self._run, name="blocklog-shipper", daemon=True)
-        self._thread.start()
+        self.deferred = 0          # flushes that found the writer's socket full (on the loop; cumulative)
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
+        if loop is None:
+            self._thread = threading.Thread(target=self._run, name="blocklog-shipper", daemon=True)
+            self._thread.start()
+        else:
+            self._timer = loop.call_later(interval_s, self._tick)
 
     @property
     def dropped(self) -> int:
@@ -190,7 +205,21 @@ class ShippingSink:
     # -- the flusher thread -------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            self._flush_guarded()
+
+    def _tick(self) -> None:
+        if self._stop.is_set() or self._loop is None:
+            return
+        self._flush_guarded()
+        self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def _flush_guarded(self) -> None:
+        """``flush``, and an unexpected error logged instead of ending the flusher."""
+        try:
             self.flush()
+        except Exception as exc:   # the flusher must outlive a bug: hits keep queueing, bounded
+            self.log("error", "blocklog_flush_failed", error=repr(exc),
+                     hint="the flusher will try again; this is a bug, please report it")
 
     def flush(self) -> int:
         """Ship what is queued now; returns how many queries' hits were handed over. What could
@@ -208,7 +237,8 @@ class ShippingSink:
             if n == 0 and not self._held and self.dropped == self._logged_drops:
                 return 0
             items = [self.q.popleft() for _ in range(n)]
-            sent = handed = 0
+            sent = 0
+            held = self._held_answers()
             try:
                 sock = self._connect()
                 for start in range(0, n, MESSAGE_RECORDS):
@@ -216,22 +246,27 @@ class ShippingSink:
                     sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [], b"", b"", b"", None)))
                     sent += len(part)
                 while self._held:
-                    handed += self._send_held(sock)
-                if n == 0 and not handed:      # nothing queued: the drop count alone
+                    self._send_held(sock)
+                if n == 0 and not held:        # nothing queued: the drop count alone
                     sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, [], [], b"", b"", b"", None)))
                 self._unreachable_since = None
+            except BlockingIOError:      # the writer's socket is full (on the loop): the rest waits
+                self.q.extendleft(reversed(items[sent:]))
+                self.deferred += 1
             except OSError as exc:
                 self._close_socket()
                 self.q.extendleft(reversed(items[sent:]))
                 self._note_unreachable(exc)
             except (ValueError, TypeError) as exc:   # not marshallable (a producer's bug): counted, never silent
+                left = self._held_answers()
                 lost = sum(len(r[3]) for r in items[sent:]) + sum(hits_of(e[3], h[1]) for h in self._held for e in h[0])
                 self._held.clear()
+                held -= left             # what was sent of the held before the error
                 self._unshippable += lost
                 self.log("error", "blocklog_unshippable", error=str(exc), dropped=lost,
                          hint="hits that cannot be encoded were counted as dropped; this is a bug, please report it")
                 self._close_socket()     # the template table may have numbers the writer never got
-            handed += sent
+            handed = sent + held - self._held_answers()
             self.shipped += handed
             self._log_drops()
             return handed
@@ -286,7 +321,11 @@ class ShippingSink:
     def _connect(self) -> socket.socket:
         if self._sock is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            s.settimeout(2.0)
+            # on the loop nothing waits for the writer (a full socket is BlockingIOError: the rest
+            # waits for the next turn), except the last flushes of close()
+            s.settimeout(0.0 if self._loop is not None and not self._stop.is_set() else 2.0)
+            with contextlib.suppress(OSError):     # room for a few turns' messages (capped by wmem_max)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             try:
                 s.connect(self.path)
             except OSError:
@@ -321,9 +360,15 @@ class ShippingSink:
             self._last_log = now
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the flusher and ship what is left (within ``timeout``)."""
+        """Stop the flusher and ship what is left (within ``timeout``; on the loop, the socket
+        waits for the writer now: this is the end)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sock is not None:
+            self._sock.settimeout(2.0)
         deadline = self.clock() + timeout
         while (self.q or self.packed_hits.batches or self._held) and self.clock() < deadline:
             if not self.flush():

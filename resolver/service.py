@@ -32,15 +32,16 @@ from .server import Inflight, TcpServer, UdpListener, open_socket
 from .upstream import UpstreamClient, UpstreamStats
 
 
-def make_sink(spec: str | None, cfg: Config | None = None) -> HitSink:
+def make_sink(spec: str | None, cfg: Config | None = None, loop: asyncio.AbstractEventLoop | None = None) -> HitSink:
     """The hit sink named ``module:function`` (a factory taking no arguments); else, when
-    ``[blocklog]`` is on, one that ships hits to the supervisor's log writer; else a NullSink."""
+    ``[blocklog]`` is on, one that ships hits to the supervisor's log writer (its flusher a timer
+    on ``loop`` when given, the data plane's, else a thread); else a NullSink."""
     if not spec:
         if cfg is not None and cfg.blocklog.enabled:
             from .blocklog_ship import ShippingSink
             b = cfg.blocklog
             return ShippingSink(b.socket_path, queue_size=b.queue_size, interval_s=b.flush_interval_ms / 4000,
-                                log=Logger(f"resolver.blocklog-{os.getpid()}"))
+                                log=Logger(f"resolver.blocklog-{os.getpid()}"), loop=loop)
         return NullSink()
     mod_name, _, func = spec.partition(":")
     factory = getattr(importlib.import_module(mod_name), func)

@@ -187,7 +187,7 @@ def worker_main(conn: Connection, cfg: Config, index: int, sink_spec: str | None
 async def _worker(conn: Connection, cfg: Config, sink_spec: str | None,
                   preload: tuple[int, Config, float] | None, log: Logger) -> None:
     loop = asyncio.get_running_loop()
-    svc = ResolverService(cfg, make_sink(sink_spec, cfg), log)
+    svc = ResolverService(cfg, make_sink(sink_spec, cfg, loop), log)   # hits shipped from this loop
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:

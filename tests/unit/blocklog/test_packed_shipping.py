@@ -402,3 +402,70 @@ def test_decode_columns_reads_what_decode_reads(data: st.DataObject) -> None:
         assert [got.templates[i] for i in got.tpl.tolist()] == [want.templates[i] for i in want.tpl.tolist()]
         assert tcp_flags(got) == tcp_flags(want)
         assert got.addrs.tobytes() == want.addrs.tobytes()
+
+
+def test_on_the_event_loop_hits_are_shipped_by_a_timer_without_a_thread(tmp_path: Path) -> None:
+    """The worker's way (resolver.workers): the flusher is a timer on the data plane's loop."""
+    import asyncio
+    import threading
+    listener = Listener(tmp_path / "w.sock")
+    loop = asyncio.new_event_loop()
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=0.01, loop=loop)
+    got: list[bytes] = []
+
+    async def until_shipped() -> None:
+        for _ in range(500):
+            got.extend(listener.messages())
+            if got:
+                return
+            await asyncio.sleep(0.01)
+    try:
+        assert not [t for t in threading.enumerate() if t.name == "blocklog-shipper"]
+        sink.submit_hits(7, "192.0.2.1", 5300, (T1,), "udp")
+        sink.submit_packed(8, int(socket.AF_INET), bytes(2 * NS), bytes([1]), [(T2,)], "udp")
+        loop.run_until_complete(until_shipped())
+        table: list[tuple[tuple[object, ...], ...]] = []
+        records = [r for m in got for r in decode(m, table)[2]]           # type: ignore[arg-type]
+        assert [(r[0], r[3]) for r in records] == [(7, (T1,)), (8, (T2,))] and sink.queued() == 0
+    finally:
+        sink.close()
+        loop.close()
+        listener.close()
+
+
+def test_on_the_loop_a_full_writer_socket_defers_and_loses_nothing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop never waits on the writer: when its socket is full, what was not sent stays
+    queued (the connection and its template table kept) and goes out on a later turn, in order."""
+    import asyncio
+
+    from resolver import blocklog_ship
+    monkeypatch.setattr(blocklog_ship, "SEND_BUFFER", 64 << 10)      # a few messages fill it
+    listener = Listener(tmp_path / "w.sock")
+    loop = asyncio.new_event_loop()                 # not run: flush is called by hand
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=3600, loop=loop)
+    tpls = [((f"q{i}.csam-site.test.", *T1[1:]),) for i in range(64)]
+    try:
+        for b in range(400):                        # 25,600 answers: 25 messages of 1,024
+            sink.submit_packed(b, int(socket.AF_INET), bytes(64 * NS), bytes(range(64)), tpls, "udp")
+        for r in range(50):
+            sink.submit_hits(10_000 + r, "192.0.2.1", 53, (T1,), "udp")
+        first = sink.flush()                        # nobody reads: the socket fills
+        assert sink.deferred == 1 and first < 400 * 64 + 50
+        conn = sink._sock
+        assert conn is not None and conn.gettimeout() == 0.0 and sink.queued() == 400 * 64 + 50 - first
+        messages = listener.messages()
+        while sink.queued():                        # the writer reads; later turns send the rest
+            sink.flush()
+            messages += listener.messages()
+        assert sink._sock is conn and sink.dropped == 0
+        table: list[tuple[tuple[object, ...], ...]] = []
+        records = [r for m in messages for r in decode(m, table)[2]]     # type: ignore[arg-type]
+        assert len(records) == 400 * 64 + 50
+        packed = [r[0] for r in records if r[0] < 10_000]
+        assert packed == sorted(packed) and len(set(packed)) == 400 and {r[3] for r in records} >= set(tpls)
+        assert sorted(r[0] for r in records if r[0] >= 10_000) == list(range(10_000, 10_050))
+    finally:
+        sink.close(timeout=0.5)
+        loop.close()
+        listener.close()
