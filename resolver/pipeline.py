@@ -214,6 +214,7 @@ class Pipeline:
         # the numbers of the hit templates remembered answers report (the batched reader's tags)
         self.numbers: TemplateNumbers | None = (None if self.null_sink else self.packed_hits.numbers
                                                 if self.packed_hits is not None else TemplateNumbers())
+        self.tagging = False       # a batched UDP reader reads the tags (it sets this; UdpListener)
         self.qname_text = not self.null_sink   # hit records need the QNAME as text; metrics do not
         self.fast_udp: dict[bytes, tuple[Any, ...]] = {}
         self.fast_tcp: dict[bytes, tuple[Any, ...]] = {}
@@ -272,14 +273,16 @@ class Pipeline:
         for the batched UDP sender, the hits' tag for the batched UDP reader or None: the number of
         the hit templates in ``numbers`` << 8). A relayed upstream answer is good for the second
         it was built in (its TTLs age); a policy answer until the next swap, which empties the table.
-        An answer with hits is not remembered while ``numbers`` is full (see ``restart_numbers``).
+        Tags are given only to UDP answers, and only while a batched reader reads them
+        (``tagging``); an answer with hits is then not remembered while ``numbers`` is full
+        (see ``restart_numbers``).
         """
         if active.client_dependent:
             return
         tag = None
-        if hits and self.numbers is not None:
+        if hits and transport == UDP and self.tagging and self.numbers is not None:
             tag = self.numbers.tag(hits)
-            if tag is None and transport == UDP:
+            if tag is None:
                 return
         table = self.fast_udp if transport == UDP else self.fast_tcp
         if len(table) >= FAST_LIMIT:

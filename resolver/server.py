@@ -157,6 +157,7 @@ class UdpListener:
         numbering starts again only between two batches (``Pipeline.restart_numbers``). Anything
         else takes ``_handle`` with what ``recvfrom`` would have returned."""
         p = self.pipeline
+        p.tagging = True                # remembered UDP answers carry the tag of their hits (below)
         b = mmsg.Batch(self.sock, UDP_BATCH, UDP_MAX_QUERY)
         recv, send, address = b.recv, b.send, b.address
         rbuf, names, names32, rhdr32, shdr64, siov64 = b.rbuf, b.names, b.names32, b.rhdr32, b.shdr64, b.siov64

@@ -217,3 +217,25 @@ def test_a_packed_batch_reaches_a_sink_without_submit_packed_as_records() -> Non
         ("192.0.2.9", 40000, "blocked.example.", 1_795_000_000_123, "udp"),
         ("192.0.2.7", 5353, "blocked.example.", 1_795_000_000_123, "udp"),
         ("192.0.2.7", 5353, "drop.example.", 1_795_000_000_123, "udp")]
+
+
+@pytest.mark.parametrize("tagging", [False, True])
+def test_hit_tags_only_for_a_batched_reader_and_a_full_numbering(tagging: bool) -> None:
+    """Remembered UDP answers carry their hits' tag only while a batched reader reads tags; then
+    a full numbering stops remembering answers with hits (until the reader starts it again).
+    Without one (the recvfrom reader), nothing changes: every answer is remembered, untagged."""
+    from resolver.hits import TemplateNumbers
+    w = World(main_policy(), allow=ALLOW)
+    w.p.tagging = tagging
+    w.p.numbers = TemplateNumbers(limit=1)
+    first = dns.message.make_query("blocked.example.", "A").to_wire()
+    second = dns.message.make_query("blocked.example.", "AAAA").to_wire()
+    for data in (first, second):
+        assert msg(w.p.handle(data, "192.0.2.7", 1, UDP)).rcode() == dns.rcode.NXDOMAIN
+    remembered = {k: f[7] for k, f in w.p.fast_udp.items()}
+    if tagging:
+        assert remembered == {first[2:]: 0} and w.p.numbers.full          # the second waits for a restart
+        w.p.restart_numbers()
+        assert not w.p.fast_udp and not w.p.numbers.full and w.p.numbers.tuples == []
+    else:
+        assert remembered == {first[2:]: None, second[2:]: None} and w.p.numbers.tuples == []
