@@ -144,13 +144,12 @@ class ShippingSink:
         self._sent = 0
         self.deferred = 0          # flushes that found the writer's socket full (on the loop; cumulative)
         self._loop = loop
-        self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         if loop is None:
             self._thread = threading.Thread(target=self._run, name="blocklog-shipper", daemon=True)
             self._thread.start()
         else:
-            self._timer = loop.call_later(interval_s, self._tick)
+            loop.call_later(interval_s, self._tick)
 
     @property
     def dropped(self) -> int:
@@ -211,7 +210,7 @@ class ShippingSink:
         if self._stop.is_set() or self._loop is None:
             return
         self._flush_guarded()
-        self._timer = self._loop.call_later(self.interval, self._tick)
+        self._loop.call_later(self.interval, self._tick)
 
     def _flush_guarded(self) -> None:
         """``flush``, and an unexpected error logged instead of ending the flusher."""
@@ -365,8 +364,8 @@ class ShippingSink:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._timer is not None:
-            self._timer.cancel()
+        # the loop's timer is not cancelled here: close() may run on another thread (the resolver's
+        # executor), and a timer handle belongs to its loop's thread; once stopped, _tick does nothing
         if self._sock is not None:
             self._sock.settimeout(2.0)
         deadline = self.clock() + timeout

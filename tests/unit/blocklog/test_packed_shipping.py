@@ -469,3 +469,27 @@ def test_on_the_loop_a_full_writer_socket_defers_and_loses_nothing(tmp_path: Pat
         sink.close(timeout=0.5)
         loop.close()
         listener.close()
+
+
+def test_on_the_loop_close_from_another_thread_stops_the_timer_and_ships_the_rest(tmp_path: Path) -> None:
+    """The resolver closes its sink from an executor thread: the loop's timer is left to find the
+    sink stopped (a timer handle belongs to its loop's thread), and what was queued is shipped."""
+    import asyncio
+    import threading
+    listener = Listener(tmp_path / "w.sock")
+    loop = asyncio.new_event_loop()
+    sink = ShippingSink(str(tmp_path / "w.sock"), interval_s=0.01, loop=loop)
+    try:
+        sink.submit_hits(7, "192.0.2.1", 5300, (T1,), "udp")
+        closer = threading.Thread(target=sink.close)
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive() and sink.queued() == 0
+        sink.submit_hits(8, "192.0.2.1", 5300, (T2,), "udp")      # after close: stays queued
+        loop.run_until_complete(asyncio.sleep(0.05))                 # the timer fires, sees the stop
+        assert sink.queued() == 1 and not loop._scheduled           # type: ignore[attr-defined]
+        records = [r for m in listener.messages() for r in decode(m, [])[2]]
+        assert [(r[0], r[3]) for r in records] == [(7, (T1,))]
+    finally:
+        loop.close()
+        listener.close()
