@@ -54,6 +54,20 @@ def reader(sink: ShippingSink) -> Iterator[tuple[UdpListener, tuple[str, int]]]:
         asyncio.set_event_loop(None)
 
 
+@pytest.fixture
+def clients() -> Iterator[list[socket.socket]]:
+    """Three real UDP client sockets on loopback."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for c in socks:
+            c.bind(("127.0.0.1", 0))
+            c.settimeout(2)
+        yield socks
+    finally:
+        for c in socks:
+            c.close()
+
+
 def ask(listener: UdpListener, server: tuple[str, int], clients: list[socket.socket], names: list[str]) -> None:
     """Client k asks names[k]; one call of the reader takes them all; every answer is read."""
     for c, name in zip(clients, names, strict=True):
@@ -63,13 +77,9 @@ def ask(listener: UdpListener, server: tuple[str, int], clients: list[socket.soc
         assert dns.message.from_wire(c.recv(4096)).rcode() == 3          # NXDOMAIN
 
 
-def test_remembered_answers_leave_their_hits_packed(tmp_path: Path) -> None:
+def test_remembered_answers_leave_their_hits_packed(tmp_path: Path, clients: list[socket.socket]) -> None:
     sink = ShippingSink(str(tmp_path / "absent.sock"), interval_s=3600)
-    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
     try:
-        for c in clients:
-            c.bind(("127.0.0.1", 0))
-            c.settimeout(2)
         with reader(sink) as (listener, server):
             names = ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."]
             ask(listener, server, clients, names)           # first time: the full path (one record per query)
@@ -85,18 +95,12 @@ def test_remembered_answers_leave_their_hits_packed(tmp_path: Path) -> None:
         assert sorted((r[1], r[2], r[3][0][0]) for r in records) == sorted((*k, v) for k, v in asked.items())
         assert sink.dropped == 0
     finally:
-        for c in clients:
-            c.close()
         sink.close(timeout=0.2)
 
 
-def test_a_full_queue_refuses_batches_and_counts_their_hits(tmp_path: Path) -> None:
+def test_a_full_queue_refuses_batches_and_counts_their_hits(tmp_path: Path, clients: list[socket.socket]) -> None:
     sink = ShippingSink(str(tmp_path / "absent.sock"), queue_size=1, interval_s=3600)
-    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
     try:
-        for c in clients:
-            c.bind(("127.0.0.1", 0))
-            c.settimeout(2)
         with reader(sink) as (listener, server):
             names = ["a.csam-site.test.", "b.csam-site.test.", "c.csam-site.test."]
             ask(listener, server, clients, names)          # the full path: one fits in the per-query queue
@@ -108,22 +112,17 @@ def test_a_full_queue_refuses_batches_and_counts_their_hits(tmp_path: Path) -> N
             sink.flush()                                   # nobody listens: room for one answer, not three
             assert sink.queued() == 1 and sink.dropped == 2 + 3 + 3
     finally:
-        for c in clients:
-            c.close()
         sink.close(timeout=0.2)
 
 
-def test_numbering_starts_again_between_batches_and_no_hit_is_lost(tmp_path: Path) -> None:
+def test_numbering_starts_again_between_batches_and_no_hit_is_lost(tmp_path: Path,
+                                                                   clients: list[socket.socket]) -> None:
     """Remembered answers report their hits by number; once the numbers are full, answers with
     hits are not remembered, and the next receive batch starts the numbering again (forgetting
     the remembered answers in the same step): every query's hits are reported exactly once."""
     sink = ShippingSink(str(tmp_path / "absent.sock"), interval_s=3600)
     sink.packed_hits.numbers = TemplateNumbers(limit=2)
-    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
     try:
-        for c in clients:
-            c.bind(("127.0.0.1", 0))
-            c.settimeout(2)
         with reader(sink) as (listener, server):
             p = listener.pipeline
             numbers = sink.packed_hits.numbers
@@ -143,6 +142,4 @@ def test_numbering_starts_again_between_batches_and_no_hit_is_lost(tmp_path: Pat
             p.swap(p.holder.active.policy, 2, 0.0)                                # type: ignore[union-attr]
             assert not p.fast_udp and numbers.tuples == [] and numbers.tuples is not tuples
     finally:
-        for c in clients:
-            c.close()
         sink.close(timeout=0.2)
