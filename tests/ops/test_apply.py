@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from . import early
 from .ansible_run import run_playbook, write_inventory
 from .deploy import (
     API_LISTEN,
@@ -30,7 +32,6 @@ from .deploy import (
     HOST,
     METRICS_LISTEN,
     Deployment,
-    deploy,
     hostvars,
 )
 from .unitcheck import MAX_EXPOSURE, verify
@@ -90,7 +91,9 @@ def http_get(d: Deployment, url: str, unit: str, timeout: float = 20,
 
 @pytest.fixture(scope="module")
 def dep() -> Iterator[Deployment]:
-    d = deploy()
+    d, how = early.take()       # usually started when collection ended (tests/ops/early.py)
+    print(f"[ops] {how}; " + ", ".join(f"{k}: exit {r.returncode}" for k, r in d.runs.items()),
+          file=sys.stderr, flush=True)
     try:
         yield d
     finally:
