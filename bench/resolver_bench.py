@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import platform
 import re
@@ -441,6 +442,9 @@ def summarize(out: Path, a: argparse.Namespace) -> str:
     ratio = ["", "| criterion (issue 3) | measured (medians) | target | met |", "|---|---|---|---|"]
 
     def crit(name: str, value: float, target: str, ok: bool, fmt: str = "{:.2f}x") -> None:
+        if math.isnan(value):       # a server left out of this run (or with no result)
+            ratio.append(f"| {name} | not measured in this run | {target} | - |")
+            return
         ratio.append(f"| {name} | {fmt.format(value)} | {target} | {'yes' if ok else 'no'} |")
 
     ub = {w: med(vals("unbound", w, "qps")) for w in ("allowed", "blocked", "mix")}
