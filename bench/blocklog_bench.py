@@ -14,10 +14,16 @@
            ships every hit, as with the log on, to a stand-in writer that only counts them: the data
            plane's own cost); on (the real writer in the main process, on CPU 0 beside dnsperf;
            --writer-cpu 1 puts it beside the data plane instead). The data plane runs on CPU 1.
+  ratio    the throughput cost alone, measured so that the VM's drift cancels: rounds of four
+           short max-rate runs in the order off, on, on, off (the next round on, off, off, on), each
+           round's estimate the sum of its two "on" rates over the sum of its two "off" rates; the
+           median of the rounds, their range, and per mode the CPU per answer of dnsperf, the data
+           plane and the writer (where the cost goes).
 
     .venv/bin/python bench/blocklog_bench.py                      both, 3 passes of 20 s
     .venv/bin/python bench/blocklog_bench.py --only writer --seconds 10
     .venv/bin/python bench/blocklog_bench.py --only path --passes 5 --seconds 15
+    .venv/bin/python bench/blocklog_bench.py --only ratio --rounds 8 --seconds 10
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import multiprocessing
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -385,6 +392,12 @@ def run_resolver(tmp: Path, port: int, mode: str, key: PrivateKey, writer_cpu: i
     return proc
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def dnsperf(port: int, data: Path, seconds: float, qps: int | None = None) -> tuple[float, int]:
     """(queries per second answered, queries completed)."""
     argv = ["taskset", "-c", "0", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data), "-l", str(seconds),
@@ -450,15 +463,16 @@ def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, k
     try:
         kids = [k for k in children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
         plane = kids[0] if mode == "on" else proc.pid
-        p0, m0, w0 = cpu_ticks(plane), ticks(proc.pid), wakeups(plane)
+        p0, m0, w0, g0 = cpu_ticks(plane), ticks(proc.pid), wakeups(plane), children_cpu()
         rate, done = dnsperf(port, data, seconds, qps)
-        p1, w1 = cpu_ticks(plane), wakeups(plane)
+        p1, w1, g1 = cpu_ticks(plane), wakeups(plane), children_cpu()
         m1 = writer_settled(proc.pid) if mode == "on" else ticks(proc.pid)
         hz = os.sysconf("SC_CLK_TCK")
         per = 1e6 / hz / max(done, 1)
         out = {"qps": rate, "done": float(done), "plane_us": (sum(p1) - sum(p0)) * per,
                "plane_user_us": (p1[0] - p0[0]) * per, "plane_sys_us": (p1[1] - p0[1]) * per,
-               "answers_per_wakeup": done / max(w1 - w0, 1), "writer_cpu_s": (m1 - m0) / hz if mode == "on" else 0.0}
+               "answers_per_wakeup": done / max(w1 - w0, 1), "writer_cpu_s": (m1 - m0) / hz if mode == "on" else 0.0,
+               "dnsperf_us": (g1 - g0) * 1e6 / max(done, 1)}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -522,9 +536,55 @@ def summarize_path(r: dict[str, list[dict[str, float]]], rate: int, passes: int,
         f"({on_max / off_max:.2f}x)")
 
 
+def bench_ratio(tmp: Path, seconds: float, rounds: int, writer_cpu: int) -> list[dict[str, float]]:
+    """Rounds of four max-rate runs, off on on off (then on off off on): a drift that is linear over
+    a round cancels from its estimate, (on + on) / (off + off)."""
+    key = PrivateKey.generate()
+    data = tmp / "blocked.txt"
+    data.write_text("".join(f"q{i}.csam-site.test A\n" for i in range(5000)))
+    out = []
+    for n in range(rounds):
+        order = ("off", "on", "on", "off") if n % 2 == 0 else ("on", "off", "off", "on")
+        runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        for mode in order:
+            runs[mode].append(one_run(tmp, mode, data, seconds, None, key, writer_cpu))
+        r = {"ratio": sum(x["qps"] for x in runs["on"]) / sum(x["qps"] for x in runs["off"])}
+        for mode, rs in runs.items():
+            for f in ("qps", "plane_us", "dnsperf_us", "answers_per_wakeup"):
+                r[f"{mode}_{f}"] = statistics.fmean(x[f] for x in rs)
+        r["writer_us"] = statistics.fmean(x["writer_us"] for x in runs["on"])
+        r["logged_per_answer"] = sum(x["logged"] for x in runs["on"]) / sum(x["done"] for x in runs["on"])
+        out.append(r)
+        log(f"round {n + 1} ({' '.join(order)}): on/off {r['ratio']:.3f}; q/s off {r['off_qps']:,.0f} on "
+            f"{r['on_qps']:,.0f}; CPU per answer off: data plane {r['off_plane_us']:.2f} + dnsperf "
+            f"{r['off_dnsperf_us']:.2f} us; on: data plane {r['on_plane_us']:.2f} + dnsperf {r['on_dnsperf_us']:.2f} "
+            f"+ writer {r['writer_us']:.2f} us; answers per wake-up off {r['off_answers_per_wakeup']:.1f} on "
+            f"{r['on_answers_per_wakeup']:.1f}; {r['logged_per_answer']:.4f} records per answer")
+    return out
+
+
+def summarize_ratio(rs: list[dict[str, float]], seconds: float, writer_cpu: int) -> None:
+    def med(f: str) -> float:
+        return float(statistics.median(r[f] for r in rs))
+
+    ratios = sorted(r["ratio"] for r in rs)
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else (ratios[0], 0.0, ratios[0])
+    log(f"throughput with logging on / off at max rate, {len(rs)} rounds of off-on-on-off ({seconds:g} s runs; "
+        f"dnsperf on CPU 0, data plane on CPU 1, writer on CPU {writer_cpu}): median {med('ratio'):.3f}x, "
+        f"quartiles {q1:.3f}-{q3:.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}; rounds at or above 0.90: "
+        f"{sum(r >= 0.9 for r in ratios)} of {len(ratios)}")
+    log(f"  medians: off {med('off_qps'):,.0f} q/s, on {med('on_qps'):,.0f} q/s; CPU per answer, off: data plane "
+        f"{med('off_plane_us'):.2f} us, dnsperf {med('off_dnsperf_us'):.2f} us; on: data plane "
+        f"{med('on_plane_us'):.2f} us, dnsperf {med('on_dnsperf_us'):.2f} us, writer {med('writer_us'):.2f} us "
+        f"per record; answers per wake-up off {med('off_answers_per_wakeup'):.1f}, on "
+        f"{med('on_answers_per_wakeup'):.1f}; records per answer {min(r['logged_per_answer'] for r in rs):.4f} "
+        f"at least")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["writer", "path"])
+    ap.add_argument("--only", choices=["writer", "path", "ratio"])
+    ap.add_argument("--rounds", type=int, default=8, help="rounds of off-on-on-off (ratio)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--rate", type=int, default=50_000, help="total records/s of the producers (writer part)")
@@ -562,6 +622,12 @@ def main() -> int:
                 return 1
             r = bench_path(tmp, a.seconds, a.passes, a.writer_cpu, a.path_rate)
             summarize_path(r, a.path_rate, a.passes, a.writer_cpu)
+        if a.only == "ratio":
+            if not shutil.which("dnsperf"):
+                log("dnsperf not installed (Debian package dnsperf): skipping the ratio benchmark")
+                return 1
+            rs = bench_ratio(tmp, a.seconds, a.rounds, a.writer_cpu)
+            summarize_ratio(rs, a.seconds, a.writer_cpu)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
