@@ -13,7 +13,8 @@
            policy) in three modes, alternating in the same run: off (no log); ship (the data plane
            ships every hit, as with the log on, to a stand-in writer that only counts them: the data
            plane's own cost); on (the real writer in the main process, on CPU 0 beside dnsperf;
-           --writer-cpu 1 puts it beside the data plane instead). The data plane runs on CPU 1.
+           --writer-cpu 1 puts it beside the data plane instead, --writer-cpu 0,1 lets the kernel
+           place it, as a deployed node does). The data plane runs on CPU 1.
   ratio    the throughput cost alone, measured so that the VM's drift cancels: rounds of four
            short max-rate runs in the order off, on, on, off (the next round on, off, off, on), each
            round's estimate the sum of its two "on" rates over the sum of its two "off" rates; the
@@ -353,7 +354,7 @@ ede = 17
     return cfg
 
 
-def pin(pid: int, cpu: int) -> None:
+def pin(pid: int, cpu: int | str) -> None:
     subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True, capture_output=True)
 
 
@@ -362,7 +363,7 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def run_resolver(tmp: Path, port: int, mode: str, key: PrivateKey, writer_cpu: int,
+def run_resolver(tmp: Path, port: int, mode: str, key: PrivateKey, writer_cpu: str,
                  drain_path: str | None = None) -> subprocess.Popen[bytes]:
     logging = mode == "on"
     cfg = config(tmp, port, logging, key)
@@ -446,7 +447,7 @@ def writer_settled(pid: int, timeout: float = 120.0) -> int:
 
 
 def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, key: PrivateKey,
-            writer_cpu: int) -> dict[str, float]:
+            writer_cpu: str) -> dict[str, float]:
     from tests.integration.resolver.peers import free_port
     port = free_port()
     drainer = None
@@ -490,7 +491,7 @@ def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, k
     return out
 
 
-def bench_path(tmp: Path, seconds: float, passes: int, writer_cpu: int, qps: int) -> dict[str, list[dict[str, float]]]:
+def bench_path(tmp: Path, seconds: float, passes: int, writer_cpu: str, qps: int) -> dict[str, list[dict[str, float]]]:
     """Per pass: at a fixed rate and at max rate, every mode (the order alternates between passes)."""
     key = PrivateKey.generate()
     data = tmp / "blocked.txt"
@@ -511,7 +512,7 @@ def bench_path(tmp: Path, seconds: float, passes: int, writer_cpu: int, qps: int
     return out
 
 
-def summarize_path(r: dict[str, list[dict[str, float]]], rate: int, passes: int, writer_cpu: int) -> None:
+def summarize_path(r: dict[str, list[dict[str, float]]], rate: int, passes: int, writer_cpu: str) -> None:
     def med(key: str, field: str) -> float:
         return float(statistics.median(x[field] for x in r[key]))
 
@@ -536,7 +537,7 @@ def summarize_path(r: dict[str, list[dict[str, float]]], rate: int, passes: int,
         f"({on_max / off_max:.2f}x)")
 
 
-def bench_ratio(tmp: Path, seconds: float, rounds: int, writer_cpu: int) -> list[dict[str, float]]:
+def bench_ratio(tmp: Path, seconds: float, rounds: int, writer_cpu: str) -> list[dict[str, float]]:
     """Rounds of four max-rate runs, off on on off (then on off off on): a drift that is linear over
     a round cancels from its estimate, (on + on) / (off + off)."""
     key = PrivateKey.generate()
@@ -563,7 +564,7 @@ def bench_ratio(tmp: Path, seconds: float, rounds: int, writer_cpu: int) -> list
     return out
 
 
-def summarize_ratio(rs: list[dict[str, float]], seconds: float, writer_cpu: int) -> None:
+def summarize_ratio(rs: list[dict[str, float]], seconds: float, writer_cpu: str) -> None:
     def med(f: str) -> float:
         return float(statistics.median(r[f] for r in rs))
 
@@ -589,7 +590,9 @@ def main() -> int:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--rate", type=int, default=50_000, help="total records/s of the producers (writer part)")
     ap.add_argument("--producers", type=int, default=2)
-    ap.add_argument("--writer-cpu", type=int, default=0, choices=[0, 1])
+    ap.add_argument("--writer-cpu", default="0", choices=["0", "1", "0,1"],
+                    help="where the writer (the resolver's main process) runs: beside dnsperf (0, the default), "
+                         "beside the data plane (1), or where the kernel puts it (0,1)")
     ap.add_argument("--path-rate", type=int, default=20_000, help="fixed blocked-query rate for the CPU comparison")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="blocklog-bench-"))

@@ -448,7 +448,7 @@ class TemplateTable(list[tuple[Template, ...]]):
 
 
 def _message(data: bytes, table: list[tuple[Template, ...]] | None
-             ) -> tuple[int, int, list[Raw], list[Any], bytes, bytes, array.array[int], list[tuple[Template, ...]]]:
+             ) -> tuple[int, int, list[Raw], list[Any], bytes, bytes, np.ndarray, list[tuple[Template, ...]]]:
     """One message checked, the template definitions it carries applied to ``table``: (pid, dropped,
     records, batches, address slots, slots with hits, template numbers, table). ValueError when it
     is not well formed (the batches themselves are checked by ``_spans``)."""
@@ -472,7 +472,7 @@ def _message(data: bytes, table: list[tuple[Template, ...]] | None
     if table is None:
         table = []
     if msg[0] == 1:
-        return msg[1], msg[2], records, [], b"", b"", array.array("I"), table
+        return msg[1], msg[2], records, [], b"", b"", np.zeros(0, dtype=np.uint32), table
     batches, names, at, numbers_raw, defs = msg[4:]
     if defs is not None:
         if not (len(defs) == 2 and type(defs[0]) is int and type(defs[1]) is list):
@@ -490,9 +490,9 @@ def _message(data: bytes, table: list[tuple[Template, ...]] | None
             table.sync()
     if len(numbers_raw) != 4 * len(at):
         raise ValueError(f"{len(numbers_raw) // 4} template numbers for {len(at)} answers")
-    numbers = array.array("I", numbers_raw)
-    if numbers and max(numbers) >= len(table):
-        raise ValueError(f"packed batches refer to template {max(numbers)}, the table holds {len(table)}")
+    numbers = np.frombuffer(numbers_raw, dtype=np.uint32)
+    if len(numbers) and (top := int(numbers.max())) >= len(table):
+        raise ValueError(f"packed batches refer to template {top}, the table holds {len(table)}")
     return msg[1], msg[2], records, batches, names, at, numbers, table
 
 
@@ -531,7 +531,7 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
     defines the templates new to it), updated in place; None for a message on its own. (The
     writer reads messages by column: ``decode_columns``.)"""
     pid, dropped, records, batches, names, at, numbers, table = _message(data, table)
-    templates = list(map(table.__getitem__, numbers))
+    templates = list(map(table.__getitem__, numbers.tolist()))
     firsts, answers, _which, _at = _spans(batches, names, at) if batches else ([], [], None, None)
     for b, slot, answer in zip(batches, firsts, answers, strict=True):
         records.extend(unpack((b[0], b[1], b[2], names[slot * NAME_SIZE:(slot + b[3]) * NAME_SIZE],
@@ -563,7 +563,7 @@ def decode_columns(data: bytes, table: list[tuple[Template, ...]] | None = None)
         times = np.array([b[0] for b in batches], dtype=np.int64)[which]
         tcp_b = np.array([b[1] == "tcp" for b in batches], dtype=np.uint8)
         tcp = tcp_b[which] if tcp_b.any() else None
-        nums = np.frombuffer(numbers, dtype=np.uint32)
+        nums = numbers
         if isinstance(table, TemplateTable) and table.single:   # one hit per answer: the common case
             parts.append(Columns(times, nums, tcp, addrs, table.firsts, stable=True))
         else:                                                   # an answer with k hits is k records
