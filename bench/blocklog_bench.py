@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,8 @@ sys.path.insert(1, str(HERE))
 
 from nacl.public import PrivateKey  # noqa: E402
 from resolver_bench import loopback_resolver_toml  # noqa: E402
+
+from resolver.blocklog import Template  # noqa: E402
 
 TPL = ("q1.csam-site.test.", 1, "hotline.rpz.test.", 2026112201, "QNAME", "*.csam-site.test.hotline.rpz.test.",
        "nxdomain", "TW-2026-0042")
@@ -150,7 +153,7 @@ def producer(path: str, rate: int, seconds: float, queue_size: int, out: multipr
     from resolver.blocklog_ship import ShippingSink
     from resolver.mmsg import NAME_SIZE
     sink = ShippingSink(path, queue_size=queue_size, interval_s=0.05)
-    tpls = [((f"q{i}.csam-site.test.", 1, *TPL[2:]),) for i in range(5000)]
+    tpls: list[tuple[Template, ...]] = [((f"q{i}.csam-site.test.", 1, *TPL[2:]),) for i in range(5000)]
     family = int(socket.AF_INET)
     names = b"".join((family.to_bytes(2, "little") + (1024 + i).to_bytes(2, "big") + bytes([198, 51, 100, 1 + i]))
                      .ljust(NAME_SIZE, b"\0") for i in range(64))
@@ -219,7 +222,7 @@ def packed_cost(path: str, n: int, out: multiprocessing.Queue) -> None:  # type:
     out.put(((cpu_seconds() - c0 - base) / (n // 64 * 64) * 1e6, sink.dropped))
 
 
-def bench_sink(tmp: Path, n: int = 500_000, target: object = sink_cost) -> float:
+def bench_sink(tmp: Path, n: int = 500_000, target: Callable[..., None] = sink_cost) -> float:
     from resolver.blocklog_config import BlocklogConfig
     from resolver.blocklog_ship import BlocklogWriter
     cfg = BlocklogConfig(enabled=True, path=str(tmp / f"sink-{time.monotonic_ns()}.sqlite"),
@@ -292,6 +295,10 @@ def _hist_median(stats: object) -> float:
 # which depends on what shares the load generator's CPU), and in "on" the writer's CPU per record.
 
 MODES = ("off", "ship", "on")
+
+
+class Load:
+    outstanding = 200     # dnsperf -q: queries in flight at most (--outstanding)
 DRAIN_ENV = "HOTLINE_EDGE_BENCH_DRAIN"
 
 
@@ -402,7 +409,7 @@ def children_cpu() -> float:
 def dnsperf(port: int, data: Path, seconds: float, qps: int | None = None) -> tuple[float, int]:
     """(queries per second answered, queries completed)."""
     argv = ["taskset", "-c", "0", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data), "-l", str(seconds),
-            "-c", "4", "-q", "200", *(["-Q", str(qps)] if qps else [])]
+            "-c", "4", "-q", str(Load.outstanding), *(["-Q", str(qps)] if qps else [])]
     out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
     m = re.search(r"Queries per second:\s+([\d.]+)", out)
     done = re.search(r"Queries completed:\s+(\d+)", out)
@@ -586,6 +593,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["writer", "path", "ratio"])
     ap.add_argument("--rounds", type=int, default=8, help="rounds of off-on-on-off (ratio)")
+    ap.add_argument("--outstanding", type=int, default=Load.outstanding,
+                    help="dnsperf's queries in flight at most (-q): a closed loop, its rate bound by latency")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--rate", type=int, default=50_000, help="total records/s of the producers (writer part)")
@@ -595,6 +604,7 @@ def main() -> int:
                          "beside the data plane (1), or where the kernel puts it (0,1)")
     ap.add_argument("--path-rate", type=int, default=20_000, help="fixed blocked-query rate for the CPU comparison")
     a = ap.parse_args()
+    Load.outstanding = a.outstanding
     tmp = Path(tempfile.mkdtemp(prefix="blocklog-bench-"))
     log(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, Python "
         f"{platform.python_version()}; temp {tmp}")

@@ -358,7 +358,8 @@ def _is_float(s: str) -> bool:
 
 
 def _parse(out: str) -> tuple[float, int, int, float]:
-    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1)) if "Queries per second" in out else 0.0
+    rate = re.search(r"Queries per second:\s+([\d.]+)", out)
+    qps = float(rate.group(1)) if rate else 0.0
     m = re.search(r"Queries lost:\s+(\d+)", out)
     lost = int(m.group(1)) if m else -1
     m = re.search(r"Queries sent:\s+(\d+)", out)
