@@ -76,6 +76,7 @@ def nsexec(*argv: str, cpu: int | None = None) -> list[str]:
 class Bench:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
+        self.made_netns = False      # prepare() made the namespace: stop_all() removes it
         self.data = Path(a.data)
         self.run = Path(a.run)
         self.out = Path(a.out)
@@ -98,6 +99,7 @@ class Bench:
             subprocess.run([sys.executable, str(HERE / "gen_data.py"), "--out", str(self.data)], check=True)
         if subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout.find(NS) < 0:
             subprocess.run(["ip", "netns", "add", NS], check=True)
+            self.made_netns = True          # removed again by stop_all (one found here is left alone)
         subprocess.run(nsexec("ip", "link", "set", "lo", "up"), check=True)
         for addr in ADDR.values():
             subprocess.run(nsexec("ip", "addr", "add", f"{addr}/8", "dev", "lo"), check=False, capture_output=True)
@@ -184,6 +186,12 @@ ede_text = "order {{order_ref}}"
         if pidfile.exists():
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        if self.made_netns:                   # the namespace this run made goes with it
+            time.sleep(0.5)                       # (NSD's children leave after their parent)
+            r = subprocess.run(["ip", "netns", "delete", NS], check=False, capture_output=True, text=True)
+            if r.returncode != 0:
+                log(f"could not remove network namespace {NS}: {r.stderr.strip()} (ip netns delete {NS})")
+            self.made_netns = False
 
     # -- probing ---------------------------------------------------------------------------------
     def query(self, addr: str, name: str, qid: int, timeout: float = 0.05) -> bytes | None:
