@@ -86,6 +86,7 @@ class PooledSocket:
             except BlockingIOError:
                 return
             except OSError as exc:   # ICMP errors: the upstream is not there for any of them
+                exc.with_traceback(None)     # (it would hold this frame, which holds a future)
                 for _q, _t, _c, fut in self.pending.values():
                     if not fut.done():
                         fut.set_exception(exc)
@@ -114,6 +115,31 @@ class PooledSocket:
 
 
 POOL_USES = 100
+
+
+def _expire(fut: asyncio.Future[tuple[Reply, bytes]]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+def _read_reply(sock: socket.socket, fut: asyncio.Future[tuple[Reply, bytes]], qid: int, qname: bytes, qtype: int,
+                qclass: int, stats: UpstreamStats, name: str) -> None:
+    """A fresh socket's reader: the reply to this query settles ``fut``; anything else is counted
+    and skipped. (Module functions with arguments, not closures: see ``_udp``.)"""
+    while not fut.done():
+        try:
+            data = sock.recv(65535)
+        except BlockingIOError:
+            return
+        except OSError as exc:   # ICMP port unreachable and friends (its traceback would hold fut)
+            fut.set_exception(exc.with_traceback(None))
+            return
+        try:
+            reply = parse_reply(data, qid, qname, qtype, qclass)
+        except WireError:
+            stats.outcome(name, "mismatched")
+            continue
+        fut.set_result((reply, data))
 
 
 class UpstreamClient:
@@ -215,18 +241,14 @@ class UpstreamClient:
         fut: asyncio.Future[tuple[Reply, bytes]] = loop.create_future()
         s.pending[qid] = (qname, qtype, qclass, fut)
         s.uses += 1
-
-        def expire() -> None:
-            if not fut.done():
-                fut.set_exception(TimeoutError())
-
-        timer = loop.call_later(timeout, expire)
+        timer = loop.call_later(timeout, _expire, fut)
         try:
             s.sock.send(upstream_query(qid, qname, qtype, qclass, do=do, cd=cd, udp_size=self.udp_size))
             return await fut
         finally:
             timer.cancel()
             s.done_with(qid)
+            del fut              # a failure's traceback holds this frame: no cycle back to its exception
 
     async def _udp(self, ep: Endpoint, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool,
                    timeout: float) -> tuple[Reply, bytes]:
@@ -237,36 +259,13 @@ class UpstreamClient:
         msg = upstream_query(qid, qname, qtype, qclass, do=do, cd=cd, udp_size=self.udp_size)
         sock = socket.socket(ep.family, socket.SOCK_DGRAM)
         fut: asyncio.Future[tuple[Reply, bytes]] = loop.create_future()
-        name = str(ep)
-        stats = self.stats
-
-        def readable() -> None:
-            while not fut.done():
-                try:
-                    data = sock.recv(65535)
-                except BlockingIOError:
-                    return
-                except OSError as exc:   # ICMP port unreachable and friends
-                    fut.set_exception(exc)
-                    return
-                try:
-                    reply = parse_reply(data, qid, qname, qtype, qclass)
-                except WireError:
-                    stats.outcome(name, "mismatched")
-                    continue
-                fut.set_result((reply, data))
-
-        def expire() -> None:
-            if not fut.done():
-                fut.set_exception(TimeoutError())
-
         try:
             sock.setblocking(False)
             sock.connect((ep.host, ep.port))
             sock.send(msg)
             fd = sock.fileno()
-            loop.add_reader(fd, readable)
-            timer = loop.call_later(timeout, expire)
+            loop.add_reader(fd, _read_reply, sock, fut, qid, qname, qtype, qclass, self.stats, str(ep))
+            timer = loop.call_later(timeout, _expire, fut)
             try:
                 return await fut
             finally:
@@ -274,6 +273,9 @@ class UpstreamClient:
                 loop.remove_reader(fd)
         finally:
             sock.close()
+            # A failure's traceback holds this frame: holding the future too (which holds the
+            # exception) would make a cycle that only the collector's full collections free.
+            del fut
 
     async def _tcp(self, ep: Endpoint, qname: bytes, qtype: int, qclass: int, *, do: bool, cd: bool,
                    timeout: float) -> tuple[Reply, bytes]:
