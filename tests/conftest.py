@@ -14,6 +14,8 @@ def repo_root() -> pathlib.Path:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # the Ansible role's deployment starts now, beside the rest of the suite (tests/ops/early.py)
+    if session.config.option.collectonly:
+        return
     from tests.ops import early
     early.start_if_needed(item.nodeid for item in session.items)
 
