@@ -545,7 +545,11 @@ class Pipeline:
             if not fut.done():
                 fut.set_result(result)
         if isinstance(result, UpstreamError):
-            raise result
+            # one exception per waiter, none kept here: the raised one's traceback holds this
+            # frame, which must not hold the shared one (a cycle only the collector would free)
+            why = str(result)
+            del result, fut
+            raise UpstreamError(why)
         assert isinstance(result, CacheEntry)
         return result
 

@@ -86,3 +86,34 @@ def test_timed_out_queries_leave_no_cycles(pool: int) -> None:
         found, errors = cyclic_garbage_of(run)
     assert len(errors) == 20 and all("timed out" in e for e in errors), errors[:3]
     assert found < 20, f"{found} objects in reference cycles after 20 timed-out queries"
+
+
+def test_servfail_from_a_refusing_upstream_leaves_no_cycles() -> None:
+    """The pipeline's side: queries (two at a time for the same name, so one waits on the other's
+    lookup) answered SERVFAIL because the upstream refuses; no cycle per query either."""
+    import dns.message
+    import dns.rcode
+
+    from .test_pipeline import World, main_policy
+
+    w = World(main_policy())     # its upstream is 127.0.0.1:9, where nothing listens
+    answers: list[bytes] = []
+
+    async def ask(n: int, start: int) -> None:
+        for i in range(start, start + n):
+            pending = [w.ask(f"h{i}.example.test", ip="127.0.0.1")[1] for _ in range(2)]
+            out = await asyncio.gather(*(w.p.resolve(p) for p in pending))  # type: ignore[arg-type]
+            answers.extend(o for o in out if o is not None)
+
+    async def run() -> list[str]:
+        await ask(2, 0)
+        gc.collect()
+        answers.clear()
+        await ask(30, 100)
+        return []
+
+    found, _ = cyclic_garbage_of(run)
+    assert len(answers) == 60 and {dns.message.from_wire(a).rcode() for a in answers} == {dns.rcode.SERVFAIL}
+    # before the fix: 630 here (per query its tracebacks, frames, query, pending, the exception and
+    # the future the two shared)
+    assert found < 20, f"{found} objects in reference cycles after 60 SERVFAIL answers"
