@@ -146,9 +146,11 @@ def run_supervisor(cfg: Any, sink_spec: str | None = None) -> int:
     import uvloop
 
     from .logs import Logger
+    from .service import tune_collector
     from .supervisor import Supervisor
     log = Logger("resolver", journald_prefix=bool(os.environ.get("JOURNAL_STREAM")))
     sink_spec = sink_spec or os.environ.get("HOTLINE_EDGE_HIT_SINK") or None
+    tune_collector()
     return uvloop.run(Supervisor(cfg, log, sink_spec=sink_spec).run())
 
 

@@ -12,6 +12,7 @@ A supervisor drives it through four calls, the same whether it runs in the super
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 import socket
@@ -30,6 +31,24 @@ from .metrics import snapshot
 from .pipeline import Pipeline, StageCounters
 from .server import Inflight, TcpServer, UdpListener, open_socket
 from .upstream import UpstreamClient, UpstreamStats
+
+# The garbage collector's thresholds in a data-plane process. CPython's default (700, 10, 10) makes
+# a full collection after every 10 collections of the middle generation once enough objects have
+# survived into the oldest: while the policy's decision cache and the answer caches fill (after a
+# start, and after each swap, which empties them) that is a full collection every few seconds,
+# each traversing every cached object: 17-137 ms pauses at 1,000,000 rules, the data plane's worst
+# latencies (BENCHMARKS.md, "Resolver"). The data plane makes no cyclic garbage in its own paths
+# (blocked and forwarded answers, refused and timed-out upstreams, TCP, swaps: measured with the
+# collector off, tests/unit/resolver/test_garbage.py guards the upstream paths), so the
+# oldest generation is collected only after 10,000 collections of the middle one; the two younger
+# generations keep the default.
+GC_THRESHOLDS = (700, 10, 10_000)
+
+
+def tune_collector() -> None:
+    """Apply GC_THRESHOLDS to this process (the supervisor's, which may serve queries itself, and
+    each worker's)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def make_sink(spec: str | None, cfg: Config | None = None, loop: asyncio.AbstractEventLoop | None = None) -> HitSink:

@@ -28,7 +28,7 @@ from .config import Config
 from .errors import PolicyLoadError
 from .hits import HitSink
 from .logs import Logger
-from .service import ResolverService, make_sink
+from .service import ResolverService, make_sink, tune_collector
 
 
 class WorkerLink(Protocol):
@@ -181,6 +181,7 @@ def worker_main(conn: Connection, cfg: Config, index: int, sink_spec: str | None
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C reaches the whole group: the supervisor decides
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     log = Logger(f"resolver.worker-{index}", journald_prefix=bool(os.environ.get("JOURNAL_STREAM")))
+    tune_collector()
     uvloop.run(_worker(conn, cfg, sink_spec, preload, log))
 
 

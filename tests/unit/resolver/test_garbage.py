@@ -1,4 +1,6 @@
-"""A failed upstream query leaves no reference cycle behind (resolver/upstream.py).
+"""A failed upstream query leaves no reference cycle behind (resolver/upstream.py, and the
+pipeline's lookup), which is what lets a data-plane process collect its oldest generation rarely
+(resolver/service.py, GC_THRESHOLDS).
 
 Each refused or timed-out query used to leave its exception, traceback, frame, future, closures
 and timer handle in a cycle that only the garbage collector frees. Under a dead upstream that is
@@ -117,3 +119,16 @@ def test_servfail_from_a_refusing_upstream_leaves_no_cycles() -> None:
     # before the fix: 630 here (per query its tracebacks, frames, query, pending, the exception and
     # the future the two shared)
     assert found < 20, f"{found} objects in reference cycles after 60 SERVFAIL answers"
+
+
+def test_a_data_plane_process_collects_its_oldest_generation_rarely() -> None:
+    from resolver.service import GC_THRESHOLDS, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)            # CPython's default
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[:2] == (700, 10) and GC_THRESHOLDS[2] >= 1000   # only the oldest is rarer
+    finally:
+        gc.set_threshold(*before)
