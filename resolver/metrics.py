@@ -27,6 +27,7 @@ exposes the sum through a prometheus-client collector on ``metrics_listen`` (``G
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -41,7 +42,8 @@ METRIC_NAMES = tuple(PREFIX + n for n in (
     "queries_total", "refused_total", "malformed_total", "policy_hits_total", "dnssec_unfiltered_total",
     "cache_hits_total", "cache_misses_total", "cache_entries", "upstream_queries_total",
     "upstream_latency_seconds", "policy_serial", "policy_loaded_timestamp_seconds", "policy_age_seconds",
-    "policy_reloads_total", "ready", "workers", "tcp_connections"))
+    "policy_reloads_total", "ready", "workers", "tcp_connections", "gc_collections_total",
+    "gc_full_collection_every"))
 
 
 def snapshot(c: StageCounters, u: UpstreamStats, cache_entries: int, tcp_connections: int) -> dict[str, Any]:
@@ -56,6 +58,9 @@ def snapshot(c: StageCounters, u: UpstreamStats, cache_entries: int, tcp_connect
         "upstream": [[up, o, n] for (up, o), n in u.outcomes.items()],
         "latency": {up: list(h) for up, h in u.latency.items()},
         "tcp_connections": tcp_connections,
+        # this process's garbage collector: collections per generation, and its setting for the
+        # oldest (resolver.service.GC_THRESHOLDS)
+        "gc": {"collections": [g["collections"] for g in gc.get_stats()], "full_every": gc.get_threshold()[2]},
     }
 
 
@@ -63,7 +68,7 @@ def merge(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The sum of several workers' snapshots."""
     out: dict[str, Any] = {"responses": {}, "refused": {}, "malformed": {}, "hits": {}, "dnssec_unfiltered": 0,
                            "cache": {"hits": 0, "misses": 0, "entries": 0}, "upstream": {}, "latency": {},
-                           "tcp_connections": 0}
+                           "tcp_connections": 0, "gc": {"collections": [0, 0, 0], "full_every": None}}
     for s in snaps:
         for t, r, n in s.get("responses", ()):
             out["responses"][(t, r)] = out["responses"].get((t, r), 0) + n
@@ -82,6 +87,12 @@ def merge(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
             out["cache"][k] += s.get("cache", {}).get(k, 0)
         out["dnssec_unfiltered"] += s.get("dnssec_unfiltered", 0)
         out["tcp_connections"] += s.get("tcp_connections", 0)
+        g = s.get("gc")
+        if g:
+            for i, n in enumerate(g["collections"][:3]):
+                out["gc"]["collections"][i] += n
+            every = out["gc"]["full_every"]
+            out["gc"]["full_every"] = g["full_every"] if every is None else min(every, g["full_every"])
     return out
 
 
@@ -148,6 +159,16 @@ class ResolverCollector:
         yield r
         yield GaugeMetricFamily(PREFIX + "ready", "1 when a policy is loaded and queries are served",
                                 value=1 if p.get("ready") else 0)
+        g = m.get("gc", {"collections": [0, 0, 0], "full_every": None})
+        gcc = CounterMetricFamily(PREFIX + "gc_collections", "Python garbage collections in the data-plane "
+                                  "processes, by generation (2: full collections, each a pause)",
+                                  labels=["generation"])
+        for i, n in enumerate(g["collections"]):
+            gcc.add_metric([str(i)], n)
+        yield gcc
+        yield GaugeMetricFamily(PREFIX + "gc_full_collection_every", "Collections of the middle generation between "
+                                "two full collections, the smallest over the data-plane processes (Python's "
+                                "default 10; the resolver sets 10,000)", value=g["full_every"] or 0)
         yield GaugeMetricFamily(PREFIX + "workers", "Worker processes serving queries", value=p.get("workers", 0))
         yield GaugeMetricFamily(PREFIX + "tcp_connections", "Open client TCP connections",
                                 value=m["tcp_connections"])

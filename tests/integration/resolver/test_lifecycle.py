@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import dns.rcode
 import pytest
+
+from resolver.service import GC_THRESHOLDS
 
 from . import zones
 from .peers import HOTLINE_EDGE, REPO, Peer, ask, control, free_port, resolver_config, start_resolver, wait_until
@@ -135,7 +138,8 @@ def test_workers_share_the_load_and_a_dead_worker_is_replaced(tmp_path: Path, un
     zone = tmp_path / "rpz.zone"
     zone.write_text(zones.POLICY_MAIN)
     port = free_port()
-    cfg = resolver_config(tmp_path, port, [unbound.port], [{"file": str(zone)}], workers=2)
+    metrics = free_port()
+    cfg = resolver_config(tmp_path, port, [unbound.port], [{"file": str(zone)}], workers=2, metrics_port=metrics)
     peer = start_resolver(tmp_path, cfg, port)
     try:
         children = _children(peer.proc.pid)
@@ -153,6 +157,9 @@ def test_workers_share_the_load_and_a_dead_worker_is_replaced(tmp_path: Path, un
         reply = control(peer, {"cmd": "reload"})
         assert reply["ok"] is True
         assert control(peer, {"cmd": "status"})["workers"] == 2
+        # every worker, the replacement too, runs with the collector setting of decision 0003
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
+        assert f"hotline_edge_resolver_gc_full_collection_every {float(GC_THRESHOLDS[2])}" in body
     finally:
         peer.stop()
 

@@ -204,3 +204,12 @@ def test_metrics_endpoint_counts_what_happened(server: Peer) -> None:
     assert 'hotline_edge_resolver_upstream_latency_seconds_count{upstream="127.0.0.1:' in body
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://127.0.0.1:{server.extra['metrics']}/other", timeout=5)
+
+
+def test_metrics_show_the_data_plane_collects_its_oldest_generation_rarely(server: Peer) -> None:
+    """The resolver's own process (one worker: it serves queries itself) runs with the collector
+    setting of decision 0003 (resolver.service.GC_THRESHOLDS), and says so."""
+    from resolver.service import GC_THRESHOLDS
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.extra['metrics']}/metrics", timeout=5).read().decode()
+    assert f"hotline_edge_resolver_gc_full_collection_every {float(GC_THRESHOLDS[2])}" in body, body[-2000:]
+    assert 'hotline_edge_resolver_gc_collections_total{generation="0"}' in body

@@ -51,5 +51,8 @@ def test_snapshots_merge_and_render() -> None:
     assert 'hotline_edge_resolver_upstream_latency_seconds_bucket{le="0.0025",upstream="127.0.0.1:53"} 2.0' in body
     assert 'hotline_edge_resolver_policy_serial{zone="rpz.test."} 9.0' in body
     assert "hotline_edge_resolver_workers 2.0" in body
+    assert merged["gc"]["collections"] == [a + b for a, b in zip(*(x["gc"]["collections"] for x in snaps),
+                                                                 strict=True)]
+    assert 'hotline_edge_resolver_gc_collections_total{generation="2"}' in body
     for name in metrics.METRIC_NAMES:
         assert name.removesuffix("_total") in body, name
