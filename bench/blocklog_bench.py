@@ -589,11 +589,22 @@ def summarize_ratio(rs: list[dict[str, float]], seconds: float, writer_cpu: str)
         f"at least")
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is below 1")
+    return n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["writer", "path", "ratio"])
-    ap.add_argument("--rounds", type=int, default=8, help="rounds of off-on-on-off (ratio)")
-    ap.add_argument("--outstanding", type=int, default=Load.outstanding,
+    ap.add_argument("--rounds", type=positive, default=8, help="rounds of off-on-on-off (ratio)")
+    ap.add_argument("--outstanding", type=positive, default=Load.outstanding,
                     help="dnsperf's queries in flight at most (-q): a closed loop, its rate bound by latency")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--passes", type=int, default=3)
