@@ -159,7 +159,7 @@ class ResolverCollector:
         yield r
         yield GaugeMetricFamily(PREFIX + "ready", "1 when a policy is loaded and queries are served",
                                 value=1 if p.get("ready") else 0)
-        g = m.get("gc", {"collections": [0, 0, 0], "full_every": None})
+        g = m["gc"]                  # merge() always gives it
         gcc = CounterMetricFamily(PREFIX + "gc_collections", "Python garbage collections in the data-plane "
                                   "processes, by generation (2: full collections, each a pause)",
                                   labels=["generation"])
