@@ -315,17 +315,23 @@ except ImportError:   # built without a compiler or OpenSSL headers
     LEAF_HASHING = "hashlib"
 
 
+# The fixed-width record a leaf digest covers, as a packed structured dtype: numpy fills it a field
+# at a time (four strided copies), about a third of what byte-column slices of a (n, LEAF_W) array cost.
+LEAF_DTYPE = np.dtype([("seq", "<u8"), ("time", "<i8"), ("digest", "V32"), ("addr", f"V{ADDR_W}")])
+assert LEAF_DTYPE.itemsize == LEAF_W
+
+
 def _leaves(seqs: np.ndarray, times: np.ndarray, digests: np.ndarray, ct: bytes | None, n: int) -> bytes:
     """The leaf digests of n records (32 bytes each): SHA-256 of the fixed-width record (seq u64 LE,
     time_ms i64 LE, template digest, address ciphertext or ADDR_W zero bytes), built by numpy and
     hashed in one call (``sha256_rows``)."""
-    rec = np.zeros((n, LEAF_W), dtype=np.uint8)
-    rec[:, 0:8] = seqs.astype("<u8").view(np.uint8).reshape(n, 8)
-    rec[:, 8:16] = times.astype("<i8").view(np.uint8).reshape(n, 8)
-    rec[:, 16:48] = digests
+    rec = np.zeros(n, dtype=LEAF_DTYPE) if ct is None else np.empty(n, dtype=LEAF_DTYPE)
+    rec["seq"] = seqs
+    rec["time"] = times
+    rec["digest"] = np.ascontiguousarray(digests, dtype=np.uint8).reshape(n, 32).view("V32").reshape(n)
     if ct is not None:
-        rec[:, 48:] = np.frombuffer(ct, dtype=np.uint8).reshape(n, ADDR_W)
-    return sha256_rows(rec, LEAF_W)
+        rec["addr"] = np.frombuffer(ct, dtype=f"V{ADDR_W}")
+    return sha256_rows(rec.view(np.uint8), LEAF_W)
 
 
 def _cross(gaps: dict[int, tuple[int, bytes]], expect: int) -> tuple[bytes | None, int, int]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from nacl.public import PrivateKey
 
 from resolver import blocklog
 from resolver.blocklog import LEAF_W, TABLES_KEPT, BlocklogStore, Columns, Template, sha256_rows_py
@@ -109,6 +111,31 @@ def test_leaves_are_the_same_with_and_without_the_extension(tmp_path: Path, monk
     monkeypatch.setattr(blocklog, "sha256_rows", sha256_rows_py)
     assert write("py.sqlite") == fast
     assert len(fast) == 3 and all(len(leaves) == 5 * 32 for leaves, _ in fast)
+
+
+def test_a_stored_leaf_is_sha256_of_the_documented_record(tmp_path: Path) -> None:
+    """The leaf as the module docstring defines it, rebuilt with struct from what the segment holds
+    (seq u64 LE, time i64 LE, the template's digest, the address ciphertext): independent of how
+    the writer lays the record out."""
+    store = BlocklogStore(str(tmp_path / "b.sqlite"), node="n")
+    table = [tpl(i) for i in range(3)]
+    pk = bytes(PrivateKey.generate().public_key)
+    store.write_columns(cols(table, [0, 2, 1, 2], [0, 1, 0, 0], T0), now_ms=T0, public_key=None)
+    store.write_columns(cols(table, [1, 0, 2], None, T0 + 50), now_ms=T0, public_key=pk)
+    digests = {int(i): bytes(d) for i, d in store.conn.execute("SELECT id, digest FROM templates")}
+    checked = 0
+    for first, count, times_b, tpls_b, addrs_b, leaves_b in store.conn.execute(
+            "SELECT first_seq, count, times, tpls, addrs, leaves FROM segments ORDER BY id"):
+        for i in range(count):
+            (t_ms,) = struct.unpack_from("<q", times_b, 8 * i)
+            (tid,) = struct.unpack_from("<I", tpls_b, 4 * i)
+            addr = bytes(addrs_b[ADDR_W * i:ADDR_W * (i + 1)]) if addrs_b is not None else bytes(ADDR_W)
+            record = struct.pack("<Qq", first + i, t_ms) + digests[tid] + addr
+            assert len(record) == LEAF_W
+            assert hashlib.sha256(record).digest() == bytes(leaves_b[32 * i:32 * (i + 1)])
+            checked += 1
+    assert checked == 7 and store.verify().ok
+    store.close()
 
 
 def test_many_tables_and_eviction(tmp_path: Path) -> None:
