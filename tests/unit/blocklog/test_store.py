@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey
 
-from resolver.blocklog import DAY_MS, BlocklogStore
+from resolver.blocklog import DAY_MS, PAGE_SIZE, BlocklogStore
 from resolver.blocklog_seal import open_client
 from resolver.errors import BlocklogError, HoldError
 
@@ -297,3 +297,20 @@ def test_records_by_qname_and_window(store: BlocklogStore) -> None:
     fill_days(store, 3)
     got = list(store.records(qname="NODATA-ORDER.test", start_ms=T0 + DAY_MS, end_ms=T0 + 2 * DAY_MS - 1))
     assert len(got) == 4 and {r.order_ref for r in got} == {"TW-2026-0077"}
+
+
+def test_a_new_log_takes_the_larger_page_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    new = BlocklogStore(str(tmp_path / "new.sqlite"), node="edge-1")
+    assert new.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
+    new.close()
+    old_path = str(tmp_path / "old.sqlite")
+    conn = sqlite3.connect(old_path)            # a log created before: SQLite's default page, WAL
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    old = BlocklogStore(old_path, node="edge-1")
+    fill_days(old, 3)
+    assert old.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert old.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert old.verify().ok and old.counts()["records"] == 27
+    old.close()
