@@ -473,6 +473,8 @@ class BlocklogStore:
         seq, prev = self._head
         if len(self._li) >= TEMPLATES_KEPT:     # bounded memory under endless new names: start again
             self._forget_templates()            # (before the batch: its local numbers stay valid)
+        if len(parts) > 1 and all(p.templates is parts[0].templates for p in parts):
+            parts = [Columns.concat(parts)]        # one connection's messages: one lookup of their templates
         if len(parts) == 1:
             li = self._locals(c, parts[0])
             times = np.ascontiguousarray(parts[0].times, dtype="<i8")
