@@ -65,7 +65,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -496,33 +496,72 @@ def _message(data: bytes, table: list[tuple[Template, ...]] | None
     return msg[1], msg[2], records, batches, names, at, numbers, table
 
 
-def _spans(batches: list[Any], names: bytes, at: bytes) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
-    """(first slot, first answer) of each packed batch, and per answer its batch and its slot in it;
-    ValueError unless every batch is well formed, each answer's slot is one of its batch's and
-    together the batches cover the slots and answers exactly."""
-    firsts: list[int] = []
-    answers: list[int] = []
+_I64 = (-(1 << 63), 1 << 63)
+
+
+def _bad_batch(batches: list[Any], names: bytes, at: bytes) -> ValueError:
+    """The error naming the first packed batch that is not well formed (or, when each is, that
+    together they do not cover the slots and answers exactly): the slow path of ``_spans``."""
     slot = answer = 0
     for b in batches:
-        if not (type(b) is tuple and len(b) == 5 and type(b[0]) is int and b[1] in TRANSPORTS and b[2] in FAMILIES
-                and type(b[3]) is int and type(b[4]) is int and 0 < b[3] <= MAX_SLOTS and b[4] > 0
+        if not (type(b) is tuple and len(b) == 5 and type(b[0]) is int and _I64[0] <= b[0] < _I64[1]
+                and type(b[1]) is str and b[1] in TRANSPORTS and type(b[2]) is int and b[2] in FAMILIES
+                and type(b[3]) is int and type(b[4]) is int
+                and 0 < b[3] <= MAX_SLOTS and b[4] > 0
                 and (slot + b[3]) * NAME_SIZE <= len(names) and answer + b[4] <= len(at)):
-            raise ValueError(f"bad packed batch {b!r:.200} (at slot {slot}, answer {answer})")
-        firsts.append(slot)
-        answers.append(answer)
+            return ValueError(f"bad packed batch {b!r:.200} (at slot {slot}, answer {answer})")
         slot += b[3]
         answer += b[4]
-    if slot * NAME_SIZE != len(names) or answer != len(at):
-        raise ValueError(f"packed batches cover {slot} slots and {answer} answers of {len(names) // NAME_SIZE} "
-                         f"and {len(at)}")
-    which = np.repeat(np.arange(len(batches)), [b[4] for b in batches])
+    return ValueError(f"packed batches cover {slot} slots and {answer} answers of {len(names) // NAME_SIZE} "
+                      f"and {len(at)}")
+
+
+class Spans(NamedTuple):
+    """Where a message's packed batches lie, and what each answer takes from its batch."""
+    firsts: np.ndarray      # per batch: its first slot
+    answers: np.ndarray     # per batch: its first answer
+    which: np.ndarray       # per answer: its batch
+    at: np.ndarray          # per answer: its slot within its batch (uint8)
+    times: np.ndarray       # per batch: time_ms (int64)
+    v4: np.ndarray          # per batch: AF_INET (else AF_INET6)
+    tcp: np.ndarray | None  # per batch: 1 for tcp; None when every batch is udp
+
+
+def _spans(batches: list[Any], names: bytes, at: bytes) -> Spans:
+    """The packed batches by column; ValueError unless every batch is a well-formed (time_ms,
+    transport, family, slots, answers), each answer's slot is one of its batch's and together
+    the batches cover the slots and answers exactly. Checked a column at a time (a receive batch
+    holds ~10 answers under load, so per-batch Python code would cost as much as the answers);
+    a message that fails is walked batch by batch to name the first bad one."""
+    nb = len(batches)
+    if not (set(map(type, batches)) <= {tuple} and set(map(len, batches)) <= {5}):
+        raise _bad_batch(batches, names, at)
+    t_col, tr_col, fam_col, slot_col, ans_col = zip(*batches, strict=True) if nb else ((),) * 5
+    if not (set(map(type, t_col)) <= {int} and set(map(type, slot_col)) <= {int} and set(map(type, ans_col)) <= {int}
+            and set(map(type, tr_col)) <= {str} and set(tr_col) <= TRANSPORTS
+            and set(map(type, fam_col)) <= {int} and set(fam_col) <= FAMILIES):
+        raise _bad_batch(batches, names, at)
+    try:                     # an int past int64 (time) or far past the bounds (slots, answers)
+        times = np.array(t_col, dtype=np.int64)
+        slots = np.array(slot_col, dtype=np.int64)
+        counts = np.array(ans_col, dtype=np.int64)
+    except OverflowError:
+        raise _bad_batch(batches, names, at) from None
+    if (nb and (int(slots.min()) <= 0 or int(slots.max()) > MAX_SLOTS or int(counts.min()) <= 0)) or \
+            int(slots.sum()) * NAME_SIZE != len(names) or int(counts.sum()) != len(at):
+        raise _bad_batch(batches, names, at)
+    firsts = np.cumsum(slots) - slots
+    answers = np.cumsum(counts) - counts
+    which = np.repeat(np.arange(nb), counts)
     at_arr = np.frombuffer(at, dtype=np.uint8)
-    outside = at_arr >= np.array([b[3] for b in batches], dtype=np.int64)[which]
+    outside = at_arr >= slots[which]
     if outside.any():
         k = int(which[np.argmax(outside)])
-        raise ValueError(f"bad packed batch {batches[k]!r:.200} (at slot {firsts[k]}, answer {answers[k]}): an "
-                         "answer's slot is not one of the batch's")
-    return firsts, answers, which, at_arr
+        raise ValueError(f"bad packed batch {batches[k]!r:.200} (at slot {int(firsts[k])}, answer "
+                         f"{int(answers[k])}): an answer's slot is not one of the batch's")
+    v4 = np.array(fam_col, dtype=np.int64) == socket.AF_INET
+    tcp = np.fromiter(map("tcp".__eq__, tr_col), dtype=np.uint8, count=nb) if "tcp" in tr_col else None
+    return Spans(firsts, answers, which, at_arr, times, v4, tcp)
 
 
 def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tuple[int, int, list[Raw]]:
@@ -532,7 +571,8 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
     writer reads messages by column: ``decode_columns``.)"""
     pid, dropped, records, batches, names, at, numbers, table = _message(data, table)
     templates = list(map(table.__getitem__, numbers.tolist()))
-    firsts, answers, _which, _at = _spans(batches, names, at) if batches else ([], [], None, None)
+    sp = _spans(batches, names, at) if batches else None
+    firsts, answers = (sp.firsts.tolist(), sp.answers.tolist()) if sp is not None else ([], [])
     for b, slot, answer in zip(batches, firsts, answers, strict=True):
         records.extend(unpack((b[0], b[1], b[2], names[slot * NAME_SIZE:(slot + b[3]) * NAME_SIZE],
                                at[answer:answer + b[4]], templates[answer:answer + b[4]])))
@@ -546,13 +586,13 @@ def decode_columns(data: bytes, table: list[tuple[Template, ...]] | None = None)
     pid, dropped, records, batches, names, at, numbers, table = _message(data, table)
     parts = [columns_from_raws(records)] if records else []
     if batches:
-        firsts, _answers, which, at_arr = _spans(batches, names, at)
+        sp = _spans(batches, names, at)
+        which = sp.which
         n = len(at)
-        slots = np.frombuffer(names, dtype=np.uint8).reshape(-1, NAME_SIZE)[
-            np.array(firsts, dtype=np.int64)[which] + at_arr]
+        slots = np.frombuffer(names, dtype=np.uint8).reshape(-1, NAME_SIZE)[sp.firsts[which] + sp.at]
         addrs = np.zeros((n, ADDR_W), dtype=np.uint8)
         addrs[:, 17:19] = slots[:, 2:4]                         # the port, network order in both families
-        v4 = np.array([b[2] == socket.AF_INET for b in batches], dtype=bool)[which]
+        v4 = sp.v4[which]
         if v4.all():
             addrs[:, 0] = 4
             addrs[:, 1:5] = slots[:, 4:8]                       # sockaddr_in: sin_addr
@@ -560,9 +600,8 @@ def decode_columns(data: bytes, table: list[tuple[Template, ...]] | None = None)
             addrs[:, 0] = np.where(v4, 4, 6)
             addrs[v4, 1:5] = slots[v4, 4:8]
             addrs[~v4, 1:17] = slots[~v4, 8:24]                 # sockaddr_in6: sin6_addr
-        times = np.array([b[0] for b in batches], dtype=np.int64)[which]
-        tcp_b = np.array([b[1] == "tcp" for b in batches], dtype=np.uint8)
-        tcp = tcp_b[which] if tcp_b.any() else None
+        times = sp.times[which]
+        tcp = sp.tcp[which] if sp.tcp is not None else None
         nums = numbers
         if isinstance(table, TemplateTable) and table.single:   # one hit per answer: the common case
             parts.append(Columns(times, nums, tcp, addrs, table.firsts, stable=True))

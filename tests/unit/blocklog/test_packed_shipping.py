@@ -190,6 +190,15 @@ S2 = bytes(2 * NS)
     (((7, "udp", 2, 1, 1), S2, bytes([0]), refs(0)), None, "cover"),                      # fewer slots than sent
     (((7, "quic", 2, 2, 1), S2, bytes([0]), refs(0)), None, "packed batch"),              # no such transport
     (((7, "udp", 2, 2, 2), S2, bytes([0]), refs(0)), None, "packed batch"),               # an answer missing
+    (((1 << 70, "udp", 2, 2, 1), S2, bytes([0]), refs(0)), None, "packed batch"),         # a time past int64
+    (((7.0, "udp", 2, 2, 1), S2, bytes([0]), refs(0)), None, "packed batch"),             # a time not an int
+    (((7, "udp", 2, 1 << 70, 1), S2, bytes([0]), refs(0)), None, "packed batch"),         # slots past int64
+    (((7, "udp", 2, 2, True), S2, bytes([0]), refs(0)), None, "packed batch"),            # a bool, not an int
+    (((7, ["udp"], 2, 2, 1), S2, bytes([0]), refs(0)), None, "packed batch"),             # unhashable transport
+    (((7, "udp", [2], 2, 1), S2, bytes([0]), refs(0)), None, "packed batch"),             # unhashable family
+    (([7, "udp", 2, 2, 1], S2, bytes([0]), refs(0)), None, "packed batch"),               # a list, not a tuple
+    (((7, "udp", 2, 2), S2, bytes([0]), refs(0)), None, "packed batch"),                  # a field missing
+    (((7, "udp", 2, 0, 1), b"", bytes([0]), refs(0)), None, "packed batch"),              # a batch of no slots
     (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(0, 0)), None, "template numbers for"),    # one number too many
     (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(5)), None, "refer to template 5"),        # past the table
     (((7, "udp", 2, 2, 1), S2, bytes([0]), refs(1)), (1, [(T1[:7],)]), "hit template"),  # a short template
@@ -493,3 +502,4 @@ def test_on_the_loop_close_from_another_thread_stops_the_timer_and_ships_the_res
     finally:
         loop.close()
         listener.close()
+
