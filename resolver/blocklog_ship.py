@@ -54,6 +54,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import functools
 import itertools
 import marshal
 import operator
@@ -80,6 +81,10 @@ PROTOCOL = 2
 PROTOCOLS = frozenset({1, 2})
 MESSAGE_RECORDS = 512           # records per message when each carries its templates (tens of KB)
 MESSAGE_ANSWERS = 1024          # answers per message of packed batches (their templates by reference)
+# A message must fit the socket's send buffer in one piece (SOCK_SEQPACKET; EMSGSIZE otherwise):
+# twice wmem_max, 416 KiB on a stock kernel. Packed batches carry every address slot up to their
+# last answer with hits, so where hits are sparse a message is bounded by its slots' bytes first.
+MESSAGE_BYTES = 192 << 10       # address slots per message of packed batches at most
 TABLE_MAX = 65_536              # templates a connection's table holds before it starts again
 SEND_BUFFER = 4 << 20          # the shipping socket's send buffer asked for (the kernel caps it at wmem_max)
 MESSAGE_DEFINITIONS = 2048     # template definitions per message when a long run is sent (a new connection)
@@ -97,6 +102,7 @@ Log = Callable[..., None]
 
 
 _AT = operator.itemgetter(3)                 # of a PackedHits batch (time_ms, family, names, tags, tuples): tags
+_NAMES = operator.itemgetter(2)              # ... its address slots
 UDP = "udp"
 # batched hits as PackedHits.take_batches gives them: the batches as the reader added them (time_ms,
 # family, slots, tags, tuples), and the numbering their tags (number << 8 | slot) belong to
@@ -142,6 +148,7 @@ class ShippingSink:
         # its tuples the writer has (the writer keeps the same list per connection)
         self._tuples: list[tuple[Template, ...]] | None = None
         self._sent = 0
+        self._room = 1 << 20       # the largest message the connection's socket takes (set on connect)
         self.deferred = 0          # flushes that found the writer's socket full (on the loop; cumulative)
         self._loop = loop
         self._thread: threading.Thread | None = None
@@ -240,10 +247,9 @@ class ShippingSink:
             held = self._held_answers()
             try:
                 sock = self._connect()
-                for start in range(0, n, MESSAGE_RECORDS):
-                    part = items[start:start + MESSAGE_RECORDS]
-                    sock.send(marshal.dumps((PROTOCOL, os.getpid(), self.dropped, part, [], b"", b"", b"", None)))
-                    sent += len(part)
+                while sent < n:
+                    sent += self._send_fitting(sock, functools.partial(self._records_message, items, sent),
+                                               min(MESSAGE_RECORDS, n - sent))
                 while self._held:
                     self._send_held(sock)
                 if n == 0 and not held:        # nothing queued: the drop count alone
@@ -270,6 +276,9 @@ class ShippingSink:
             self._log_drops()
             return handed
 
+    def _records_message(self, items: list[Raw], start: int, k: int) -> bytes:
+        return marshal.dumps((PROTOCOL, os.getpid(), self.dropped, items[start:start + k], [], b"", b"", b"", None))
+
     def _held_answers(self) -> int:
         return sum(len(e[3]) for h in self._held for e in h[0])
 
@@ -280,9 +289,12 @@ class ShippingSink:
         were sent."""
         entries, tuples = self._held[0]
         answers_upto = [0, *itertools.accumulate(map(len, map(_AT, entries)))]
+        bytes_upto = [0, *itertools.accumulate(map(len, map(_NAMES, entries)))]
+        slot_bytes = min(MESSAGE_BYTES, self._room // 2)
         bsent = 0
         while bsent < len(entries):
-            end = bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS) - 1
+            end = min(bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS),
+                      bisect.bisect_right(bytes_upto, bytes_upto[bsent] + slot_bytes)) - 1
             end = min(max(end, bsent + 1), len(entries))
             try:
                 self._send_packed(sock, *flatten(entries[bsent:end], NAME_SIZE), tuples)
@@ -309,13 +321,36 @@ class ShippingSink:
         pid, defs = os.getpid(), None
         if top > self._sent or not self._sent:
             while top - self._sent > MESSAGE_DEFINITIONS:
-                sock.send(marshal.dumps((PROTOCOL, pid, self.dropped, [], [], b"", b"", b"",
-                                         (self._sent, tuples[self._sent:self._sent + MESSAGE_DEFINITIONS]))))
-                self._sent += MESSAGE_DEFINITIONS
+                self._define(sock, pid, tuples, MESSAGE_DEFINITIONS)
             defs = (self._sent, tuples[self._sent:top])
-        sock.send(marshal.dumps((PROTOCOL, pid, self.dropped, [], batches, names, (t & 0xFF).astype(np.uint8).tobytes(),
-                                 numbers.tobytes(), defs)))
+        at, nums = (t & 0xFF).astype(np.uint8).tobytes(), numbers.tobytes()
+        data = marshal.dumps((PROTOCOL, pid, self.dropped, [], batches, names, at, nums, defs))
+        if defs is not None and len(data) > self._room:     # long names: the definitions go first, on their own
+            while self._sent < top:
+                self._define(sock, pid, tuples, top - self._sent)
+            data = marshal.dumps((PROTOCOL, pid, self.dropped, [], batches, names, at, nums, None))
+        sock.send(data)
         self._sent = max(self._sent, top)
+
+    def _define(self, sock: socket.socket, pid: int, tuples: list[tuple[Template, ...]], most: int) -> None:
+        """One message defining up to ``most`` of the tuples the writer does not have yet (fewer
+        when they would not fit the socket)."""
+        start = self._sent
+        self._sent += self._send_fitting(sock, lambda k: marshal.dumps(
+            (PROTOCOL, pid, self.dropped, [], [], b"", b"", b"", (start, tuples[start:start + k]))), most)
+
+    def _send_fitting(self, sock: socket.socket, encode: Callable[[int], bytes], most: int) -> int:
+        """Send ``encode(k)`` for the largest k <= ``most`` (halving) whose message fits the
+        socket; returns k. ValueError when even one item does not fit (counted as unshippable)."""
+        k = most
+        data = encode(k)
+        while len(data) > self._room:
+            if k == 1:
+                raise ValueError(f"a message of {len(data)} bytes does not fit the socket's {self._room}")
+            k //= 2
+            data = encode(k)
+        sock.send(data)
+        return k
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
@@ -325,6 +360,9 @@ class ShippingSink:
             s.settimeout(0.0 if self._loop is not None and not self._stop.is_set() else 2.0)
             with contextlib.suppress(OSError):     # room for a few turns' messages (capped by wmem_max)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            # the largest message it takes (the kernel refuses one above its send buffer less a
+            # header); half of it, so that a message always has a second one's room beside it
+            self._room = max(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2, 4096)
             try:
                 s.connect(self.path)
             except OSError:

@@ -503,3 +503,98 @@ def test_on_the_loop_close_from_another_thread_stops_the_timer_and_ships_the_res
         loop.close()
         listener.close()
 
+
+def v4_slots(addresses: list[tuple[str, int]]) -> bytes:
+    """Address slots as the kernel writes them (struct sockaddr_in in NAME_SIZE bytes each)."""
+    out = bytearray(len(addresses) * NS)
+    for i, (ip, port) in enumerate(addresses):
+        o = i * NS
+        out[o:o + 2] = int(socket.AF_INET).to_bytes(2, "little")
+        out[o + 2:o + 4] = port.to_bytes(2, "big")
+        out[o + 4:o + 8] = socket.inet_aton(ip)
+    return bytes(out)
+
+
+@pytest.fixture
+def small_send_buffer(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A send buffer as small as a host with a low net.core.wmem_max gives (the kernel doubles
+    what it is asked for): a message above it is refused with EMSGSIZE."""
+    from resolver import blocklog_ship
+    monkeypatch.setattr(blocklog_ship, "SEND_BUFFER", 32 << 10)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 << 10)
+        return int(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+
+
+def writer_and_sink(tmp_path: Path) -> tuple[BlocklogConfig, BlocklogWriter, ShippingSink]:
+    cfg = BlocklogConfig(enabled=True, path=str(tmp_path / "blocklog.sqlite"), socket_path=str(tmp_path / "bl.sock"),
+                         node="edge-1", flush_interval_ms=20, compliance_public_key=None)
+    return cfg, BlocklogWriter(cfg).start(), ShippingSink(cfg.socket_path, interval_s=3600)
+
+
+def test_sparse_hits_are_shipped_in_messages_the_socket_takes(tmp_path: Path, small_send_buffer: int) -> None:
+    """Where one answer in 64 has hits, a batch carries 64 address slots for one answer: 300 such
+    batches are 537 KB of slots, far above the send buffer. They go in several messages, each of
+    which fits, and every hit reaches the log."""
+    cfg, writer, sink = writer_and_sink(tmp_path)
+    sent_from = [(f"198.51.100.{b % 250 + 1}", 1024 + b) for b in range(300)]
+    try:
+        for b, sender in enumerate(sent_from):
+            others = [("192.0.2.1", 53)] * 63               # allowed answers before it in the receive batch
+            sink.submit_packed(1_790_000_000_000 + b, int(socket.AF_INET), v4_slots([*others, sender]),
+                               bytes([63]), [(T1,)], "udp")
+        assert 4 * small_send_buffer < 300 * 64 * NS
+        assert sink.flush() == 300 and sink.queued() == 0 and sink.dropped == 0
+    finally:
+        sink.close()
+        writer.close()
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        rows = list(store.records())
+    finally:
+        store.close()
+    assert [(r.time_ms, r.qname) for r in rows] == [(1_790_000_000_000 + b, T1[0]) for b in range(300)]
+
+
+def test_long_template_definitions_are_split_to_fit_the_socket(tmp_path: Path, small_send_buffer: int) -> None:
+    """600 new templates with 200-character names are ~150 KB of definitions: more than one
+    message may hold. They travel first, in messages that fit, and every record names its own."""
+    cfg, writer, sink = writer_and_sink(tmp_path)
+    labels = ".".join(["a" * 60] * 3)
+    names = [f"n{i:03d}.{labels}.test." for i in range(600)]
+    try:
+        for k in range(0, 600, 60):
+            tuples = [((q, *T1[1:]),) for q in names[k:k + 60]]
+            sink.submit_packed(1_790_000_000_000 + k, int(socket.AF_INET),
+                               v4_slots([("203.0.113.5", 5300 + i) for i in range(60)]), bytes(range(60)), tuples,
+                               "udp")
+        assert sum(len(q) for q in names) > small_send_buffer
+        assert sink.flush() == 600 and sink.dropped == 0
+    finally:
+        sink.close()
+        writer.close()
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        assert [r.qname for r in store.records()] == names
+    finally:
+        store.close()
+
+
+def test_per_query_records_with_long_names_are_split_to_fit_the_socket(tmp_path: Path,
+                                                                        small_send_buffer: int) -> None:
+    cfg, writer, sink = writer_and_sink(tmp_path)
+    labels = ".".join(["b" * 60] * 3)
+    names = [f"t{i:03d}.{labels}.test." for i in range(400)]
+    try:
+        for i, q in enumerate(names):                       # as TCP queries hand them over, one at a time
+            sink.submit_hits(1_790_000_000_000 + i, "2001:db8::53", 40000 + i, ((q, *T1[1:]),), "tcp")
+        assert sum(len(q) for q in names) > small_send_buffer
+        assert sink.flush() == 400 and sink.dropped == 0
+    finally:
+        sink.close()
+        writer.close()
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        assert [(r.qname, r.transport) for r in store.records()] == [(q, "tcp") for q in names]
+    finally:
+        store.close()
