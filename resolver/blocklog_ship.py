@@ -80,7 +80,7 @@ from .mmsg import NAME_SIZE, decode_sockaddr
 PROTOCOL = 2
 PROTOCOLS = frozenset({1, 2})
 MESSAGE_RECORDS = 512           # records per message when each carries its templates (tens of KB)
-MESSAGE_ANSWERS = 1024          # answers per message of packed batches (their templates by reference)
+MESSAGE_ANSWERS = 4096          # answers per message of packed batches (their templates by reference)
 # A message must fit the socket's send buffer in one piece (SOCK_SEQPACKET; EMSGSIZE otherwise):
 # twice wmem_max, 416 KiB on a stock kernel. Packed batches carry every address slot up to their
 # last answer with hits, so where hits are sparse a message is bounded by its slots' bytes first.
