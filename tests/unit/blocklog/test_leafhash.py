@@ -201,3 +201,27 @@ def test_the_remembered_templates_are_bounded(tmp_path: Path, monkeypatch: pytes
     assert [r.qname for r in store.records()] == want
     assert store.verify().ok
     assert store.conn.execute("SELECT count(*) FROM templates").fetchone()[0] == 18
+
+
+def test_new_templates_and_templates_of_a_previous_run_are_one_row_each(tmp_path: Path) -> None:
+    """New templates in one batch, an equal template at two indices of one table, one template
+    under both transports, and templates a previous run of the writer created: one row each, and
+    every record names its own."""
+    path = str(tmp_path / "b.sqlite")
+    first = BlocklogStore(path, node="n")
+    old = [tpl(i) for i in range(5)]
+    first.write_columns(cols(old, [0, 1, 2, 3, 4], None, T0), now_ms=T0, public_key=None)
+    first.close()
+    store = BlocklogStore(path, node="n")               # a restart: nothing remembered in memory
+    table = [tpl(i) for i in range(30)] + [tpl(3)]      # 25 new, 5 written before, tpl(3) twice by value
+    idx = [30, *range(30), 3, 7]
+    tcp = [0] * 31 + [1, 1]                             # tpl(3) and tpl(7) also over tcp
+    store.write_columns(cols(table, idx, tcp, T0 + 100), now_ms=T0, public_key=None)
+    got = [(r.qname, r.transport) for r in store.records()]
+    want = [(tpl(i)[0], "udp") for i in range(5)] + [(table[i][0], "tcp" if tcp[k] else "udp") for k, i in
+                                                     enumerate(idx)]
+    assert got == want
+    rows = store.conn.execute("SELECT qname, transport, count(*) FROM templates GROUP BY qname, transport").fetchall()
+    assert len(rows) == 32 and all(n == 1 for _, _, n in rows)       # 30 names over udp, 2 over tcp
+    assert store.verify().ok
+    store.close()
