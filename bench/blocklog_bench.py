@@ -453,6 +453,29 @@ def writer_settled(pid: int, timeout: float = 120.0) -> int:
     return ticks(pid)
 
 
+def busy_ticks() -> tuple[int, int, int, int]:
+    """Clock ticks of all CPUs so far (/proc/stat): (tasks' time: user, nice and system; interrupts
+    and softirqs, which no task is charged for; stolen by the hypervisor; total)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2], v[5] + v[6], v[7], sum(v)
+
+
+def settle(limit: float = 0.1, window: float = 0.5, timeout: float = 30.0) -> float:
+    """Wait until the machine is idle (at most ``limit`` of its CPU busy over ``window`` seconds):
+    what a run leaves behind (its process's exit, its deleted log's pages, the kernel's deferred
+    frees) must not land in the next run, which would penalise whichever mode comes next. Returns
+    the seconds waited (``timeout`` at most)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        a = busy_ticks()
+        time.sleep(window)
+        b = busy_ticks()
+        if b[3] > a[3] and sum(b[i] - a[i] for i in range(3)) / (b[3] - a[3]) <= limit:
+            break
+    return time.monotonic() - start
+
+
 def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, key: PrivateKey,
             writer_cpu: str) -> dict[str, float]:
     from tests.integration.resolver.peers import free_port
@@ -471,16 +494,23 @@ def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, k
     try:
         kids = [k for k in children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
         plane = kids[0] if mode == "on" else proc.pid
-        p0, m0, w0, g0 = cpu_ticks(plane), ticks(proc.pid), wakeups(plane), children_cpu()
+        settled = settle()
+        p0, m0, w0, g0, s0 = cpu_ticks(plane), ticks(proc.pid), wakeups(plane), children_cpu(), busy_ticks()
         rate, done = dnsperf(port, data, seconds, qps)
-        p1, w1, g1 = cpu_ticks(plane), wakeups(plane), children_cpu()
+        p1, w1, g1, s1 = cpu_ticks(plane), wakeups(plane), children_cpu(), busy_ticks()
+        m_run = ticks(proc.pid)
         m1 = writer_settled(proc.pid) if mode == "on" else ticks(proc.pid)
         hz = os.sysconf("SC_CLK_TCK")
         per = 1e6 / hz / max(done, 1)
         out = {"qps": rate, "done": float(done), "plane_us": (sum(p1) - sum(p0)) * per,
                "plane_user_us": (p1[0] - p0[0]) * per, "plane_sys_us": (p1[1] - p0[1]) * per,
                "answers_per_wakeup": done / max(w1 - w0, 1), "writer_cpu_s": (m1 - m0) / hz if mode == "on" else 0.0,
-               "dnsperf_us": (g1 - g0) * 1e6 / max(done, 1)}
+               "dnsperf_us": (g1 - g0) * 1e6 / max(done, 1), "settled_s": settled,
+               # busy CPU during the run that was neither dnsperf nor the resolver's processes (the
+               # kernel's own threads, anything else on the VM): a disturbed run shows here
+               "other_us": ((s1[0] - s0[0]) - (sum(p1) - sum(p0)) - (m_run - m0 if mode == "on" else 0)) * per
+               - (g1 - g0) * 1e6 / max(done, 1),
+               "steal_us": (s1[2] - s0[2]) * per}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -558,7 +588,7 @@ def bench_ratio(tmp: Path, seconds: float, rounds: int, writer_cpu: str) -> list
             runs[mode].append(one_run(tmp, mode, data, seconds, None, key, writer_cpu))
         r = {"ratio": sum(x["qps"] for x in runs["on"]) / sum(x["qps"] for x in runs["off"])}
         for mode, rs in runs.items():
-            for f in ("qps", "plane_us", "dnsperf_us", "answers_per_wakeup"):
+            for f in ("qps", "plane_us", "dnsperf_us", "answers_per_wakeup", "other_us", "steal_us"):
                 r[f"{mode}_{f}"] = statistics.fmean(x[f] for x in rs)
         r["writer_us"] = statistics.fmean(x["writer_us"] for x in runs["on"])
         r["logged_per_answer"] = sum(x["logged"] for x in runs["on"]) / sum(x["done"] for x in runs["on"])
@@ -567,7 +597,9 @@ def bench_ratio(tmp: Path, seconds: float, rounds: int, writer_cpu: str) -> list
             f"{r['on_qps']:,.0f}; CPU per answer off: data plane {r['off_plane_us']:.2f} + dnsperf "
             f"{r['off_dnsperf_us']:.2f} us; on: data plane {r['on_plane_us']:.2f} + dnsperf {r['on_dnsperf_us']:.2f} "
             f"+ writer {r['writer_us']:.2f} us; answers per wake-up off {r['off_answers_per_wakeup']:.1f} on "
-            f"{r['on_answers_per_wakeup']:.1f}; {r['logged_per_answer']:.4f} records per answer")
+            f"{r['on_answers_per_wakeup']:.1f}; {r['logged_per_answer']:.4f} records per answer; other tasks' CPU "
+            f"off {r['off_other_us']:.2f} on {r['on_other_us']:.2f}, stolen off {r['off_steal_us']:.2f} on "
+            f"{r['on_steal_us']:.2f} us per answer")
     return out
 
 
@@ -586,7 +618,8 @@ def summarize_ratio(rs: list[dict[str, float]], seconds: float, writer_cpu: str)
         f"{med('on_plane_us'):.2f} us, dnsperf {med('on_dnsperf_us'):.2f} us, writer {med('writer_us'):.2f} us "
         f"per record; answers per wake-up off {med('off_answers_per_wakeup'):.1f}, on "
         f"{med('on_answers_per_wakeup'):.1f}; records per answer {min(r['logged_per_answer'] for r in rs):.4f} "
-        f"at least")
+        f"at least; other tasks' CPU off {med('off_other_us'):.2f} on {med('on_other_us'):.2f} us per answer, "
+        f"stolen off {med('off_steal_us'):.2f} on {med('on_steal_us'):.2f} us per answer")
 
 
 def positive(text: str) -> int:
