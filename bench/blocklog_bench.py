@@ -453,12 +453,13 @@ def writer_settled(pid: int, timeout: float = 120.0) -> int:
     return ticks(pid)
 
 
-def busy_ticks() -> tuple[int, int, int, int]:
-    """Clock ticks of all CPUs so far (/proc/stat): (tasks' time: user, nice and system; interrupts
-    and softirqs, which no task is charged for; stolen by the hypervisor; total)."""
+def busy_ticks() -> tuple[int, int, int]:
+    """Clock ticks of all CPUs so far (/proc/stat): (busy: user, nice, system, interrupts and
+    softirqs, which the kernel charges to the tasks they interrupt in their own times too;
+    stolen by the hypervisor; total)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2], v[5] + v[6], v[7], sum(v)
+    return v[0] + v[1] + v[2] + v[5] + v[6], v[7], sum(v)
 
 
 def settle(limit: float = 0.1, window: float = 0.5, timeout: float = 30.0) -> float:
@@ -471,7 +472,7 @@ def settle(limit: float = 0.1, window: float = 0.5, timeout: float = 30.0) -> fl
         a = busy_ticks()
         time.sleep(window)
         b = busy_ticks()
-        if b[3] > a[3] and sum(b[i] - a[i] for i in range(3)) / (b[3] - a[3]) <= limit:
+        if b[2] > a[2] and (b[0] - a[0] + b[1] - a[1]) / (b[2] - a[2]) <= limit:
             break
     return time.monotonic() - start
 
@@ -510,7 +511,7 @@ def one_run(tmp: Path, mode: str, data: Path, seconds: float, qps: int | None, k
                # kernel's own threads, anything else on the VM): a disturbed run shows here
                "other_us": ((s1[0] - s0[0]) - (sum(p1) - sum(p0)) - (m_run - m0 if mode == "on" else 0)) * per
                - (g1 - g0) * 1e6 / max(done, 1),
-               "steal_us": (s1[2] - s0[2]) * per}
+               "steal_us": (s1[1] - s0[1]) * per}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
