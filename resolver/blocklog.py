@@ -6,8 +6,9 @@
                the data key its addresses are sealed with (itself sealed to the compliance key;
                blocklog_seal), and the records by column: ``times`` (int64 LE), ``tpls`` (uint32 LE
                template ids, PURGED once purged), ``addrs`` (ADDR_W bytes each under one ChaCha20
-               keystream), ``leaves`` (32-byte leaf digest each), the ``root`` (SHA-256 of the leaves)
-               and the segment's ``link``
+               keystream), ``leaves`` (32-byte leaf digest each), the ``root`` (SHA-256 of the leaves),
+               ``key_digest`` (schema 3: SHA-256 of the sealed data key, kept when a purge drops the
+               key) and the segment's ``link``
     templates  what records of one name, type and transport under one rule share, with its digest
     contexts   what hits of one rule of one zone version share: node, zone, serial, trigger, rule
                owner, action, order_ref
@@ -22,9 +23,10 @@
     audit      hash-chained events: purges, holds, exports, queue drops (rpz.hashchain)
 
 Segment chain: ``leaf = SHA-256(seq u64 LE || time_ms i64 LE || template digest || address
-ciphertext)``, ``link_s = SHA-256(link_{s-1} || SHA-256(leaves of s))``; a purged record keeps its
-leaf. Rows (schema 1): ``link_seq = SHA-256(link_{seq-1} || SHA-256(payload_seq))`` with ``payload``
-the canonical JSON array written by ``payload()``. Every write, purge, hold and export is one
+ciphertext)``, ``link_s = SHA-256(link_{s-1} || SHA-256(leaves of s) || key_digest_s)``, the key
+digest left out for segments written before schema 3; a purged record keeps its leaf. Rows
+(schema 1): ``link_seq = SHA-256(link_{seq-1} || SHA-256(payload_seq))`` with ``payload`` the
+canonical JSON array written by ``payload()``. Every write, purge, hold and export is one
 transaction together with its audit record (STYLE.md habit 12). Time is always passed in.
 
     store = BlocklogStore("/var/lib/hotline-edge/blocklog.sqlite", node="edge-1")
@@ -115,8 +117,16 @@ def _m2(db: sqlite_utils.Database) -> None:
                (row[0], row[1]) if row else (0, hashchain.GENESIS))
 
 
+def _m3(db: sqlite_utils.Database) -> None:
+    """The sealed data key in the chain: a segment written from now on keeps ``key_digest``
+    (SHA-256 of its sealed data key, or of nothing when it has none), which its link covers, so a
+    swapped or removed key shows in ``log verify``. Segments written before keep NULL and their
+    old link (fifth amendment of decision 0004)."""
+    db.table("segments").add_column("key_digest", bytes)
+
+
 # Explicit, numbered migrations (sqlite-utils), recorded in PRAGMA user_version. Append, never edit.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1, _m2)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1, _m2, _m3)
 
 # A new log's page size. A segment's columns (~64 bytes a record) fill overflow pages, and every
 # page is written twice (WAL frame, then checkpoint), with a system call each: at 16 KiB a batch
@@ -340,6 +350,20 @@ def _leaves(seqs: np.ndarray, times: np.ndarray, digests: np.ndarray, ct: bytes 
     return sha256_rows(rec.view(np.uint8), LEAF_W)
 
 
+_INSERT_SEGMENT = ("INSERT INTO segments (id, first_seq, count, live, min_time_ms, max_time_ms, committed_ms, "
+                   "sealed_key, times, tpls, addrs, leaves, root, link, key_digest) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_SEGMENT_2 = ("INSERT INTO segments (id, first_seq, count, live, min_time_ms, max_time_ms, committed_ms, "
+                     "sealed_key, times, tpls, addrs, leaves, root, link) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")          # into a log of schema 2
+
+
+def segment_link(prev: bytes, root: bytes, key_digest: bytes | None) -> bytes:
+    """A segment's link: SHA-256(previous link || root || key digest); a segment written before
+    schema 3 has no key digest and its link leaves it out."""
+    return hashlib.sha256(prev + root + (key_digest or b"")).digest()
+
+
 def _cross(gaps: dict[int, tuple[int, bytes]], expect: int) -> tuple[bytes | None, int, int]:
     """Follow recorded gaps from seq ``expect``: (link of the last purged record or None, the seq
     after the gaps, how many gaps were crossed)."""
@@ -393,6 +417,7 @@ class BlocklogStore:
         self._tables: dict[int, tuple[Sequence[Template], np.ndarray]] = {}   # id(list) -> (list, (2, n) li)
         self._head: tuple[int, bytes] | None = None
         self._segment_id: int | None = None
+        self._keyed = True                  # new segments' links cover their sealed data key (schema 3)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -468,6 +493,7 @@ class BlocklogStore:
                        public_key: bytes | None) -> int:
         """The writer's hot path: no Python code per record (nor per template already known)."""
         if self._head is None or self._segment_id is None:
+            self._keyed = self.schema_version() >= 3
             self._head = self.head()
             self._segment_id = int(c.execute("SELECT coalesce(max(id), 0) FROM segments").fetchone()[0])
         seq, prev = self._head
@@ -496,14 +522,13 @@ class BlocklogStore:
             sealed_key, ct = None, None
         leaves = _leaves(seqs, times, self._ldig[li], ct, n)
         root = hashlib.sha256(leaves).digest()
-        link = hashlib.sha256(prev + root).digest()
+        key_digest = hashlib.sha256(sealed_key or b"").digest() if self._keyed else None
+        link = segment_link(prev, root, key_digest)
         segment = self._segment_id + 1
         t_min, t_max = int(times.min()), int(times.max())
-        c.execute("INSERT INTO segments (id, first_seq, count, live, min_time_ms, max_time_ms, committed_ms, "
-                  "sealed_key, times, tpls, addrs, leaves, root, link) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        c.execute(_INSERT_SEGMENT if self._keyed else _INSERT_SEGMENT_2,
                   (segment, seq + 1, n, n, t_min, t_max, now_ms, sealed_key, times.tobytes(), tids.tobytes(), ct,
-                   leaves, root, link))
+                   leaves, root, link, *((key_digest,) if self._keyed else ())))
         c.execute("INSERT INTO chain (id, seq, link) VALUES (1, ?, ?) "
                   "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, link = excluded.link", (seq + n, link))
         self._add_daily(c, times, li)
@@ -748,9 +773,10 @@ class BlocklogStore:
             used.update(np.unique(at).tolist())
             return None
 
-        rows = self.conn.execute("SELECT first_seq, count, times, tpls, addrs, leaves, root, link FROM segments "
-                                 "ORDER BY first_seq")
-        for first, count, times_b, tpls_b, addrs_b, leaves_b, root, stored in rows:
+        keyed = "key_digest" if self.schema_version() >= 3 else "NULL"
+        rows = self.conn.execute(f"SELECT first_seq, count, live, times, tpls, addrs, leaves, root, link, "  # noqa: S608
+                                 f"sealed_key, {keyed} FROM segments ORDER BY first_seq")
+        for first, count, live_now, times_b, tpls_b, addrs_b, leaves_b, root, stored, sealed, key_digest in rows:
             if first != expect:
                 return ((expect, f"records {expect}..{first - 1} are missing (a segment was removed)" if first > expect
                          else f"segments overlap at record {first}"), n, len(used) + crossed, prev, expect)
@@ -795,7 +821,16 @@ class BlocklogStore:
                         return ((int(seqs[idx[k]]), "the record does not match its leaf digest (it, or the leaf, "
                                  "was changed)"), n, len(used) + crossed, prev, expect)
                 root_now = sha(leaves).digest()
-            if sha(prev + root_now).digest() != bytes(stored):
+            if key_digest is not None:
+                why = None
+                if sealed is not None and sha(bytes(sealed)).digest() != bytes(key_digest):
+                    why = "its sealed data key does not match the digest its link covers (the key was changed)"
+                elif sealed is None and live_now and addrs_b is not None:
+                    why = "its sealed data key is gone while it still holds addresses (the key was removed)"
+                if why is not None:
+                    return ((first, f"the segment of records {first}..{first + count - 1}: {why}"), n,
+                            len(used) + crossed, prev, expect)
+            if segment_link(prev, root_now, bytes(key_digest) if key_digest is not None else None) != bytes(stored):
                 return ((first, f"the segment of records {first}..{first + count - 1} does not match its link "
                          "(a leaf digest or the link was changed)"), n, len(used) + crossed, prev, expect)
             prev = bytes(stored)

@@ -1,10 +1,12 @@
-"""Segments (schema 2): a batch stored by column, one row per batch. A log written as rows (schema
-1) is migrated and continued with segments and still verifies end to end; purges work record by
+"""Segments (schema 2; since schema 3 their links cover the sealed data key): a batch stored by
+column, one row per batch. A log written as rows (schema 1) is migrated and continued with
+segments and still verifies end to end, and so is a log of schema 2; purges work record by
 record inside a segment without reading an address; HLB2 opens with the compliance key only; what
 is written comes back from records() exactly. Real SQLite files."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import tempfile
 from ipaddress import ip_address
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
+from resolver import blocklog
 from resolver.blocklog import DAY_MS, PURGED, BlocklogStore, Raw
 from resolver.blocklog_seal import ADDR_W, PREFIX, PREFIX2, blob2, open_client, pack_address, seal_column
 from resolver.errors import BlocklogError
@@ -35,7 +38,7 @@ def test_a_v1_log_migrated_and_continued_with_segments_verifies(tmp_path: Path) 
     path = str(tmp_path / "b.sqlite")
     write_v1(path, "edge-1", [(mixed(0, 6), T0), (mixed(1, 6), T0 + DAY_MS)], PK)
     store = BlocklogStore(path, node="edge-1")
-    assert store.schema_version() == 2 and store.head()[0] == 12
+    assert store.schema_version() == 3 and store.head()[0] == 12
     assert store.verify().ok
     store.write_batch(mixed(2, 6), now_ms=T0 + 2 * DAY_MS, public_key=PK)
     v6 = (T0 + 2 * DAY_MS + 5, "2001:db8::7", 53124, (TW77, NO_ORDER), "tcp")
@@ -226,3 +229,31 @@ def test_daily_counts_many_names_of_one_order_across_days(tmp_path) -> None:  # 
                     (day_of(day0), "nodata"): (1, day0 + 7, day0 + 7),
                     (day_of(day0 + DAY_MS), "nxdomain"): (40, day0 + DAY_MS + 5, day0 + DAY_MS + 44)}
     assert [(d["hits"], d["first_ms"]) for d in store.daily("")] == [(1, day0 + 9)]
+
+
+def test_a_schema_2_log_continues_with_segments_whose_links_cover_their_sealed_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments written before schema 3 keep their links (no key digest); those written after
+    cover their sealed data key; purges empty both kinds and the log still verifies."""
+    path = str(tmp_path / "b.sqlite")
+    monkeypatch.setattr(blocklog, "MIGRATIONS", blocklog.MIGRATIONS[:2])
+    old = BlocklogStore(path, node="edge-1")
+    old.write_batch(mixed(0, 6), now_ms=T0, public_key=PK)
+    assert old.schema_version() == 2 and old.verify().ok
+    old.close()
+    monkeypatch.undo()
+    store = BlocklogStore(path, node="edge-1")
+    assert store.schema_version() == 3 and store.verify().ok
+    store.write_batch(mixed(1, 6), now_ms=T0 + DAY_MS, public_key=PK)
+    rows = store.conn.execute("SELECT sealed_key, key_digest FROM segments ORDER BY id").fetchall()
+    assert rows[0][1] is None and bytes(rows[1][1]) == hashlib.sha256(bytes(rows[1][0])).digest()
+    assert store.verify().ok
+    assert [open_client(KEY, r.sealed_client) for r in store.records()][6:] == [  # type: ignore[arg-type]
+        (r[1], r[2]) for r in mixed(1, 6)]
+    for days in (181, 182):             # the schema 2 segment emptied, then the schema 3 one
+        store.purge(now_ms=T0 + days * DAY_MS + 1000, retention_days=lambda zone: 180, actor="test")
+        assert store.verify().ok, store.verify()
+    assert store.counts()["records"] == 0
+    assert store.conn.execute("SELECT sealed_key IS NULL, key_digest IS NOT NULL FROM segments WHERE id = 2"
+                              ).fetchone() == (1, 1)
+    store.close()

@@ -3,11 +3,12 @@ legal holds, and retention purges across a simulated 181 days (time is always pa
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
 import pytest
-from nacl.public import PrivateKey
+from nacl.public import PrivateKey, SealedBox
 
 from resolver.blocklog import DAY_MS, PAGE_SIZE, BlocklogStore
 from resolver.blocklog_seal import open_client
@@ -84,7 +85,7 @@ def v1_store(tmp_path: Path) -> BlocklogStore:
 ])
 def test_verify_names_the_first_broken_link_of_rows(v1_store: BlocklogStore, tamper: str, first_bad: int,
                                                     words: str) -> None:
-    assert v1_store.schema_version() == 2 and v1_store.verify().ok
+    assert v1_store.schema_version() == 3 and v1_store.verify().ok
     v1_store.conn.execute(tamper)
     report = v1_store.verify()
     assert not report.ok and report.first_bad == first_bad and words in report.reason, report
@@ -107,6 +108,11 @@ def poke(store: BlocklogStore, column: str, seq: int, width: int, value: bytes |
     at = (seq - first) * width
     data[at:at + width] = value if value is not None else bytes(b ^ 0x5A for b in data[at:at + width])
     store.conn.execute(f"UPDATE segments SET {column} = ? WHERE id = ?", (bytes(data), seg))
+
+
+def other_sealed_key() -> bytes:
+    """A well-formed sealed data key that is not the segment's (sealed to the same compliance key)."""
+    return bytes(SealedBox(KEY.public_key).encrypt(bytes(range(32))))
 
 
 def two_segments(store: BlocklogStore) -> None:
@@ -133,11 +139,19 @@ def two_segments(store: BlocklogStore) -> None:
     (lambda s: s.conn.execute("DELETE FROM segments WHERE id = 2"), 4, "newest records were removed"),
     (lambda s: s.conn.execute("UPDATE segments SET times = substr(times, 1, 16) WHERE id = 1"), 1,
      "one entry per record"),
+    # the sealed data key: another valid one, none, or another with the digest changed to match it
+    (lambda s: s.conn.execute("UPDATE segments SET sealed_key = ? WHERE id = 2", (other_sealed_key(),)), 4,
+     "sealed data key does not match"),
+    (lambda s: s.conn.execute("UPDATE segments SET sealed_key = NULL WHERE id = 1"), 1, "sealed data key is gone"),
+    (lambda s: s.conn.execute("UPDATE segments SET sealed_key = ?1, key_digest = sha(?1) WHERE id = 2",
+                              (other_sealed_key(),)), 4, "does not match its link"),
+    (lambda s: s.conn.execute("UPDATE segments SET key_digest = NULL WHERE id = 2"), 4, "does not match its link"),
 ])
 def test_verify_names_the_first_broken_record_of_segments(store: BlocklogStore, tamper, first_bad: int,
                                                           words: str) -> None:
     two_segments(store)
     assert store.verify().ok
+    store.conn.create_function("sha", 1, lambda b: hashlib.sha256(b).digest(), deterministic=True)
     tamper(store)
     report = store.verify()
     assert not report.ok and report.first_bad == first_bad and words in report.reason, report
