@@ -84,7 +84,8 @@ MESSAGE_ANSWERS = 4096          # answers per message of packed batches (their t
 # A message must fit the socket's send buffer in one piece (SOCK_SEQPACKET; EMSGSIZE otherwise):
 # twice wmem_max, 416 KiB on a stock kernel. Packed batches carry every address slot up to their
 # last answer with hits, so where hits are sparse a message is bounded by its slots' bytes first.
-MESSAGE_BYTES = 192 << 10       # address slots per message of packed batches at most
+MESSAGE_BYTES = 192 << 10       # a message of packed batches at most (slots, batches, answers; without definitions)
+BATCH_OVERHEAD = 48             # a batch's (time_ms, transport, family, slots, answers) marshalled, at most
 TABLE_MAX = 65_536              # templates a connection's table holds before it starts again
 SEND_BUFFER = 4 << 20          # the shipping socket's send buffer asked for (the kernel caps it at wmem_max)
 MESSAGE_DEFINITIONS = 2048     # template definitions per message when a long run is sent (a new connection)
@@ -102,7 +103,6 @@ Log = Callable[..., None]
 
 
 _AT = operator.itemgetter(3)                 # of a PackedHits batch (time_ms, family, names, tags, tuples): tags
-_NAMES = operator.itemgetter(2)              # ... its address slots
 UDP = "udp"
 # batched hits as PackedHits.take_batches gives them: the batches as the reader added them (time_ms,
 # family, slots, tags, tuples), and the numbering their tags (number << 8 | slot) belong to
@@ -289,12 +289,13 @@ class ShippingSink:
         were sent."""
         entries, tuples = self._held[0]
         answers_upto = [0, *itertools.accumulate(map(len, map(_AT, entries)))]
-        bytes_upto = [0, *itertools.accumulate(map(len, map(_NAMES, entries)))]
-        slot_bytes = min(MESSAGE_BYTES, self._room // 2)
+        # what each batch adds to a message at most: its slots, its tuple in ``batches``, 5 bytes an answer
+        bytes_upto = [0, *itertools.accumulate(len(e[2]) + BATCH_OVERHEAD + 5 * len(e[3]) for e in entries)]
+        budget = min(MESSAGE_BYTES, self._room // 2)
         bsent = 0
         while bsent < len(entries):
             end = min(bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS),
-                      bisect.bisect_right(bytes_upto, bytes_upto[bsent] + slot_bytes)) - 1
+                      bisect.bisect_right(bytes_upto, bytes_upto[bsent] + budget)) - 1
             end = min(max(end, bsent + 1), len(entries))
             try:
                 self._send_packed(sock, *flatten(entries[bsent:end], NAME_SIZE), tuples)
@@ -585,8 +586,9 @@ def _spans(batches: list[Any], names: bytes, at: bytes) -> Spans:
         counts = np.array(ans_col, dtype=np.int64)
     except OverflowError:
         raise _bad_batch(batches, names, at) from None
-    if (nb and (int(slots.min()) <= 0 or int(slots.max()) > MAX_SLOTS or int(counts.min()) <= 0)) or \
-            int(slots.sum()) * NAME_SIZE != len(names) or int(counts.sum()) != len(at):
+    if (nb and (int(slots.min()) <= 0 or int(slots.max()) > MAX_SLOTS or int(counts.min()) <= 0
+                or int(counts.max()) > len(at))) or \
+            int(slots.sum()) * NAME_SIZE != len(names) or int(counts.sum()) != len(at):   # (no sum can wrap)
         raise _bad_batch(batches, names, at)
     firsts = np.cumsum(slots) - slots
     answers = np.cumsum(counts) - counts

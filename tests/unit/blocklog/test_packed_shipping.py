@@ -598,3 +598,14 @@ def test_per_query_records_with_long_names_are_split_to_fit_the_socket(tmp_path:
         assert [(r.qname, r.transport) for r in store.records()] == [(q, "tcp") for q in names]
     finally:
         store.close()
+
+
+def test_answer_counts_whose_sum_wraps_are_refused() -> None:
+    """Counts of 2**63 - 1 add up past int64: the sum must not wrap round to the answers sent."""
+    huge = (1 << 63) - 1
+    batches = [(7, "udp", 2, 1, huge), (7, "udp", 2, 1, huge), (7, "udp", 2, 1, 4)]
+    bad = message(batches, bytes(3 * NS), bytes(2), refs(0, 0), (0, [(T1,)]))      # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="packed batch"):
+        decode_columns(bad, TemplateTable())
+    with pytest.raises(ValueError, match="packed batch"):
+        decode(bad, [])
