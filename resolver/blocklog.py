@@ -774,9 +774,9 @@ class BlocklogStore:
             return None
 
         keyed = "key_digest" if self.schema_version() >= 3 else "NULL"
-        rows = self.conn.execute(f"SELECT first_seq, count, live, times, tpls, addrs, leaves, root, link, "  # noqa: S608
-                                 f"sealed_key, {keyed} FROM segments ORDER BY first_seq")
-        for first, count, live_now, times_b, tpls_b, addrs_b, leaves_b, root, stored, sealed, key_digest in rows:
+        rows = self.conn.execute(f"SELECT first_seq, count, times, tpls, addrs, leaves, root, link, sealed_key, "  # noqa: S608
+                                 f"{keyed} FROM segments ORDER BY first_seq")
+        for first, count, times_b, tpls_b, addrs_b, leaves_b, root, stored, sealed, key_digest in rows:
             if first != expect:
                 return ((expect, f"records {expect}..{first - 1} are missing (a segment was removed)" if first > expect
                          else f"segments overlap at record {first}"), n, len(used) + crossed, prev, expect)
@@ -825,7 +825,7 @@ class BlocklogStore:
                 why = None
                 if sealed is not None and sha(bytes(sealed)).digest() != bytes(key_digest):
                     why = "its sealed data key does not match the digest its link covers (the key was changed)"
-                elif sealed is None and live_now and addrs_b is not None:
+                elif sealed is None and addrs_b is not None:    # a purge drops the key only with the addresses
                     why = "its sealed data key is gone while it still holds addresses (the key was removed)"
                 if why is not None:
                     return ((first, f"the segment of records {first}..{first + count - 1}: {why}"), n,

@@ -143,6 +143,8 @@ def two_segments(store: BlocklogStore) -> None:
     (lambda s: s.conn.execute("UPDATE segments SET sealed_key = ? WHERE id = 2", (other_sealed_key(),)), 4,
      "sealed data key does not match"),
     (lambda s: s.conn.execute("UPDATE segments SET sealed_key = NULL WHERE id = 1"), 1, "sealed data key is gone"),
+    (lambda s: s.conn.execute("UPDATE segments SET sealed_key = NULL, live = 0 WHERE id = 1"), 1,
+     "sealed data key is gone"),
     (lambda s: s.conn.execute("UPDATE segments SET sealed_key = ?1, key_digest = sha(?1) WHERE id = 2",
                               (other_sealed_key(),)), 4, "does not match its link"),
     (lambda s: s.conn.execute("UPDATE segments SET key_digest = NULL WHERE id = 2"), 4, "does not match its link"),
