@@ -51,11 +51,9 @@ from __future__ import annotations
 
 import array
 import asyncio
-import bisect
 import collections
 import contextlib
 import functools
-import itertools
 import marshal
 import operator
 import os
@@ -103,6 +101,7 @@ Log = Callable[..., None]
 
 
 _AT = operator.itemgetter(3)                 # of a PackedHits batch (time_ms, family, names, tags, tuples): tags
+_NAMES = operator.itemgetter(2)              # ... and its address slots
 UDP = "udp"
 # batched hits as PackedHits.take_batches gives them: the batches as the reader added them (time_ms,
 # family, slots, tags, tuples), and the numbering their tags (number << 8 | slot) belong to
@@ -288,15 +287,20 @@ class ShippingSink:
         ``_held`` as it goes (an error leaves the rest there). Returns how many answers' hits
         were sent."""
         entries, tuples = self._held[0]
-        answers_upto = [0, *itertools.accumulate(map(len, map(_AT, entries)))]
+        k = len(entries)
+        answers = np.fromiter(map(len, map(_AT, entries)), dtype=np.int64, count=k)
+        answers_upto = np.zeros(k + 1, dtype=np.int64)
+        np.cumsum(answers, out=answers_upto[1:])
         # what each batch adds to a message at most: its slots, its tuple in ``batches``, 5 bytes an answer
-        bytes_upto = [0, *itertools.accumulate(len(e[2]) + BATCH_OVERHEAD + 5 * len(e[3]) for e in entries)]
+        bytes_upto = np.zeros(k + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, map(_NAMES, entries)), dtype=np.int64, count=k) + BATCH_OVERHEAD + 5 * answers,
+                  out=bytes_upto[1:])
         budget = min(MESSAGE_BYTES, self._room // 2)
         bsent = 0
-        while bsent < len(entries):
-            end = min(bisect.bisect_right(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS),
-                      bisect.bisect_right(bytes_upto, bytes_upto[bsent] + budget)) - 1
-            end = min(max(end, bsent + 1), len(entries))
+        while bsent < k:
+            end = min(int(np.searchsorted(answers_upto, answers_upto[bsent] + MESSAGE_ANSWERS, side="right")),
+                      int(np.searchsorted(bytes_upto, bytes_upto[bsent] + budget, side="right"))) - 1
+            end = min(max(end, bsent + 1), k)
             try:
                 self._send_packed(sock, *flatten(entries[bsent:end], NAME_SIZE), tuples)
             except BaseException:
