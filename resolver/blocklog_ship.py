@@ -6,7 +6,8 @@
       flusher thread, every flush/4 -----------------> (SOCK_SEQPACKET: one message per batch part),
       marshal((2, pid, dropped, records, batches,      decodes addresses and templates, every flush/4:
       slots, at, numbers, definitions)), one           BlocklogStore.write_batch (seal, chain, insert,
-      SOCK_SEQPACKET message per <= 1024 answers       aggregates, commit + fsync)
+      SOCK_SEQPACKET message per <= 4096 answers       aggregates, commit + fsync)
+      (and no larger than the socket takes)
 
 The batched UDP reader leaves the hits of each receive batch in the sink's ``packed_hits``
 (resolver.hits.PackedHits) as they are, one tuple per batch appended without a call: the batch's
