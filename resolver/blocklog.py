@@ -531,7 +531,7 @@ class BlocklogStore:
                    leaves, root, link, *((key_digest,) if self._keyed else ())))
         c.execute("INSERT INTO chain (id, seq, link) VALUES (1, ?, ?) "
                   "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, link = excluded.link", (seq + n, link))
-        self._add_daily(c, times, li)
+        self._add_daily(c, times, li, t_min, t_max)
         self._head = (seq + n, link)
         self._segment_id = segment
         return n
@@ -586,15 +586,27 @@ class BlocklogStore:
         self._group_names.clear()
         self._tables.clear()
 
-    def _add_daily(self, c: sqlite3.Connection, times: np.ndarray, li: np.ndarray) -> None:
+    def _add_daily(self, c: sqlite3.Connection, times: np.ndarray, li: np.ndarray, t_min: int, t_max: int) -> None:
         """Per (day, order, zone, action) counts -> the daily table's rows: each template's group
         is known by its local number, so a batch is counted per (day, group) by numpy alone."""
-        key = (times // DAY_MS).astype(np.int64) << 32 | self._lgrp[li]
-        uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
-        last = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
-        np.minimum.at(first, inverse.reshape(-1), times)
-        np.maximum.at(last, inverse.reshape(-1), times)
+        groups = self._lgrp[li]
+        if t_min // DAY_MS == t_max // DAY_MS:       # a batch within one day (nearly all): by group id
+            m = len(self._group_names)
+            counts = np.bincount(groups, minlength=m)
+            first = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+            last = np.full(m, np.iinfo(np.int64).min, dtype=np.int64)
+            np.minimum.at(first, groups, times)
+            np.maximum.at(last, groups, times)
+            uniq = np.flatnonzero(counts)
+            counts, first, last = counts[uniq], first[uniq], last[uniq]
+            uniq = (t_min // DAY_MS) << 32 | uniq
+        else:
+            key = (times // DAY_MS).astype(np.int64) << 32 | groups
+            uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+            first = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+            last = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
+            np.minimum.at(first, inverse.reshape(-1), times)
+            np.maximum.at(last, inverse.reshape(-1), times)
         rows = []
         for k, cnt, lo, hi in zip(uniq.tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True):
             zone, order, action = self._group_names[k & 0xFFFF_FFFF]

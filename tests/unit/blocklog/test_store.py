@@ -330,3 +330,34 @@ def test_a_new_log_takes_the_larger_page_and_an_existing_one_keeps_its_own(tmp_p
     assert old.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert old.verify().ok and old.counts()["records"] == 27
     old.close()
+
+
+def test_daily_aggregates_match_the_records_within_a_day_and_across_midnight(store: BlocklogStore) -> None:
+    """Batches within one day and batches across midnight, several orders, zones and actions in
+    each: every (day, order, zone, action) row counts its records and has their first and last
+    time, as recounted from the records themselves."""
+    import random
+    from collections import defaultdict
+
+    from resolver.blocklog import day_of
+    rng = random.Random(5)
+    tpls = [template(o, f"n{i}.fraud.test.", action=a, zone=z) for i, (o, a, z) in enumerate(
+        [("TW-1", "nxdomain", ZONE), ("TW-1", "nodata", ZONE), ("TW-2", "nxdomain", ZONE),
+         ("TW-1", "nxdomain", "other.rpz.test."), (None, "nxdomain", ZONE)])]
+    midnight = (T0 // DAY_MS + 1) * DAY_MS
+    want: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
+    for b in range(12):
+        start = midnight - 5_000 + b * 1_000 if b % 3 else T0 + b        # every third batch within day 0
+        batch = []
+        for _ in range(rng.randrange(1, 40)):
+            t = rng.choice(tpls)
+            at = start + rng.randrange(0, 9_000)
+            batch.append((at, "198.51.100.9", 5300, (t,), "udp"))
+            want[(day_of(at), t[7] or "", t[2], t[6])].append(at)
+        store.write_batch(batch, now_ms=start + 10_000, public_key=PK)
+    got = {}
+    for order in ("TW-1", "TW-2", ""):
+        for d in store.daily(order):
+            got[(d["day"], order, d["zone"], d["action"])] = (d["hits"], d["first_ms"], d["last_ms"])
+    assert got == {k: (len(v), min(v), max(v)) for k, v in want.items()}
+    assert {k[0] for k in got} == {day_of(T0), day_of(midnight)}
