@@ -844,6 +844,11 @@ class BlocklogWriter:
                 self.stats.bad_messages += 1
                 self._log_once("bad", self.stats.bad_messages, "blocklog_bad_message", error=str(exc))
                 continue
+            except Exception as exc:    # a bug in the decoder must not end the writer: the message is lost, counted
+                self.stats.bad_messages += 1
+                self._log_once("bad", self.stats.bad_messages, "blocklog_bad_message", error=repr(exc),
+                               hint="the decoder failed on this message; this is a bug, please report it")
+                continue
             self.stats.dropped_workers[pid] = dropped
             self._add_pending(cols)
 

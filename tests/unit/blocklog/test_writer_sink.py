@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from resolver.blocklog import BlocklogStore
-from resolver.blocklog_config import load_blocklog
-from resolver.blocklog_ship import BlocklogWriter
+from resolver.blocklog_config import BlocklogConfig, load_blocklog
+from resolver.blocklog_ship import BlocklogWriter, ShippingSink
 from resolver.hits import HitRecord, HitSink
 from rpz.tomlconf import parse_config
 
@@ -99,5 +101,41 @@ def test_the_writer_splits_large_batches_and_counts_unstorable_hits(tmp_path: Pa
         assert sum(sizes) == 20 and max(sizes) <= 7 and len(sizes) >= 3
         assert [r.seq for r in store.records()] == list(range(1, 21))
         assert store.verify().ok
+    finally:
+        store.close()
+
+
+def test_a_message_the_decoder_fails_on_is_counted_and_the_writer_goes_on(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the decoder raises on one message (here a stand-in bug), the writer counts it as a
+    bad message, logs it, and keeps writing what arrives after it."""
+    from resolver import blocklog_ship
+    real = blocklog_ship.decode_columns
+    calls = {"n": 0}
+
+    def flaky(data: bytes, table: object = None):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("a stand-in for a bug in the decoder")
+        return real(data, table)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blocklog_ship, "decode_columns", flaky)
+    cfg = BlocklogConfig(enabled=True, path=str(tmp_path / "blocklog.sqlite"), socket_path=str(tmp_path / "bl.sock"),
+                         node="edge-1", flush_interval_ms=20, compliance_public_key=None)
+    logged: list[tuple[str, str]] = []
+    writer = BlocklogWriter(cfg, lambda level, event, **kw: logged.append((level, event))).start()
+    sink = ShippingSink(cfg.socket_path, interval_s=3600)
+    try:
+        sink.submit_hits(1_790_000_000_000, "198.51.100.7", 40000, (T1,), "udp")
+        assert sink.flush() == 1                       # the message the decoder fails on
+        sink.submit_hits(1_790_000_000_001, "198.51.100.8", 40001, (T1,), "udp")
+        assert sink.flush() == 1                       # the next one
+    finally:
+        sink.close()
+        writer.close()
+    assert writer.stats.bad_messages == 1 and ("error", "blocklog_bad_message") in logged
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        assert [r.time_ms for r in store.records()] == [1_790_000_000_001]
     finally:
         store.close()
