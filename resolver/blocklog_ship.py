@@ -979,7 +979,8 @@ class BlocklogCollector:
         yield d
         yield CounterMetricFamily(p + "write_errors", "Batches the database refused (kept and retried)",
                                   value=s.write_errors)
-        yield CounterMetricFamily(p + "bad_messages", "Messages on the writer socket that were not well formed",
+        yield CounterMetricFamily(p + "bad_messages", "Messages on the writer socket that were not well formed "
+                                  "or that the decoder failed on (logged; their records are lost)",
                                   value=s.bad_messages)
         yield GaugeMetricFamily(p + "queue_depth", "Records received and not yet written", value=s.pending)
         yield GaugeMetricFamily(p + "head_seq", "Chain position of the newest record written", value=s.head_seq)
