@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
 from resolver import mmsg
-from resolver.blocklog import BlocklogStore, Columns, columns_from_raws
+from resolver.blocklog import BlocklogStore, Columns, HitRow, columns_from_raws
 from resolver.blocklog_config import BlocklogConfig
 from resolver.blocklog_seal import open_client
 from resolver.blocklog_ship import BlocklogWriter, ShippingSink, TemplateTable, decode, decode_columns
@@ -526,43 +526,48 @@ def small_send_buffer(monkeypatch: pytest.MonkeyPatch) -> int:
         return int(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
 
 
-def writer_and_sink(tmp_path: Path) -> tuple[BlocklogConfig, BlocklogWriter, ShippingSink]:
+@contextmanager
+def writer_and_sink(tmp_path: Path) -> Iterator[tuple[ShippingSink, list[HitRow]]]:
+    """A real writer and a sink shipping to it; once both are closed, the list holds what the log
+    holds."""
     cfg = BlocklogConfig(enabled=True, path=str(tmp_path / "blocklog.sqlite"), socket_path=str(tmp_path / "bl.sock"),
                          node="edge-1", flush_interval_ms=20, compliance_public_key=None)
-    return cfg, BlocklogWriter(cfg).start(), ShippingSink(cfg.socket_path, interval_s=3600)
+    writer = BlocklogWriter(cfg).start()
+    sink = ShippingSink(cfg.socket_path, interval_s=3600)
+    logged: list[HitRow] = []
+    try:
+        yield sink, logged
+    finally:
+        sink.close()
+        writer.close()
+    store = BlocklogStore(cfg.path, node="edge-1")
+    try:
+        logged.extend(store.records())
+    finally:
+        store.close()
 
 
 def test_sparse_hits_are_shipped_in_messages_the_socket_takes(tmp_path: Path, small_send_buffer: int) -> None:
     """Where one answer in 64 has hits, a batch carries 64 address slots for one answer: 300 such
     batches are 537 KB of slots, far above the send buffer. They go in several messages, each of
     which fits, and every hit reaches the log."""
-    cfg, writer, sink = writer_and_sink(tmp_path)
     sent_from = [(f"198.51.100.{b % 250 + 1}", 1024 + b) for b in range(300)]
-    try:
+    with writer_and_sink(tmp_path) as (sink, rows):
         for b, sender in enumerate(sent_from):
             others = [("192.0.2.1", 53)] * 63               # allowed answers before it in the receive batch
             sink.submit_packed(1_790_000_000_000 + b, int(socket.AF_INET), v4_slots([*others, sender]),
                                bytes([63]), [(T1,)], "udp")
         assert 4 * small_send_buffer < 300 * 64 * NS
         assert sink.flush() == 300 and sink.queued() == 0 and sink.dropped == 0
-    finally:
-        sink.close()
-        writer.close()
-    store = BlocklogStore(cfg.path, node="edge-1")
-    try:
-        rows = list(store.records())
-    finally:
-        store.close()
     assert [(r.time_ms, r.qname) for r in rows] == [(1_790_000_000_000 + b, T1[0]) for b in range(300)]
 
 
 def test_long_template_definitions_are_split_to_fit_the_socket(tmp_path: Path, small_send_buffer: int) -> None:
     """600 new templates with 200-character names are ~150 KB of definitions: more than one
     message may hold. They travel first, in messages that fit, and every record names its own."""
-    cfg, writer, sink = writer_and_sink(tmp_path)
     labels = ".".join(["a" * 60] * 3)
     names = [f"n{i:03d}.{labels}.test." for i in range(600)]
-    try:
+    with writer_and_sink(tmp_path) as (sink, rows):
         for k in range(0, 600, 60):
             tuples = [((q, *T1[1:]),) for q in names[k:k + 60]]
             sink.submit_packed(1_790_000_000_000 + k, int(socket.AF_INET),
@@ -570,34 +575,19 @@ def test_long_template_definitions_are_split_to_fit_the_socket(tmp_path: Path, s
                                "udp")
         assert sum(len(q) for q in names) > small_send_buffer
         assert sink.flush() == 600 and sink.dropped == 0
-    finally:
-        sink.close()
-        writer.close()
-    store = BlocklogStore(cfg.path, node="edge-1")
-    try:
-        assert [r.qname for r in store.records()] == names
-    finally:
-        store.close()
+    assert [r.qname for r in rows] == names
 
 
 def test_per_query_records_with_long_names_are_split_to_fit_the_socket(tmp_path: Path,
                                                                         small_send_buffer: int) -> None:
-    cfg, writer, sink = writer_and_sink(tmp_path)
     labels = ".".join(["b" * 60] * 3)
     names = [f"t{i:03d}.{labels}.test." for i in range(400)]
-    try:
+    with writer_and_sink(tmp_path) as (sink, rows):
         for i, q in enumerate(names):                       # as TCP queries hand them over, one at a time
             sink.submit_hits(1_790_000_000_000 + i, "2001:db8::53", 40000 + i, ((q, *T1[1:]),), "tcp")
         assert sum(len(q) for q in names) > small_send_buffer
         assert sink.flush() == 400 and sink.dropped == 0
-    finally:
-        sink.close()
-        writer.close()
-    store = BlocklogStore(cfg.path, node="edge-1")
-    try:
-        assert [(r.qname, r.transport) for r in store.records()] == [(q, "tcp") for q in names]
-    finally:
-        store.close()
+    assert [(r.qname, r.transport) for r in rows] == [(q, "tcp") for q in names]
 
 
 def test_answer_counts_whose_sum_wraps_are_refused() -> None:
