@@ -76,6 +76,14 @@ from .errors import BlocklogError
 from .hits import HitRecord, PackedHits, TemplateNumbers, flatten, hits_of
 from .mmsg import NAME_SIZE, decode_sockaddr
 
+decode_packed: Callable[[list[Any], Any, Any], tuple[bytes, bytes, bytes | None] | None] | None
+try:     # packed batches decoded in one pass (resolver/_packed.c, an optional extension)
+    from ._packed import decode_packed
+    PACKED_DECODING = "c"
+except ImportError:   # built without a compiler: numpy does it (_packed_columns)
+    decode_packed = None
+    PACKED_DECODING = "numpy"
+
 PROTOCOL = 2
 PROTOCOLS = frozenset({1, 2})
 MESSAGE_RECORDS = 512           # records per message when each carries its templates (tens of KB)
@@ -624,29 +632,43 @@ def decode(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tupl
     return pid, dropped, records
 
 
+def _packed_columns(batches: list[Any], names: bytes, at: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per answer of packed batches: its time, its address slot (``blocklog_seal.pack_address``'s
+    layout) and its transport (None: all udp), by numpy; ValueError naming the first bad batch.
+    (What resolver/_packed.c does in one pass, and what it leaves to this path: a bad message.)"""
+    sp = _spans(batches, names, at)
+    which = sp.which
+    n = len(at)
+    slots = np.frombuffer(names, dtype=np.uint8).reshape(-1, NAME_SIZE)[sp.firsts[which] + sp.at]
+    addrs = np.zeros((n, ADDR_W), dtype=np.uint8)
+    addrs[:, 17:19] = slots[:, 2:4]                         # the port, network order in both families
+    v4 = sp.v4[which]
+    if v4.all():
+        addrs[:, 0] = 4
+        addrs[:, 1:5] = slots[:, 4:8]                       # sockaddr_in: sin_addr
+    else:
+        addrs[:, 0] = np.where(v4, 4, 6)
+        addrs[v4, 1:5] = slots[v4, 4:8]
+        addrs[~v4, 1:17] = slots[~v4, 8:24]                 # sockaddr_in6: sin6_addr
+    return sp.times[which], addrs, sp.tcp[which] if sp.tcp is not None else None
+
+
 def decode_columns(data: bytes, table: list[tuple[Template, ...]] | None = None) -> tuple[int, int, Columns]:
     """(pid, dropped, records by column) of one message, as ``decode`` checks it; packed batches
-    without Python code per answer (numpy over the address slots and the template numbers), the
-    per-query records of the message first. ValueError when it is not a well-formed message."""
+    without Python code per answer (in one pass in C, or numpy over the address slots; numpy over
+    the template numbers), the per-query records of the message first. ValueError when it is not a
+    well-formed message."""
     pid, dropped, records, batches, names, at, numbers, table = _message(data, table)
     parts = [columns_from_raws(records)] if records else []
     if batches:
-        sp = _spans(batches, names, at)
-        which = sp.which
         n = len(at)
-        slots = np.frombuffer(names, dtype=np.uint8).reshape(-1, NAME_SIZE)[sp.firsts[which] + sp.at]
-        addrs = np.zeros((n, ADDR_W), dtype=np.uint8)
-        addrs[:, 17:19] = slots[:, 2:4]                         # the port, network order in both families
-        v4 = sp.v4[which]
-        if v4.all():
-            addrs[:, 0] = 4
-            addrs[:, 1:5] = slots[:, 4:8]                       # sockaddr_in: sin_addr
+        fast = decode_packed(batches, names, at) if decode_packed is not None else None
+        if fast is not None:
+            times = np.frombuffer(fast[0], dtype=np.int64)
+            addrs = np.frombuffer(fast[1], dtype=np.uint8).reshape(n, ADDR_W)
+            tcp = np.frombuffer(fast[2], dtype=np.uint8) if fast[2] is not None else None
         else:
-            addrs[:, 0] = np.where(v4, 4, 6)
-            addrs[v4, 1:5] = slots[v4, 4:8]
-            addrs[~v4, 1:17] = slots[~v4, 8:24]                 # sockaddr_in6: sin6_addr
-        times = sp.times[which]
-        tcp = sp.tcp[which] if sp.tcp is not None else None
+            times, addrs, tcp = _packed_columns(batches, names, at)
         nums = numbers
         if isinstance(table, TemplateTable) and table.single:   # one hit per answer: the common case
             parts.append(Columns(times, nums, tcp, addrs, table.firsts, stable=True))

@@ -45,7 +45,7 @@ fi
 
 PY=$(find_python) || { say "Python >= 3.11 not found (on Debian: apt-get install python3 python3-venv)"; exit 2; }
 stamp="$VENV/.hotline-edge-stamp"
-want=$( { cat "$ROOT/pyproject.toml" "$ROOT/resolver/_leafhash.c"; "$PY" -V; } | sha256sum | cut -d' ' -f1)
+want=$( { cat "$ROOT/pyproject.toml" "$ROOT/resolver/_leafhash.c" "$ROOT/resolver/_packed.c"; "$PY" -V; } | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi

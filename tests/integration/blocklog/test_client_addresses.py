@@ -50,9 +50,12 @@ def test_every_answer_is_logged_with_its_senders_address(tmp_path: Path, family:
     logged = collections.Counter((rec["client"]["ip"], rec["client"]["port"]) for rec in map(json.loads, lines))
     assert logged == asked
     assert json.loads(node.cli("log", "verify", "--json").stdout)["ok"]
-    # the operator is told at start how the log hashes its records (the C extension, or hashlib)
+    # the operator is told at start how the log hashes and decodes its records (C extensions, or not)
     from resolver.blocklog import LEAF_HASHING
+    from resolver.blocklog_ship import PACKED_DECODING
     events = [json.loads(x) for x in (node.workdir / "resolver.log").read_text().splitlines() if x.startswith("{")]
     opened = [e for e in events if e.get("event") == "blocklog_open"]
     assert opened and {e["leaf_hashing"] for e in opened} == {LEAF_HASHING}
+    assert {e["packed_decoding"] for e in opened} == {PACKED_DECODING}
     assert any(e.get("event") == "blocklog_slow_leaf_hashing" for e in events) == (LEAF_HASHING != "openssl")
+    assert any(e.get("event") == "blocklog_slow_decoding" for e in events) == (PACKED_DECODING != "c")

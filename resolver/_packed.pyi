@@ -1,0 +1,3 @@
+from typing import Any
+
+def decode_packed(batches: list[Any], names: Any, at: Any, /) -> tuple[bytes, bytes, bytes | None] | None: ...
