@@ -17,6 +17,8 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
 #include <openssl/sha.h>
+#include <stdint.h>
+#include <string.h>
 
 #define DIGEST 32
 
@@ -62,11 +64,100 @@ sha256_rows(PyObject *module, PyObject *args)
     return out;
 }
 
+/* Little-endian 8 bytes of v (the leaf's seq and time fields), whatever the host's order. */
+static void
+put_le64(unsigned char *dst, uint64_t v)
+{
+    for (int k = 0; k < 8; k++)
+        dst[k] = (unsigned char)(v >> (8 * k));
+}
+
+#define ADDR_W 19                              /* resolver.blocklog_seal.ADDR_W */
+#define LEAF_W (8 + 8 + DIGEST + ADDR_W)       /* resolver.blocklog.LEAF_W */
+
+/* The leaves of a segment's records built and hashed in one pass: record i's row is seq
+ * (first_seq + i, u64 LE), its time (i64 LE), the digest of its template (row li[i] of
+ * ``digests``) and its address ciphertext (ADDR_W bytes of ``ct``, or zeros when None). What
+ * resolver.blocklog builds with numpy and hashes with sha256_rows, without the intermediate
+ * array of rows. */
+static PyObject *
+leaves(PyObject *module, PyObject *args)
+{
+    unsigned long long first_seq;
+    Py_buffer times, digests, li, ct = {0};
+    PyObject *ct_obj;
+    if (!PyArg_ParseTuple(args, "Ky*y*y*O:leaves", &first_seq, &times, &digests, &li, &ct_obj))
+        return NULL;
+    PyObject *out = NULL;
+    const char *bad = NULL;
+    Py_ssize_t n = times.len / 8, m = digests.len / DIGEST;
+    if (ct_obj != Py_None && PyObject_GetBuffer(ct_obj, &ct, PyBUF_SIMPLE) < 0)
+        goto done;
+    if (times.len % 8 || li.len != times.len || digests.len % DIGEST ||
+        (ct_obj != Py_None && ct.len != n * ADDR_W)) {
+        PyErr_Format(PyExc_ValueError, "leaves: %zd bytes of times, %zd of local numbers, %zd of digests and %zd "
+                     "of ciphertext do not describe the same records", times.len, li.len, digests.len,
+                     ct_obj != Py_None ? ct.len : (Py_ssize_t)0);
+        goto done;
+    }
+    if (n > PY_SSIZE_T_MAX / DIGEST) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * DIGEST);
+    if (out == NULL)
+        goto done;
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *tm = (const unsigned char *)times.buf, *ix = (const unsigned char *)li.buf;
+    const unsigned char *dg = (const unsigned char *)digests.buf, *cx = (const unsigned char *)ct.buf;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char row[LEAF_W];
+    SHA256_CTX ctx;
+    if (cx == NULL)
+        memset(row + 8 + 8 + DIGEST, 0, ADDR_W);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t k, t;
+        memcpy(&k, ix + i * 8, 8);                 /* (the buffers need not be aligned) */
+        memcpy(&t, tm + i * 8, 8);
+        if (k < 0 || k >= m) {
+            bad = "leaves: a record's template is not one of the digests";
+            break;
+        }
+        put_le64(row, (uint64_t)first_seq + (uint64_t)i);
+        put_le64(row + 8, (uint64_t)t);
+        memcpy(row + 16, dg + k * DIGEST, DIGEST);
+        if (cx != NULL)
+            memcpy(row + 16 + DIGEST, cx + i * ADDR_W, ADDR_W);
+        if (!(SHA256_Init(&ctx) && SHA256_Update(&ctx, row, LEAF_W) && SHA256_Final(dst + i * DIGEST, &ctx))) {
+            bad = "leaves: OpenSSL's SHA-256 failed";
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad != NULL) {
+        PyErr_SetString(PyExc_ValueError, bad);
+        Py_CLEAR(out);
+    }
+done:
+    PyBuffer_Release(&times);
+    PyBuffer_Release(&digests);
+    PyBuffer_Release(&li);
+    if (ct.obj != NULL)
+        PyBuffer_Release(&ct);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"sha256_rows", sha256_rows, METH_VARARGS,
      "sha256_rows(buffer, width) -> bytes\n\n"
      "The SHA-256 digests (32 bytes each, in order) of the rows of a C-contiguous buffer of rows of\n"
      "``width`` bytes. ValueError when the buffer's length is not a multiple of ``width``."},
+    {"leaves", leaves, METH_VARARGS,
+     "leaves(first_seq, times, digests, li, ct) -> bytes\n\n"
+     "The leaf digests of n records: SHA-256 of (first_seq + i as u64 LE, times[i] as i64 LE,\n"
+     "row li[i] of ``digests`` (32-byte rows), ciphertext row i (19 bytes) or zeros when ``ct`` is\n"
+     "None). ``times`` and ``li`` hold native int64s. ValueError when the buffers disagree on n or\n"
+     "an index is outside ``digests``."},
     {NULL, NULL, 0, NULL},
 };
 

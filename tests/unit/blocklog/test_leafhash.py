@@ -22,9 +22,10 @@ from resolver.errors import BlocklogError
 from .helpers import T0, ZONE
 
 try:
+    from resolver._leafhash import leaves as c_leaves
     from resolver._leafhash import sha256_rows as c_rows
 except ImportError:          # pragma: no cover - depends on the install
-    c_rows = None
+    c_rows = c_leaves = None
 
 needs_c = pytest.mark.skipif(c_rows is None, reason="resolver._leafhash not built: the install had no gcc, "
                              "python3-dev or libssl-dev (Debian packages)")
@@ -56,6 +57,45 @@ def test_rows_of_the_wrong_length_are_refused() -> None:
 @needs_c
 def test_the_extension_is_the_one_in_use() -> None:
     assert blocklog.LEAF_HASHING == "openssl" and blocklog.sha256_rows is c_rows
+    assert blocklog._segment_leaves_c is c_leaves
+
+
+@needs_c
+@pytest.mark.parametrize("sealed", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 5, 1000])
+def test_a_segments_leaves_in_one_pass_equal_the_numpy_ones(n: int, sealed: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times across int64 (negative ones too), seqs past 2**32, a template table larger than what
+    the records use, in any order."""
+    rng = np.random.default_rng(n * 2 + sealed)
+    digests = rng.integers(0, 256, (37, 32), dtype=np.uint8)
+    li = rng.integers(0, 37, n).astype(np.int64)
+    times = rng.integers(-(2**62), 2**62, n).astype(np.int64)
+    ct = rng.integers(0, 256, n * ADDR_W, dtype=np.uint8).tobytes() if sealed else None
+    first = (1 << 40) + 3
+    fast = blocklog.segment_leaves(first, times, digests, li, ct)
+    rows = [struct.pack("<Qq", first + i, int(times[i])) + digests[li[i]].tobytes()
+            + (ct[i * ADDR_W:(i + 1) * ADDR_W] if ct is not None else bytes(ADDR_W)) for i in range(n)]
+    assert fast == b"".join(hashlib.sha256(r).digest() for r in rows)
+    monkeypatch.setattr(blocklog, "_segment_leaves_c", None)
+    assert blocklog.segment_leaves(first, times, digests, li, ct) == fast
+
+
+@needs_c
+def test_a_segments_leaves_refuse_buffers_that_disagree() -> None:
+    digests = np.zeros((4, 32), dtype=np.uint8)
+    times, li = np.arange(3, dtype=np.int64), np.array([0, 3, 1], dtype=np.int64)
+    assert len(c_leaves(1, times, digests, li, None)) == 96
+    with pytest.raises(ValueError, match="not one of the digests"):
+        c_leaves(1, times, digests, np.array([0, 4, 1], dtype=np.int64), None)
+    with pytest.raises(ValueError, match="not one of the digests"):
+        c_leaves(1, times, digests, np.array([0, -1, 1], dtype=np.int64), None)
+    with pytest.raises(ValueError, match="do not describe the same records"):
+        c_leaves(1, times, digests, li[:2], None)
+    with pytest.raises(ValueError, match="do not describe the same records"):
+        c_leaves(1, times, digests, li, bytes(3 * ADDR_W - 1))
+    with pytest.raises(ValueError, match="do not describe the same records"):
+        c_leaves(1, times, digests[:, :31].copy(), li, None)
 
 
 def tpl(i: int, order: str | None = "TW-1") -> Template:
@@ -109,6 +149,7 @@ def test_leaves_are_the_same_with_and_without_the_extension(tmp_path: Path, monk
 
     fast = write("c.sqlite")
     monkeypatch.setattr(blocklog, "sha256_rows", sha256_rows_py)
+    monkeypatch.setattr(blocklog, "_segment_leaves_c", None)
     assert write("py.sqlite") == fast
     assert len(fast) == 3 and all(len(leaves) == 5 * 32 for leaves, _ in fast)
 
