@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,11 @@ from resolver.errors import BlocklogError
 from .helpers import T0, ZONE
 
 try:
+    from resolver import _leafhash
     from resolver._leafhash import leaves as c_leaves
     from resolver._leafhash import sha256_rows as c_rows
 except ImportError:          # pragma: no cover - depends on the install
-    c_rows = c_leaves = None
+    _leafhash = c_rows = c_leaves = None
 
 needs_c = pytest.mark.skipif(c_rows is None, reason="resolver._leafhash not built: the install had no gcc, "
                              "python3-dev or libssl-dev (Debian packages)")
@@ -35,15 +37,34 @@ def plain(rows: np.ndarray) -> bytes:
     return b"".join(hashlib.sha256(r.tobytes()).digest() for r in rows)
 
 
+@pytest.fixture(params=["pairs", "openssl"])
+def pairs(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Rows hashed two at a time with the CPU's SHA extensions, or one at a time with OpenSSL."""
+    assert _leafhash is not None
+    on = _leafhash._use_pairs(request.param == "pairs")
+    if request.param == "pairs" and not on:
+        pytest.skip("this CPU has no SHA extensions (SHA-NI): only OpenSSL's one-at-a-time hashing runs here")
+    yield on
+    _leafhash._use_pairs(True)
+
+
 @needs_c
-@pytest.mark.parametrize("width", [1, 31, 55, 56, 64, LEAF_W, 200])
-@pytest.mark.parametrize("n", [0, 1, 7, 1000])
-def test_c_rows_equal_hashlib(width: int, n: int) -> None:
+@pytest.mark.parametrize("width", [1, 31, 55, 56, 63, 64, 65, LEAF_W, 119, 120, 128, 200])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000])
+def test_c_rows_equal_hashlib(width: int, n: int, pairs: bool) -> None:
+    """Every padding case (one or two final blocks, whole blocks), odd and even row counts."""
     rows = np.random.default_rng(width * 1000 + n).integers(0, 256, (n, width), dtype=np.uint8)
     want = plain(rows)
     assert c_rows(rows, width) == want
     assert c_rows(rows.tobytes(), width) == want
     assert sha256_rows_py(rows, width) == want
+
+
+@needs_c
+def test_the_cpus_sha_extensions_are_used_where_it_has_them() -> None:
+    assert _leafhash is not None
+    has = "sha_ni" in Path("/proc/cpuinfo").read_text().split()
+    assert _leafhash._use_pairs(True) == has
 
 
 def test_rows_of_the_wrong_length_are_refused() -> None:
@@ -62,8 +83,8 @@ def test_the_extension_is_the_one_in_use() -> None:
 
 @needs_c
 @pytest.mark.parametrize("sealed", [True, False])
-@pytest.mark.parametrize("n", [0, 1, 5, 1000])
-def test_a_segments_leaves_in_one_pass_equal_the_numpy_ones(n: int, sealed: bool,
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 1000])
+def test_a_segments_leaves_in_one_pass_equal_the_numpy_ones(n: int, sealed: bool, pairs: bool,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Times across int64 (negative ones too), seqs past 2**32, a template table larger than what
     the records use, in any order."""
