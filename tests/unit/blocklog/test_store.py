@@ -4,7 +4,9 @@ legal holds, and retention purges across a simulated 181 days (time is always pa
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -330,6 +332,33 @@ def test_a_new_log_takes_the_larger_page_and_an_existing_one_keeps_its_own(tmp_p
     assert old.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert old.verify().ok and old.counts()["records"] == 27
     old.close()
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="sqlite3 command not installed (Debian package sqlite3)")
+def test_the_documented_page_size_conversion_keeps_the_chain(tmp_path: Path) -> None:
+    """docs/operations.md's conversion of a log with 4 KiB pages, run as written with the sqlite3
+    command: 16 KiB pages, WAL again, the same head, the chain intact, and the writer goes on."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    cmd = next(x for x in doc.splitlines() if x.startswith("sqlite3 blocklog.sqlite 'PRAGMA journal_mode=DELETE"))
+    path = str(tmp_path / "blocklog.sqlite")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    old = BlocklogStore(path, node="edge-1")
+    fill_days(old, 3)
+    head = old.head()
+    old.close()
+    subprocess.run(["bash", "-c", cmd], cwd=tmp_path, check=True, capture_output=True)
+    conn = sqlite3.connect(path)                 # as the command left it (the store sets WAL when it opens)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    conv = BlocklogStore(path, node="edge-1")
+    assert conv.head() == head and conv.verify().ok
+    conv.write_batch(raws(9, 5), now_ms=T0 + 9 * DAY_MS, public_key=PK)
+    assert conv.verify().ok and conv.counts()["records"] == 27 + 5
+    conv.close()
 
 
 def test_daily_aggregates_match_the_records_within_a_day_and_across_midnight(store: BlocklogStore) -> None:
