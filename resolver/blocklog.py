@@ -324,7 +324,7 @@ def sha256_rows_py(rows: Any, width: int) -> bytes:
 
 
 _segment_leaves_c: Callable[[int, Any, Any, Any, Any], bytes] | None
-try:     # the same digests in one C call (resolver/_leafhash.c, an optional extension): ~0.1 us a row
+try:     # the same digests in one C call (resolver/_leafhash.c, an optional extension): 0.06-0.09 us a row
     from ._leafhash import leaves as _segment_leaves_c
     from ._leafhash import sha256_rows
     LEAF_HASHING = "openssl"

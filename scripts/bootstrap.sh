@@ -9,8 +9,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${HOTLINE_EDGE_VENV:-$ROOT/.venv}
 DEB_PACKAGES="unbound python3-unbound bind9 bind9-dnsutils knot knot-dnsutils dnsperf sqlite3 iproute2 procps
   debootstrap systemd-container python3-venv gcc libc6-dev python3-dev libssl-dev"
-# gcc, python3-dev and libssl-dev build resolver/_leafhash.c (the blocked-lookup log's leaf hashing);
-# without them the install still succeeds and the log hashes through hashlib (same digests, slower)
+# gcc, python3-dev and libssl-dev build resolver/_leafhash.c and resolver/_packed.c (the blocked-lookup
+# log writer's leaf hashing and decoder); without them the install still succeeds and the writer uses
+# hashlib and numpy (the same log, slower)
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 
