@@ -172,6 +172,11 @@ class ShippingSink:
         p = self.packed_hits
         return self._dropped + self._unshippable + p.dropped + p.trimmed
 
+    def shipping_stats(self) -> dict[str, int]:
+        """For the worker's metrics (resolver.metrics): ``deferred`` flushes so far, and the hits
+        ``held`` now (waiting to be shipped). From the producer's thread (the event loop's)."""
+        return {"deferred": self.deferred, "held": self.queued()}
+
     # -- called on the query path -----------------------------------------------------------------
     def queued(self) -> int:
         """Queries whose hits wait in this process."""
@@ -1020,4 +1025,5 @@ class BlocklogCollector:
 
 METRIC_NAMES = tuple(BlocklogCollector.PREFIX + n for n in (
     "records_total", "batches_total", "dropped_total", "write_errors_total", "bad_messages_total", "queue_depth",
-    "head_seq", "last_commit_timestamp_seconds", "batch_seconds"))
+    "head_seq", "last_commit_timestamp_seconds", "batch_seconds",
+    "shipping_deferred_total", "worker_held"))     # (the last two from the workers: resolver.metrics)

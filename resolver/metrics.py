@@ -38,6 +38,7 @@ from .upstream import LATENCY_BUCKETS, UpstreamStats
 from .wire import RCODE_NAMES
 
 PREFIX = "hotline_edge_resolver_"
+SHIPPING_PREFIX = "hotline_edge_blocklog_"     # the workers' side of the log, documented with the log's own
 METRIC_NAMES = tuple(PREFIX + n for n in (
     "queries_total", "refused_total", "malformed_total", "policy_hits_total", "dnssec_unfiltered_total",
     "cache_hits_total", "cache_misses_total", "cache_entries", "upstream_queries_total",
@@ -68,8 +69,14 @@ def merge(snaps: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The sum of several workers' snapshots."""
     out: dict[str, Any] = {"responses": {}, "refused": {}, "malformed": {}, "hits": {}, "dnssec_unfiltered": 0,
                            "cache": {"hits": 0, "misses": 0, "entries": 0}, "upstream": {}, "latency": {},
-                           "tcp_connections": 0, "gc": {"collections": [0, 0, 0], "full_every": None}}
+                           "tcp_connections": 0, "gc": {"collections": [0, 0, 0], "full_every": None},
+                           "shipping": {"workers": 0, "deferred": 0, "held": 0}}
     for s in snaps:
+        ship = s.get("shipping")
+        if ship:                 # a worker that ships its hits to the blocked-lookup log's writer
+            out["shipping"]["workers"] += 1
+            out["shipping"]["deferred"] += ship.get("deferred", 0)
+            out["shipping"]["held"] += ship.get("held", 0)
         for t, r, n in s.get("responses", ()):
             out["responses"][(t, r)] = out["responses"].get((t, r), 0) + n
         for key in ("refused", "malformed"):
@@ -172,6 +179,13 @@ class ResolverCollector:
         yield GaugeMetricFamily(PREFIX + "workers", "Worker processes serving queries", value=p.get("workers", 0))
         yield GaugeMetricFamily(PREFIX + "tcp_connections", "Open client TCP connections",
                                 value=m["tcp_connections"])
+        ship = m.get("shipping")
+        if ship and ship["workers"]:   # the workers' side of the blocked-lookup log (docs/blocklog.md)
+            yield CounterMetricFamily(SHIPPING_PREFIX + "shipping_deferred", "Flushes of the workers' hits that "
+                                      "found the log writer's socket full (the hits waited, bounded, for the next "
+                                      "turn)", value=ship["deferred"])
+            yield GaugeMetricFamily(SHIPPING_PREFIX + "worker_held", "Queries whose hits the workers hold and have "
+                                    "not handed to the log writer yet", value=ship["held"])
 
 
 def render(*collectors: Any) -> bytes:

@@ -139,4 +139,8 @@ class ResolverService:
         self._prepared.pop(generation, None)
 
     def stats(self) -> dict[str, Any]:
-        return snapshot(self.counters, self.ustats, len(self.cache), TcpServer.connections)
+        snap = snapshot(self.counters, self.ustats, len(self.cache), TcpServer.connections)
+        shipping = getattr(self.sink, "shipping_stats", None)    # resolver.blocklog_ship.ShippingSink
+        if shipping is not None:
+            snap["shipping"] = shipping()
+        return snap

@@ -42,6 +42,10 @@ def test_every_answer_is_logged_with_its_senders_address(tmp_path: Path, family:
             total = sum(asked.values())
             wait_for(lambda: node.metrics().get("hotline_edge_blocklog_records_total") == total, 30,
                      f"{total} records written", lambda: {k: v for k, v in node.metrics().items() if "blocklog" in k})
+            # the workers' side: nothing held once all is written, and the deferred flushes counted
+            wait_for(lambda: node.metrics().get("hotline_edge_blocklog_worker_held") == 0, 10,
+                     "the workers' held hits reported as 0", node.metrics)
+            assert node.metrics()["hotline_edge_blocklog_shipping_deferred_total"] >= 0
     finally:
         for c in clients:
             c.close()

@@ -463,11 +463,13 @@ def test_on_the_loop_a_full_writer_socket_defers_and_loses_nothing(tmp_path: Pat
         assert sink.deferred == 1 and first < 400 * 64 + 50
         conn = sink._sock
         assert conn is not None and conn.gettimeout() == 0.0 and sink.queued() == 400 * 64 + 50 - first
+        assert sink.shipping_stats() == {"deferred": 1, "held": 400 * 64 + 50 - first}    # the worker's metrics
         messages = listener.messages()
         while sink.queued():                        # the writer reads; later turns send the rest
             sink.flush()
             messages += listener.messages()
         assert sink._sock is conn and sink.dropped == 0
+        assert sink.shipping_stats()["held"] == 0 and sink.shipping_stats()["deferred"] >= 1
         table: list[tuple[tuple[object, ...], ...]] = []
         records = [r for m in messages for r in decode(m, table)[2]]     # type: ignore[arg-type]
         assert len(records) == 400 * 64 + 50

@@ -56,3 +56,21 @@ def test_snapshots_merge_and_render() -> None:
     assert 'hotline_edge_resolver_gc_collections_total{generation="2"}' in body
     for name in metrics.METRIC_NAMES:
         assert name.removesuffix("_total") in body, name
+
+
+def test_the_workers_shipping_of_hits_is_summed_and_shown_only_when_they_ship() -> None:
+    """Each worker's ShippingSink reports its deferred flushes and the queries it holds; the
+    resolver's /metrics shows their sums as blocked-lookup log metrics, and nothing when no worker
+    ships (logging off)."""
+    c, u = StageCounters(), UpstreamStats()
+    plain = metrics.snapshot(c, u, cache_entries=0, tcp_connections=0)
+    policy = {"zones": {}, "ready": True, "loaded_at": 1.0, "workers": 2, "reloads": {}}
+    body = metrics.render(metrics.ResolverCollector(lambda: (metrics.merge([plain, plain]), policy))).decode()
+    assert "hotline_edge_blocklog_" not in body
+    a = {**plain, "shipping": {"deferred": 3, "held": 120}}
+    b = {**plain, "shipping": {"deferred": 1, "held": 0}}
+    merged = metrics.merge([a, b, plain])
+    assert merged["shipping"] == {"workers": 2, "deferred": 4, "held": 120}
+    body = metrics.render(metrics.ResolverCollector(lambda: (merged, policy))).decode()
+    assert "hotline_edge_blocklog_shipping_deferred_total 4.0" in body
+    assert "hotline_edge_blocklog_worker_held 120.0" in body
