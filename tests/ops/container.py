@@ -100,16 +100,25 @@ class NspawnContainer:
 
         self.init_pid = wait_for(child, timeout=30, what="the container's init process")
 
+        last = ["(never answered)"]
+
         def booted() -> bool:
             child()  # raises when nspawn died
             r = self.run(["systemctl", "is-system-running"], check=False, timeout=10)
             state = r.stdout.strip()
+            last[0] = f"{state or '(nothing)'} (exit {r.returncode}) {r.stderr.strip()}".strip()
             return state in {"running", "degraded"}
 
         try:
             wait_for(booted, timeout=timeout, interval=0.3, what="systemd in the container to finish booting")
         except TimeoutError as exc:
-            raise BootError(f"{exc}\n{self.boot_output()}") from exc
+            # what systemd still waits for, so that a slow boot can be told from a stuck unit
+            try:
+                jobs = self.run(["systemctl", "list-jobs", "--no-pager"], check=False, timeout=10).stdout.strip()
+            except subprocess.TimeoutExpired:
+                jobs = "(systemctl list-jobs did not answer within 10 s)"
+            raise BootError(f"{exc}; the last `systemctl is-system-running`: {last[0]}\n"
+                            f"systemctl list-jobs:\n{jobs}\n{self.boot_output()}") from exc
 
     def boot_output(self, lines: int = 40) -> str:
         try:
