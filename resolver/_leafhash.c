@@ -179,9 +179,10 @@ sha256_rows(PyObject *module, PyObject *args)
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
     const unsigned char *src = (const unsigned char *)buf.buf;
     int ok = 1;
+    const int pairs = use_pair;                /* read once: _use_pairs may change it meanwhile */
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t i = 0;
-    if (use_pair)
+    if (pairs)
         for (; i + 1 < n; i += 2)
             sha256_pair(src + i * width, src + (i + 1) * width, (size_t)width, dst + i * DIGEST,
                         dst + (i + 1) * DIGEST);
@@ -243,6 +244,8 @@ leaves(PyObject *module, PyObject *args)
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
     const unsigned char *tm = (const unsigned char *)times.buf, *ix = (const unsigned char *)li.buf;
     const unsigned char *dg = (const unsigned char *)digests.buf, *cx = (const unsigned char *)ct.buf;
+    const int pairs = use_pair;                /* read once: a pair's first row is hashed with its second */
+    PyObject *error = PyExc_ValueError;
     Py_BEGIN_ALLOW_THREADS
     unsigned char rows[2][LEAF_W];             /* hashed in pairs (sha256_pair) when the CPU can */
     if (cx == NULL) {
@@ -263,16 +266,17 @@ leaves(PyObject *module, PyObject *args)
         memcpy(row + 16, dg + k * DIGEST, DIGEST);
         if (cx != NULL)
             memcpy(row + 16 + DIGEST, cx + i * ADDR_W, ADDR_W);
-        if (use_pair && (i & 1))
+        if (pairs && (i & 1))
             sha256_pair(rows[0], rows[1], LEAF_W, dst + (i - 1) * DIGEST, dst + i * DIGEST);
-        else if ((!use_pair || i + 1 == n) && !sha256_one(row, LEAF_W, dst + i * DIGEST)) {
+        else if ((!pairs || i + 1 == n) && !sha256_one(row, LEAF_W, dst + i * DIGEST)) {
             bad = "leaves: OpenSSL's SHA-256 failed";
+            error = PyExc_RuntimeError;         /* as sha256_rows: not the caller's input */
             break;
         }
     }
     Py_END_ALLOW_THREADS
     if (bad != NULL) {
-        PyErr_SetString(PyExc_ValueError, bad);
+        PyErr_SetString(error, bad);
         Py_CLEAR(out);
     }
 done:
