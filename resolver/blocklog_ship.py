@@ -74,6 +74,7 @@ from .blocklog_config import BlocklogConfig
 from .blocklog_seal import ADDR_W
 from .errors import BlocklogError
 from .hits import HitRecord, PackedHits, TemplateNumbers, flatten, hits_of
+from .metrics import BLOCKLOG_PREFIX
 from .mmsg import NAME_SIZE, decode_sockaddr
 
 decode_packed: Callable[[list[Any], Any, Any], tuple[bytes, bytes, bytes | None] | None] | None
@@ -989,7 +990,7 @@ def _bind(path: str) -> socket.socket:
 class BlocklogCollector:
     """prometheus-client collector over a writer's stats (the resolver's /metrics)."""
 
-    PREFIX = "hotline_edge_blocklog_"
+    PREFIX = BLOCKLOG_PREFIX
 
     def __init__(self, stats: WriterStats) -> None:
         self.stats = stats

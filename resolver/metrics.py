@@ -38,7 +38,7 @@ from .upstream import LATENCY_BUCKETS, UpstreamStats
 from .wire import RCODE_NAMES
 
 PREFIX = "hotline_edge_resolver_"
-SHIPPING_PREFIX = "hotline_edge_blocklog_"     # the workers' side of the log, documented with the log's own
+BLOCKLOG_PREFIX = "hotline_edge_blocklog_"     # the log's metrics: its writer's (blocklog_ship) and the workers' side
 METRIC_NAMES = tuple(PREFIX + n for n in (
     "queries_total", "refused_total", "malformed_total", "policy_hits_total", "dnssec_unfiltered_total",
     "cache_hits_total", "cache_misses_total", "cache_entries", "upstream_queries_total",
@@ -181,10 +181,10 @@ class ResolverCollector:
                                 value=m["tcp_connections"])
         ship = m.get("shipping")
         if ship and ship["workers"]:   # the workers' side of the blocked-lookup log (docs/blocklog.md)
-            yield CounterMetricFamily(SHIPPING_PREFIX + "shipping_deferred", "Flushes of the workers' hits that "
+            yield CounterMetricFamily(BLOCKLOG_PREFIX + "shipping_deferred", "Flushes of the workers' hits that "
                                       "found the log writer's socket full (the hits waited, bounded, for the next "
                                       "turn)", value=ship["deferred"])
-            yield GaugeMetricFamily(SHIPPING_PREFIX + "worker_held", "Queries whose hits the workers hold and have "
+            yield GaugeMetricFamily(BLOCKLOG_PREFIX + "worker_held", "Queries whose hits the workers hold and have "
                                     "not handed to the log writer yet", value=ship["held"])
 
 
