@@ -319,7 +319,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "resolver._leafhash",
-    "SHA-256 of each fixed-width row of a buffer, in one call (the blocked-lookup log's leaves).", -1, methods,
+    "The blocked-lookup log's leaf digests: SHA-256 of fixed-width rows, or of a new segment's records.", -1,
+    methods,
 };
 
 PyMODINIT_FUNC
