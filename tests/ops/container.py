@@ -103,7 +103,11 @@ class NspawnContainer:
         last = ["(never answered)"]
 
         def booted() -> bool:
-            child()  # raises when nspawn died
+            # nspawn's first child can be its short-lived outer child, caught before it forked the
+            # container's init and exited: follow nspawn's child as it is now (raises when nspawn died)
+            pid = child()
+            if pid:
+                self.init_pid = pid
             r = self.run(["systemctl", "is-system-running"], check=False, timeout=10)
             state = r.stdout.strip()
             last[0] = f"{state or '(nothing)'} (exit {r.returncode}) {r.stderr.strip()}".strip()
